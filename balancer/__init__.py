@@ -1,0 +1,21 @@
+"""slotpilot's client SDK: strategies, per-node circuit breakers, a slot-aware cluster client."""
+
+from balancer.breaker import BreakerPolicy
+from balancer.endpoint import Endpoint
+from balancer.errors import ClusterError, CrossSlotError, NoHealthyEndpoint, SlotNotCovered
+from balancer.router import EndpointStats, RetryPolicy, Router
+from balancer.strategies import STRATEGIES, Strategy
+
+__all__ = [
+    "STRATEGIES",
+    "BreakerPolicy",
+    "ClusterError",
+    "CrossSlotError",
+    "Endpoint",
+    "EndpointStats",
+    "NoHealthyEndpoint",
+    "RetryPolicy",
+    "Router",
+    "SlotNotCovered",
+    "Strategy",
+]
