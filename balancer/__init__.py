@@ -1,6 +1,7 @@
 """slotpilot's client SDK: strategies, per-node circuit breakers, a slot-aware cluster client."""
 
 from balancer.breaker import BreakerPolicy
+from balancer.cluster import ClusterClient
 from balancer.endpoint import Endpoint
 from balancer.errors import ClusterError, CrossSlotError, NoHealthyEndpoint, SlotNotCovered
 from balancer.router import EndpointStats, RetryPolicy, Router
@@ -9,6 +10,7 @@ from balancer.strategies import STRATEGIES, Strategy
 __all__ = [
     "STRATEGIES",
     "BreakerPolicy",
+    "ClusterClient",
     "ClusterError",
     "CrossSlotError",
     "Endpoint",

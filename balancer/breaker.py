@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -85,7 +86,7 @@ class NodeBreaker:
         self.name = name
         self.policy = policy
         self._lock = threading.Lock()
-        self._listeners: list[StateListener] = []
+        self._listeners: list[Callable[[], StateListener | None]] = []
         self.trials = 0
         self.opened_at = 0.0  # time.monotonic() of the last opening
         self._clean = True  # closed with no failures counted (as far as we know)
@@ -103,7 +104,12 @@ class NodeBreaker:
         self.sync()
 
     def add_listener(self, listener: StateListener) -> None:
-        self._listeners.append(listener)
+        """Call ``listener(name, old, new)`` on state changes. Bound methods are held
+        weakly, so a router that is dropped stops listening without unsubscribing."""
+        if hasattr(listener, "__self__"):
+            self._listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+        else:
+            self._listeners.append(lambda: listener)
 
     def sync(self) -> None:
         """Re-read the state from pybreaker's storage (shared storage may have changed)."""
@@ -124,8 +130,12 @@ class NodeBreaker:
             self.trials = 0
         self._clean = new == CLOSED and self.breaker.fail_counter == 0
         self.state = new
-        for listener in self._listeners:
-            listener(self.name, old, new)
+        for ref in list(self._listeners):
+            listener = ref()
+            if listener is None:
+                self._listeners.remove(ref)
+            else:
+                listener(self.name, old, new)
 
     def retry_at(self) -> float:
         """When an open breaker starts admitting trial calls (monotonic seconds)."""

@@ -94,11 +94,13 @@ class Router:
         breaker: BreakerPolicy | None = None,
         retry: RetryPolicy | None = None,
         on_state_change: StateChange | None = None,
+        breaker_factory: Callable[[Endpoint], NodeBreaker] | None = None,
     ) -> None:
         self._strategy = make_strategy(strategy)
         self.breaker_policy = breaker or BreakerPolicy()
         self.retry = retry or RetryPolicy()
         self._on_state_change = on_state_change
+        self._breaker_factory = breaker_factory
         self._lock = threading.Lock()
         self._members: dict[str, Member] = {}
         self._eligible: tuple[Member, ...] = ()
@@ -143,7 +145,10 @@ class Router:
             self._rebuild_locked(time.monotonic())
 
     def _new_breaker(self, endpoint: Endpoint) -> NodeBreaker:
-        nb = NodeBreaker(endpoint.id, self.breaker_policy)
+        if self._breaker_factory is not None:
+            nb = self._breaker_factory(endpoint)
+        else:
+            nb = NodeBreaker(endpoint.id, self.breaker_policy)
         nb.add_listener(self._breaker_changed)
         return nb
 
@@ -215,30 +220,39 @@ class Router:
         member.picks += 1
         return member.endpoint
 
-    @contextlib.contextmanager
-    def lease(self, exclude: Iterable[str] = ()) -> Iterator[Endpoint]:
-        """Pick an endpoint and hold it for one call: counts it in flight, and records
-        success (normal exit) or failure (an exception of the retry policy's types)."""
-        excluded = frozenset(exclude)
+    def checkout(self, exclude: Iterable[str] = ()) -> tuple[Member, bool]:
+        """Reserve an endpoint for one call: (member, is_trial). Pair every checkout with
+        :meth:`checkin`. :meth:`lease` is the context-manager form of the two."""
+        excluded = exclude if isinstance(exclude, frozenset) else frozenset(exclude)
         for _ in range(8):
             member = self._choose(excluded)
             trial = member.breaker.state != CLOSED and not self._panic
             if not trial or member.breaker.admit(time.monotonic()):
-                break
-        else:
-            raise NoHealthyEndpoint("no endpoint admitted a trial call")
-        member.begin()
+                member.begin()
+                return member, trial
+        raise NoHealthyEndpoint("no endpoint admitted a trial call")
+
+    def checkin(
+        self, member: Member, trial: bool, exc: BaseException | None, latency: float | None
+    ) -> None:
+        """Finish a :meth:`checkout`: ``exc`` is the failure to count (None = success)."""
+        member.end(exc is not None)
+        member.breaker.record(exc, trial)
+        if exc is None and latency is not None:
+            self._strategy.observe(member, latency)
+
+    @contextlib.contextmanager
+    def lease(self, exclude: Iterable[str] = ()) -> Iterator[Endpoint]:
+        """Pick an endpoint and hold it for one call: counts it in flight, and records
+        success (normal exit) or failure (an exception of the retry policy's types)."""
+        member, trial = self.checkout(exclude)
         started = time.perf_counter()
         try:
             yield member.endpoint
         except BaseException as exc:
-            failed = isinstance(exc, self.retry.retry_on)
-            member.end(failed)
-            member.breaker.record(exc if failed else None, trial)
+            self.checkin(member, trial, exc if isinstance(exc, self.retry.retry_on) else None, None)
             raise
-        member.end(False)
-        member.breaker.record(None, trial)
-        self._strategy.observe(member, time.perf_counter() - started)
+        self.checkin(member, trial, None, time.perf_counter() - started)
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(endpoint, *args, **kwargs)`` on a picked endpoint, failing over to other

@@ -1,0 +1,471 @@
+"""ClusterClient: a slot-aware Redis Cluster client with strategies and breakers.
+
+Routing is a table lookup: ``key → slot`` (``redis.crc.key_slot``) → shard route → node.
+Writes go to the shard's primary; reads go where ``read_from`` says, chosen among the
+shard's healthy nodes by a :class:`~balancer.router.Router`. Redirections (MOVED, ASK),
+TRYAGAIN / CLUSTERDOWN and node failures are handled here, inside a deadline, so
+callers see an error only when the cluster really cannot answer.
+
+The command methods (``get``, ``hset``, ``xadd``, …) are redis-py's own mixins; they
+all end in :meth:`ClusterClient.execute_command`.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
+
+import redis
+from redis._parsers.response_callbacks import get_response_callbacks
+from redis.commands import READ_COMMANDS
+from redis.commands.core import DataAccessCommands, ScriptCommands
+from redis.connection import Encoder, parse_url
+from redis.crc import key_slot
+from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
+
+from balancer.breaker import BreakerPolicy, NodeBreaker
+from balancer.endpoint import Endpoint, parse_address
+from balancer.errors import ClusterError, CrossSlotError, NoHealthyEndpoint, SlotNotCovered
+from balancer.keys import KeyLocator
+from balancer.router import Router
+from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, parse_cluster_shards
+from balancer.strategies import Strategy
+from balancer.transport import NodeTransport, TransportOptions
+
+__all__ = ["ClusterClient", "ReadFrom"]
+
+ReadFrom = Literal["primary", "replicas", "any"]
+_READ_FROM = ("primary", "replicas", "any")
+NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+# Keyless commands that must reach every primary, and how their replies combine.
+_ALL_PRIMARIES: dict[str, Callable[[list[Any]], Any]] = {
+    "FLUSHALL": lambda r: all(r),
+    "FLUSHDB": lambda r: all(r),
+    "DBSIZE": sum,
+    "KEYS": lambda r: [k for part in r for k in part],
+    "SCRIPT LOAD": lambda r: r[0],
+    "SCRIPT FLUSH": lambda r: all(r),
+    "SCRIPT EXISTS": lambda r: [all(x) for x in zip(*r, strict=True)],
+}
+
+
+class _Route:
+    """Where one shard's commands go: its primary, and a router over its read nodes."""
+
+    __slots__ = ("primary", "primary_breaker", "readers", "shard")
+
+    def __init__(
+        self, shard: ShardInfo | None, primary: NodeTransport, breaker: NodeBreaker
+    ) -> None:
+        self.shard = shard
+        self.primary = primary
+        self.primary_breaker = breaker
+        self.readers: Router | None = None
+
+
+class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
+    """Slot-aware cluster client; see the module docstring and README for behaviour."""
+
+    def __init__(
+        self,
+        startup_nodes: str | Sequence[str],
+        *,
+        read_from: ReadFrom = "primary",
+        strategy: str | Strategy = "round_robin",
+        breaker: BreakerPolicy | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        ssl: bool = False,
+        socket_timeout: float = 0.5,
+        socket_connect_timeout: float = 0.5,
+        decode_responses: bool = False,
+        max_connections_per_node: int = 256,
+        retry_deadline: float = 5.0,
+        max_redirects: int = 16,
+        refresh_interval: float = 30.0,
+        **connection_kwargs: Any,
+    ) -> None:
+        if read_from not in _READ_FROM:
+            raise ValueError(f"read_from must be one of {', '.join(_READ_FROM)}, got {read_from!r}")
+        seeds = [startup_nodes] if isinstance(startup_nodes, str) else list(startup_nodes)
+        if not seeds:
+            raise ValueError("ClusterClient needs at least one startup node 'host:port'")
+        self._seeds = [parse_address(s) for s in seeds]
+        self.read_from: ReadFrom = read_from
+        self._strategy = strategy
+        self.breaker_policy = breaker or BreakerPolicy()
+        self.retry_deadline = retry_deadline
+        self.max_redirects = max_redirects
+        self.refresh_interval = refresh_interval
+        self._tls = ssl
+        connection_kwargs.update(
+            username=username,
+            password=password,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            decode_responses=decode_responses,
+        )
+        self._options = TransportOptions(ssl=ssl, readonly=read_from != "primary", **connection_kwargs)
+        self._max_connections = max_connections_per_node
+        self._encoder = Encoder(
+            connection_kwargs.get("encoding", "utf-8"),
+            connection_kwargs.get("encoding_errors", "strict"),
+            decode_responses,
+        )
+        self._callbacks = get_response_callbacks(connection_kwargs.get("protocol"), True)
+        self._transports: dict[str, NodeTransport] = {}
+        self._breakers: dict[str, NodeBreaker] = {}
+        self._routes: dict[str, _Route] = {}
+        self._slot_route: list[_Route | None] = [None] * TOTAL_SLOTS
+        self._slot_map = SlotMap.from_shards(())
+        self._refresh_lock = threading.Lock()
+        self._next_refresh = 0.0
+        self._last_refresh = 0.0
+        self._locator = KeyLocator(self._run_anywhere)
+        self.refresh_topology()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> ClusterClient:
+        """``redis://[user:password@]host:port`` or ``rediss://`` for TLS; keyword
+        arguments override what the URL says."""
+        parsed = parse_url(url)
+        options: dict[str, Any] = {
+            k: v for k, v in parsed.items() if k in ("username", "password") and v is not None
+        }
+        if url.startswith("rediss://"):
+            options["ssl"] = True
+        options.update(kwargs)
+        host = parsed.get("host", "localhost")
+        return cls(f"{host}:{parsed.get('port', 6379)}", **options)
+
+    # -- nodes, routes, topology ------------------------------------------------------
+
+    def _transport(self, address: str) -> NodeTransport:
+        transport = self._transports.get(address)
+        if transport is None:
+            host, port = parse_address(address)
+            transport = NodeTransport(host, port, self._options, self._max_connections)
+            transport = self._transports.setdefault(address, transport)
+        return transport
+
+    def _breaker(self, address: str) -> NodeBreaker:
+        breaker = self._breakers.get(address)
+        if breaker is None:
+            breaker = self._breakers.setdefault(
+                address, NodeBreaker(address, self.breaker_policy)
+            )
+        return breaker
+
+    def _breaker_for(self, endpoint: Endpoint) -> NodeBreaker:
+        return self._breaker(endpoint.id)
+
+    def _route_for(self, address: str, shard: ShardInfo | None = None) -> _Route:
+        route = self._routes.get(address)
+        if route is None or (shard is not None and route.shard is not shard):
+            old = route
+            route = _Route(shard, self._transport(address), self._breaker(address))
+            if old is not None:
+                route.readers = old.readers
+            if shard is not None:
+                self._attach_readers(route, shard)
+            self._routes[address] = route
+        return route
+
+    def _attach_readers(self, route: _Route, shard: ShardInfo) -> None:
+        if self.read_from == "primary":
+            return
+        nodes = [n for n in shard.replicas if n.online]
+        if self.read_from == "any":
+            nodes.insert(0, shard.primary)
+        if not nodes:
+            route.readers = None
+            return
+        endpoints = [Endpoint(n.address) for n in nodes]
+        if route.readers is None:
+            route.readers = Router(
+                endpoints,
+                strategy=self._strategy,
+                breaker=self.breaker_policy,
+                breaker_factory=self._breaker_for,
+            )
+        else:
+            route.readers.update(endpoints)
+
+    def refresh_topology(self) -> SlotMap:
+        """Re-read ``CLUSTER SHARDS`` from a reachable node and swap in the new routes."""
+        with self._refresh_lock:
+            reply = self._ask_any(("CLUSTER", "SHARDS"))
+            slot_map = parse_cluster_shards(reply, tls=self._tls)
+            if not slot_map.shards:
+                raise ClusterError("CLUSTER SHARDS lists no shard with a primary")
+            routes = [self._route_for(s.primary.address, s) for s in slot_map.shards]
+            live = {s.primary.address for s in slot_map.shards}
+            for address in list(self._routes):
+                if address not in live:
+                    del self._routes[address]
+            slot_route: list[_Route | None] = [
+                routes[i] if i >= 0 else None for i in slot_map.owner
+            ]
+            self._slot_route = slot_route
+            self._slot_map = slot_map
+            now = time.monotonic()
+            self._last_refresh = now
+            self._next_refresh = now + self.refresh_interval
+            return slot_map
+
+    def _ask_any(self, args: Sequence[Any]) -> Any:
+        """Run a command on the first node that answers: healthy known nodes first."""
+        known = list(self._slot_map.addresses())
+        random.shuffle(known)
+        known.sort(key=lambda a: self._breaker(a).state != "closed")
+        seeds = [f"{h}:{p}" for h, p in self._seeds]
+        errors: list[str] = []
+        for address in dict.fromkeys(known + seeds):
+            try:
+                return self._transport(address).execute(args)
+            except NETWORK_ERRORS as exc:
+                self._breaker(address).record(exc)
+                errors.append(f"{address}: {exc}")
+            except redis.ResponseError as exc:
+                errors.append(f"{address}: {exc}")
+        raise ClusterError(f"no node answered {args[0]!r}: {'; '.join(errors[:5])}")
+
+    def _run_anywhere(self, *args: Any) -> Any:
+        raw = self._ask_any(args)
+        callback = self._callbacks.get(args[0].upper()) if isinstance(args[0], str) else None
+        return callback(raw) if callback else raw
+
+    def _maybe_refresh(self, force: bool = False) -> None:
+        """Refresh now if due (or forced), at most every 50 ms; never raises."""
+        now = time.monotonic()
+        if not force and now < self._next_refresh:
+            return
+        if now - self._last_refresh < 0.05 and force:
+            return
+        if self._refresh_lock.locked():
+            return
+        try:
+            self.refresh_topology()
+        except (ClusterError, ValueError):
+            self._next_refresh = now + 0.1
+
+    @property
+    def slot_map(self) -> SlotMap:
+        return self._slot_map
+
+    # -- executing ----------------------------------------------------------------------
+
+    def _slot_of(self, name: str, keys: Sequence[Any]) -> int:
+        encode = self._encoder.encode
+        slot = key_slot(encode(keys[0]))
+        for key in keys[1:]:
+            other = key_slot(encode(key))
+            if other != slot:
+                slots = tuple(sorted({key_slot(encode(k)) for k in keys}))
+                raise CrossSlotError(name, slots)
+        return slot
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Route one command by its keys and return the parsed reply."""
+        name = args[0]
+        keys = options.pop("keys", None) or self._locator.keys(args)
+        if self._next_refresh <= time.monotonic():
+            self._maybe_refresh()
+        if not keys:
+            return self._execute_keyless(args, options)
+        slot = self._slot_of(name, keys)
+        raw = self._execute_slot(slot, args, name in READ_COMMANDS, options.pop("NEVER_DECODE", False))
+        return self._parse(name, raw, options)
+
+    def _parse(self, name: str, raw: Any, options: dict[str, Any]) -> Any:
+        options.pop("EMPTY_RESPONSE", None)
+        callback = self._callbacks.get(name)
+        return callback(raw, **options) if callback is not None else raw
+
+    def _execute_slot(self, slot: int, args: Sequence[Any], read: bool, never_decode: bool = False) -> Any:
+        tried: set[str] = set()
+        asking: NodeTransport | None = None
+        redirects = 0
+        deadline = 0.0
+        while True:
+            route = self._slot_route[slot]
+            if route is None:
+                deadline = self._wait_or_raise(deadline, SlotNotCovered(slot))
+                continue
+            member = None
+            readers: Router | None = None
+            trial = False
+            if asking is not None:
+                transport, breaker = asking, self._breaker(asking.address)
+            else:
+                readers = route.readers if read else None
+                if readers is not None:
+                    try:
+                        member, trial = readers.checkout(tried)
+                    except NoHealthyEndpoint:
+                        member = None
+                if member is not None:
+                    address = member.endpoint.id
+                    transport, breaker = self._transport(address), member.breaker
+                else:
+                    transport, breaker = route.primary, route.primary_breaker
+            started = time.perf_counter()
+            try:
+                raw = transport.execute(args, never_decode, asking is not None)
+            except NETWORK_ERRORS as exc:
+                if member is not None and readers is not None:
+                    readers.checkin(member, trial, exc, None)
+                else:
+                    breaker.record(exc)
+                tried.add(transport.address)
+                asking = None
+                if read and member is not None:
+                    continue  # fail over inside the shard at once
+                deadline = self._wait_or_raise(deadline, exc)
+                tried.discard(transport.address)
+                continue
+            except redis.ResponseError as exc:
+                if member is not None and readers is not None:
+                    readers.checkin(member, trial, None, None)
+                asking = None
+                if isinstance(exc, MovedError):
+                    redirects += 1
+                    self._moved(slot, exc)
+                elif isinstance(exc, AskError):
+                    redirects += 1
+                    asking = self._transport(f"{exc.host}:{exc.port}")
+                elif isinstance(exc, TryAgainError | ClusterDownError):
+                    deadline = self._wait_or_raise(deadline, exc)
+                else:
+                    raise
+                if redirects > self.max_redirects:
+                    raise ClusterError(f"too many redirections ({redirects}) for slot {slot}") from exc
+                continue
+            if member is not None and readers is not None:
+                readers.checkin(member, trial, None, time.perf_counter() - started)
+            elif not breaker._clean:
+                breaker.record(None)
+            return raw
+
+    def _wait_or_raise(self, deadline: float, exc: BaseException) -> float:
+        """Back off and refresh the topology; raise ``exc`` once the deadline passed."""
+        now = time.monotonic()
+        if not deadline:
+            deadline = now + self.retry_deadline
+        elif now >= deadline:
+            raise exc
+        self._maybe_refresh(force=True)
+        time.sleep(min(0.05, max(0.0, deadline - now)))
+        return deadline
+
+    def _moved(self, slot: int, exc: MovedError) -> None:
+        address = f"{exc.host}:{exc.port}"
+        route = self._routes.get(address) or self._route_for(address)
+        self._slot_route[slot] = route
+        self._next_refresh = 0.0  # the next call re-reads the whole map
+
+    def _execute_keyless(self, args: Sequence[Any], options: dict[str, Any]) -> Any:
+        name = args[0].upper() if isinstance(args[0], str) else args[0]
+        combine = _ALL_PRIMARIES.get(name)
+        routes = list({id(r): r for r in self._slot_route if r is not None}.values())
+        if combine is not None:
+            replies = [self._parse(name, r.primary.execute(args), dict(options)) for r in routes]
+            return combine(replies)
+        route = random.choice(routes)
+        return self._parse(name, route.primary.execute(args), options)
+
+    # -- multi-key commands split per slot ---------------------------------------------
+
+    def _group_by_slot(self, keys: Iterable[Any]) -> dict[int, list[int]]:
+        groups: dict[int, list[int]] = {}
+        for index, key in enumerate(keys):
+            groups.setdefault(key_slot(self._encoder.encode(key)), []).append(index)
+        return groups
+
+    def mget(self, keys: Any, *args: Any) -> list[Any]:
+        """MGET across slots: one MGET per slot, pipelined per node (not atomic)."""
+        all_keys = list(keys) if isinstance(keys, list | tuple) else [keys]
+        all_keys.extend(args)
+        groups = self._group_by_slot(all_keys)
+        if len(groups) == 1:
+            return list(self.execute_command("MGET", *all_keys))
+        pipe = self.pipeline()
+        for indexes in groups.values():
+            pipe.execute_command("MGET", *(all_keys[i] for i in indexes))
+        result: list[Any] = [None] * len(all_keys)
+        for indexes, values in zip(groups.values(), pipe.execute(), strict=True):
+            for i, value in zip(indexes, values, strict=True):
+                result[i] = value
+        return result
+
+    def mset(self, mapping: Any) -> bool:
+        """MSET across slots: one MSET per slot, pipelined per node (not atomic)."""
+        items = list(mapping.items())
+        groups = self._group_by_slot(k for k, _ in items)
+        pipe = self.pipeline()
+        for indexes in groups.values():
+            pipe.execute_command("MSET", *(x for i in indexes for x in items[i]))
+        return all(pipe.execute())
+
+    def _sum_per_slot(self, command: str, names: Sequence[Any]) -> int:
+        groups = self._group_by_slot(names)
+        pipe = self.pipeline()
+        for indexes in groups.values():
+            pipe.execute_command(command, *(names[i] for i in indexes))
+        return sum(int(x) for x in pipe.execute())
+
+    def delete(self, *names: Any) -> int:
+        """DEL across slots (not atomic): the number of keys removed."""
+        return self._sum_per_slot("DEL", names)
+
+    def unlink(self, *names: Any) -> int:
+        """UNLINK across slots (not atomic)."""
+        return self._sum_per_slot("UNLINK", names)
+
+    def exists(self, *names: Any) -> int:
+        """EXISTS across slots (not atomic): how many of the names exist."""
+        return self._sum_per_slot("EXISTS", names)
+
+    def pipeline(self, transaction: bool = False, shard_hint: Any = None) -> ClusterPipeline:
+        """A pipeline that groups commands per node (no MULTI across nodes)."""
+        if transaction:
+            raise ClusterError("transactions are not supported by ClusterPipeline; use hash tags "
+                               "and a single-node Lua script or WATCH-free design")
+        return ClusterPipeline(self)
+
+    def dbsize(self) -> int:
+        """Keys in the whole cluster (sum over primaries)."""
+        return int(self.execute_command("DBSIZE"))
+
+    def flushall(self, asynchronous: bool = False) -> bool:
+        """FLUSHALL on every primary."""
+        args = ("FLUSHALL", "ASYNC") if asynchronous else ("FLUSHALL",)
+        return bool(self.execute_command(*args))
+
+    def ping(self, **kwargs: Any) -> bool:
+        return bool(self._parse("PING", self._random_primary().execute(("PING",)), kwargs))
+
+    def _random_primary(self) -> NodeTransport:
+        return random.choice(list(self._routes.values())).primary
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def close(self) -> None:
+        for transport in list(self._transports.values()):
+            transport.close()
+
+    def __enter__(self) -> ClusterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def node_states(self) -> dict[str, str]:
+        """Breaker state per node address seen so far."""
+        return {address: b.state for address, b in self._breakers.items()}
+
+
+from balancer.pipeline import ClusterPipeline  # noqa: E402  (circular by design)

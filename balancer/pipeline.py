@@ -1,0 +1,98 @@
+"""ClusterPipeline: buffer commands, send them grouped per node, one round trip each.
+
+Commands are sent to the primary serving their slot. A command answered with a
+redirection (MOVED/ASK), TRYAGAIN/CLUSTERDOWN, or whose node failed, is re-run on its
+own through :meth:`ClusterClient.execute_command`, which handles all of those; so a
+pipeline survives a live migration, but it is not atomic (nor is it across nodes).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.commands.core import DataAccessCommands, ScriptCommands
+from redis.exceptions import AskError, ClusterDownError, TryAgainError
+
+if TYPE_CHECKING:
+    from balancer.cluster import ClusterClient
+    from balancer.transport import NodeTransport
+
+__all__ = ["ClusterPipeline"]
+
+_RETRY_ON_OWN = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
+
+
+class ClusterPipeline(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
+    """Returned by :meth:`ClusterClient.pipeline`; use as a context manager or call
+    :meth:`execute`."""
+
+    def __init__(self, client: ClusterClient) -> None:
+        self._client = client
+        self._commands: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def __enter__(self) -> ClusterPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reset()
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def reset(self) -> None:
+        self._commands = []
+
+    def execute_command(self, *args: Any, **options: Any) -> ClusterPipeline:
+        self._commands.append((args, options))
+        return self
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Send every buffered command; results in order. With ``raise_on_error`` the
+        first error reply is raised after all commands ran; otherwise errors are
+        returned in place."""
+        commands, self._commands = self._commands, []
+        client = self._client
+        by_node: dict[str, tuple[NodeTransport, list[int]]] = {}
+        for index, (args, options) in enumerate(commands):
+            keys = options.pop("keys", None) or client._locator.keys(args)
+            if not keys:
+                continue  # keyless: run alone below
+            slot = client._slot_of(args[0], keys)
+            route = client._slot_route[slot]
+            if route is None:
+                continue
+            by_node.setdefault(route.primary.address, (route.primary, []))[1].append(index)
+
+        results: list[Any] = [_PENDING] * len(commands)
+        for transport, indexes in by_node.values():
+            try:
+                replies = transport.execute_many([commands[i][0] for i in indexes])
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                client._breaker(transport.address).record(exc)
+                continue  # those commands are re-run one by one below
+            for i, reply in zip(indexes, replies, strict=True):
+                if isinstance(reply, _RETRY_ON_OWN):
+                    continue
+                if isinstance(reply, Exception):
+                    results[i] = reply
+                else:
+                    name, options = commands[i][0][0], dict(commands[i][1])
+                    options.pop("NEVER_DECODE", None)
+                    results[i] = client._parse(name, reply, options)
+
+        for i, result in enumerate(results):
+            if result is _PENDING:
+                args, options = commands[i]
+                try:
+                    results[i] = client.execute_command(*args, **options)
+                except redis.ResponseError as exc:
+                    results[i] = exc
+        if raise_on_error:
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+        return results
+
+
+_PENDING: Any = object()
