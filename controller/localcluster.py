@@ -25,6 +25,8 @@ from typing import Any
 
 import redis
 
+from balancer.slots import parse_cluster_shards
+
 __all__ = [
     "ClusterAuth",
     "ClusterStartError",
@@ -157,6 +159,9 @@ class ServerNode:
             "--save", "",
             "--repl-diskless-sync", "yes",
             "--repl-diskless-sync-delay", "0",
+            # Replicated PINGs move the replication offset, which Redis 7.0 needs before
+            # it reports a replica "online" rather than "loading" in CLUSTER SHARDS.
+            "--repl-ping-replica-period", "1",
             "--logfile", "server.log",
             "--protected-mode", "no",
         ]  # fmt: skip
@@ -432,11 +437,13 @@ class LocalCluster:
         )
 
     def wait_healthy(self, timeout: float | None = None) -> None:
-        """Wait until every running node says ``cluster_state:ok``, agrees on the slot map,
-        and every replica has finished its first sync (so replica reads really hit it)."""
+        """Wait until every running node says ``cluster_state:ok``, every node's
+        ``CLUSTER SHARDS`` lists every running node as online with the same shards, and
+        every replica has finished its first sync (so replica reads really reach it)."""
 
         def healthy() -> bool:
             running = [n for n in self.nodes if n.running]
+            expected = {n.address for n in running}
             views = set()
             for node in running:
                 client = node.client(timeout=1.0)
@@ -445,9 +452,23 @@ class LocalCluster:
                 info = client.info("replication")
                 if info["role"] == "slave" and info.get("master_link_status") != "up":
                     return False
-                slots = client.execute_command("CLUSTER", "SLOTS")
+                raw = client.execute_command("CLUSTER", "SHARDS")
+                slot_map = parse_cluster_shards(raw, tls=self.tls is not None)
+                online = {
+                    n.address
+                    for shard in slot_map.shards
+                    for n in (shard.primary, *shard.replicas)
+                    if n.online
+                }
+                if not expected <= online:
+                    return False
                 views.add(
-                    tuple(sorted((s[0], s[1], s[2][1], len(s) - 3) for s in slots))
+                    tuple(
+                        sorted(
+                            (s.primary.address, tuple(sorted(r.address for r in s.replicas)), s.ranges)
+                            for s in slot_map.shards
+                        )
+                    )
                 )
             return len(views) == 1
 

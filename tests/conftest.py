@@ -1,0 +1,47 @@
+"""Shared fixtures: real Redis/Valkey clusters on 127.0.0.1, torn down even on failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from controller.localcluster import LocalCluster, available_servers
+
+SERVERS = available_servers()
+FLAVORS = ["valkey", "redis"]
+
+
+def _flavor_param(flavor: str) -> Any:
+    reason = f"no {flavor} server binary on this machine"
+    return pytest.param(
+        flavor, id=flavor, marks=pytest.mark.skipif(flavor not in SERVERS, reason=reason)
+    )
+
+
+@pytest.fixture(params=[_flavor_param(f) for f in FLAVORS])
+def server_flavor(request: pytest.FixtureRequest) -> str:
+    """Each cluster test runs on Valkey (wheel) and on Redis when Debian's is present."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_cluster(server_flavor: str) -> Iterator[Callable[..., LocalCluster]]:
+    """Factory for clusters of the current flavor; every one started is stopped."""
+    started: list[LocalCluster] = []
+
+    def factory(shards: int = 3, replicas: int = 1, **kwargs: Any) -> LocalCluster:
+        cluster = LocalCluster(shards, replicas, binary=SERVERS[server_flavor], **kwargs)
+        started.append(cluster)
+        return cluster.start()
+
+    yield factory
+    for cluster in started:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(make_cluster: Callable[..., LocalCluster]) -> LocalCluster:
+    """A fresh 3 primaries x 1 replica cluster."""
+    return make_cluster(3, 1)

@@ -1,0 +1,36 @@
+"""The public surface is pinned: an accidental export (or a lost one) fails here."""
+
+from __future__ import annotations
+
+import balancer
+
+
+def test_balancer_exports_exactly_the_public_api() -> None:
+    assert sorted(balancer.__all__) == sorted(
+        [
+            "STRATEGIES",
+            "BreakerPolicy",
+            "ClusterClient",
+            "ClusterError",
+            "CrossSlotError",
+            "Endpoint",
+            "EndpointStats",
+            "NoHealthyEndpoint",
+            "RetryPolicy",
+            "Router",
+            "SlotNotCovered",
+            "Strategy",
+        ]
+    )
+    for name in balancer.__all__:
+        assert getattr(balancer, name) is not None
+
+
+def test_strategy_names() -> None:
+    assert sorted(balancer.STRATEGIES) == [
+        "ewma_latency",
+        "least_connections",
+        "random",
+        "round_robin",
+        "weighted",
+    ]
