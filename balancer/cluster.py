@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
@@ -35,7 +36,7 @@ from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, parse_cluster_shards
 from balancer.strategies import Strategy
 from balancer.transport import NodeTransport, TransportOptions
 
-__all__ = ["ClusterClient", "ReadFrom"]
+__all__ = ["ClientStats", "ClusterClient", "ReadFrom"]
 
 ReadFrom = Literal["primary", "replicas", "any"]
 _READ_FROM = ("primary", "replicas", "any")
@@ -50,6 +51,20 @@ _ALL_PRIMARIES: dict[str, Callable[[list[Any]], Any]] = {
     "SCRIPT FLUSH": lambda r: all(r),
     "SCRIPT EXISTS": lambda r: [all(x) for x in zip(*r, strict=True)],
 }
+
+
+@dataclass
+class ClientStats:
+    """Counters of what the client absorbed on the caller's behalf (approximate under
+    concurrency: plain integer increments)."""
+
+    moved: int = 0
+    ask: int = 0
+    tryagain: int = 0
+    clusterdown: int = 0
+    node_errors: int = 0
+    failovers: int = 0  # reads moved to another node of the shard after a node error
+    refreshes: int = 0
 
 
 class _Route:
@@ -121,6 +136,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
         self._routes: dict[str, _Route] = {}
         self._slot_route: list[_Route | None] = [None] * TOTAL_SLOTS
         self._slot_map = SlotMap.from_shards(())
+        self.stats = ClientStats()
         self._refresh_lock = threading.Lock()
         self._next_refresh = 0.0
         self._last_refresh = 0.0
@@ -211,6 +227,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
             ]
             self._slot_route = slot_route
             self._slot_map = slot_map
+            self.stats.refreshes += 1
             now = time.monotonic()
             self._last_refresh = now
             self._next_refresh = now + self.refresh_interval
@@ -320,9 +337,11 @@ class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
                     readers.checkin(member, trial, exc, None)
                 else:
                     breaker.record(exc)
+                self.stats.node_errors += 1
                 tried.add(transport.address)
                 asking = None
                 if read and member is not None:
+                    self.stats.failovers += 1
                     continue  # fail over inside the shard at once
                 deadline = self._wait_or_raise(deadline, exc)
                 tried.discard(transport.address)
@@ -333,11 +352,17 @@ class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
                 asking = None
                 if isinstance(exc, MovedError):
                     redirects += 1
+                    self.stats.moved += 1
                     self._moved(slot, exc)
                 elif isinstance(exc, AskError):
                     redirects += 1
+                    self.stats.ask += 1
                     asking = self._transport(f"{exc.host}:{exc.port}")
-                elif isinstance(exc, TryAgainError | ClusterDownError):
+                elif isinstance(exc, TryAgainError):
+                    self.stats.tryagain += 1
+                    deadline = self._wait_or_raise(deadline, exc)
+                elif isinstance(exc, ClusterDownError):
+                    self.stats.clusterdown += 1
                     deadline = self._wait_or_raise(deadline, exc)
                 else:
                     raise
