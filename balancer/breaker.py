@@ -11,6 +11,7 @@ replayed: the hot path pays for a breaker only when something went wrong.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
@@ -68,7 +69,7 @@ def _replay(exc: BaseException | None) -> None:
         raise exc
 
 
-class _Listener(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+class _Listener(pybreaker.CircuitBreakerListener):
     def __init__(self, owner: NodeBreaker) -> None:
         self.owner = owner
 
@@ -107,7 +108,7 @@ class NodeBreaker:
         """Call ``listener(name, old, new)`` on state changes. Bound methods are held
         weakly, so a router that is dropped stops listening without unsubscribing."""
         if hasattr(listener, "__self__"):
-            self._listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+            self._listeners.append(weakref.WeakMethod(listener))
         else:
             self._listeners.append(lambda: listener)
 
@@ -173,10 +174,9 @@ class NodeBreaker:
                 self.trials = max(0, self.trials - 1)
         elif exc is None and self._clean and self.state == CLOSED:
             return
-        try:
+        # Raises the replayed failure, or CircuitBreakerError while open: both expected.
+        with contextlib.suppress(BaseException):
             self.breaker.call(_replay, exc)
-        except BaseException:  # the replayed failure, or CircuitBreakerError while open
-            pass
         self._clean = self.state == CLOSED and self.breaker.fail_counter == 0
 
     def force_open(self) -> None:

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
+from redis._parsers.encoders import Encoder
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.commands import READ_COMMANDS
 from redis.commands.core import DataAccessCommands, ScriptCommands
-from redis.connection import Encoder, parse_url
+from redis.connection import parse_url
 from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
@@ -81,8 +82,10 @@ class _Route:
         self.readers: Router | None = None
 
 
-class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
+class ClusterClient(DataAccessCommands, ScriptCommands):
     """Slot-aware cluster client; see the module docstring and README for behaviour."""
+
+    _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
 
     def __init__(
         self,
@@ -123,9 +126,11 @@ class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
             socket_connect_timeout=socket_connect_timeout,
             decode_responses=decode_responses,
         )
-        self._options = TransportOptions(ssl=ssl, readonly=read_from != "primary", **connection_kwargs)
+        self._options = TransportOptions(
+            ssl=ssl, readonly=read_from != "primary", **connection_kwargs
+        )
         self._max_connections = max_connections_per_node
-        self._encoder = Encoder(
+        self._encoder: Any = Encoder(
             connection_kwargs.get("encoding", "utf-8"),
             connection_kwargs.get("encoding_errors", "strict"),
             decode_responses,
@@ -170,9 +175,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
     def _breaker(self, address: str) -> NodeBreaker:
         breaker = self._breakers.get(address)
         if breaker is None:
-            breaker = self._breakers.setdefault(
-                address, NodeBreaker(address, self.breaker_policy)
-            )
+            breaker = self._breakers.setdefault(address, NodeBreaker(address, self.breaker_policy))
         return breaker
 
     def _breaker_for(self, endpoint: Endpoint) -> NodeBreaker:
@@ -294,7 +297,9 @@ class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
         if not keys:
             return self._execute_keyless(args, options)
         slot = self._slot_of(name, keys)
-        raw = self._execute_slot(slot, args, name in READ_COMMANDS, options.pop("NEVER_DECODE", False))
+        raw = self._execute_slot(
+            slot, args, name in READ_COMMANDS, options.pop("NEVER_DECODE", False)
+        )
         return self._parse(name, raw, options)
 
     def _parse(self, name: str, raw: Any, options: dict[str, Any]) -> Any:
@@ -302,7 +307,9 @@ class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
         callback = self._callbacks.get(name)
         return callback(raw, **options) if callback is not None else raw
 
-    def _execute_slot(self, slot: int, args: Sequence[Any], read: bool, never_decode: bool = False) -> Any:
+    def _execute_slot(
+        self, slot: int, args: Sequence[Any], read: bool, never_decode: bool = False
+    ) -> Any:
         tried: set[str] = set()
         asking: NodeTransport | None = None
         redirects = 0
@@ -367,7 +374,9 @@ class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
                 else:
                     raise
                 if redirects > self.max_redirects:
-                    raise ClusterError(f"too many redirections ({redirects}) for slot {slot}") from exc
+                    raise ClusterError(
+                        f"too many redirections ({redirects}) for slot {slot}"
+                    ) from exc
                 continue
             if member is not None and readers is not None:
                 readers.checkin(member, trial, None, time.perf_counter() - started)
@@ -410,7 +419,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
             groups.setdefault(key_slot(self._encoder.encode(key)), []).append(index)
         return groups
 
-    def mget(self, keys: Any, *args: Any) -> list[Any]:
+    def mget(self, keys: Any, *args: Any) -> list[Any]:  # type: ignore[override]
         """MGET across slots: one MGET per slot, pipelined per node (not atomic)."""
         all_keys = list(keys) if isinstance(keys, list | tuple) else [keys]
         all_keys.extend(args)
@@ -426,7 +435,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
                 result[i] = value
         return result
 
-    def mset(self, mapping: Any) -> bool:
+    def mset(self, mapping: Any) -> bool:  # type: ignore[override]
         """MSET across slots: one MSET per slot, pipelined per node (not atomic)."""
         items = list(mapping.items())
         groups = self._group_by_slot(k for k, _ in items)
@@ -442,23 +451,25 @@ class ClusterClient(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
             pipe.execute_command(command, *(names[i] for i in indexes))
         return sum(int(x) for x in pipe.execute())
 
-    def delete(self, *names: Any) -> int:
+    def delete(self, *names: Any) -> int:  # type: ignore[override]
         """DEL across slots (not atomic): the number of keys removed."""
         return self._sum_per_slot("DEL", names)
 
-    def unlink(self, *names: Any) -> int:
+    def unlink(self, *names: Any) -> int:  # type: ignore[override]
         """UNLINK across slots (not atomic)."""
         return self._sum_per_slot("UNLINK", names)
 
-    def exists(self, *names: Any) -> int:
+    def exists(self, *names: Any) -> int:  # type: ignore[override]
         """EXISTS across slots (not atomic): how many of the names exist."""
         return self._sum_per_slot("EXISTS", names)
 
     def pipeline(self, transaction: bool = False, shard_hint: Any = None) -> ClusterPipeline:
         """A pipeline that groups commands per node (no MULTI across nodes)."""
         if transaction:
-            raise ClusterError("transactions are not supported by ClusterPipeline; use hash tags "
-                               "and a single-node Lua script or WATCH-free design")
+            raise ClusterError(
+                "transactions are not supported by ClusterPipeline; use hash tags "
+                "and a single-node Lua script or WATCH-free design"
+            )
         return ClusterPipeline(self)
 
     def dbsize(self) -> int:

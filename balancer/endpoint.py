@@ -10,7 +10,9 @@ __all__ = ["Endpoint", "parse_address"]
 def parse_address(address: str) -> tuple[str, int]:
     """Split ``host:port`` (``[v6]:port`` for IPv6) and check both parts."""
     if not isinstance(address, str) or not address:
-        raise ValueError(f"endpoint address must be a non-empty 'host:port' string, got {address!r}")
+        raise ValueError(
+            f"endpoint address must be a non-empty 'host:port' string, got {address!r}"
+        )
     if address.startswith("["):
         host, sep, port_text = address[1:].partition("]:")
     else:

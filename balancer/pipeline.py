@@ -23,9 +23,11 @@ __all__ = ["ClusterPipeline"]
 _RETRY_ON_OWN = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
 
 
-class ClusterPipeline(DataAccessCommands, ScriptCommands):  # type: ignore[misc]
+class ClusterPipeline(DataAccessCommands, ScriptCommands):
     """Returned by :meth:`ClusterClient.pipeline`; use as a context manager or call
     :meth:`execute`."""
+
+    _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
 
     def __init__(self, client: ClusterClient) -> None:
         self._client = client

@@ -25,7 +25,9 @@ class TransportOptions:
     """Connection settings shared by every node of a client (auth, TLS, timeouts)."""
 
     def __init__(self, ssl: bool = False, readonly: bool = False, **connection_kwargs: Any) -> None:
-        self.connection_class: type[AbstractConnection] = SSLConnection if ssl else Connection
+        self.connection_class: Callable[..., AbstractConnection] = (
+            SSLConnection if ssl else Connection
+        )
         self.readonly = readonly
         self.connection_kwargs = connection_kwargs
 
@@ -49,7 +51,9 @@ class NodeTransport:
     __slots__ = ("_idle", "_lock", "_open", "address", "host", "max_connections", "options",
                  "port")  # fmt: skip
 
-    def __init__(self, host: str, port: int, options: TransportOptions, max_connections: int) -> None:
+    def __init__(
+        self, host: str, port: int, options: TransportOptions, max_connections: int
+    ) -> None:
         self.host = host
         self.port = port
         self.address = f"{host}:{port}"

@@ -402,7 +402,11 @@ class LocalCluster:
         for node in nodes:
             while True:
                 if not node.running:
-                    stderr = node.process.stderr.read().decode() if node.process and node.process.stderr else ""
+                    stderr = (
+                        node.process.stderr.read().decode()
+                        if node.process and node.process.stderr
+                        else ""
+                    )
                     raise ClusterStartError(
                         f"{node.binary} on port {node.port} exited: {stderr}{node.log_tail()}"
                     )
@@ -411,7 +415,9 @@ class LocalCluster:
                     break
                 except redis.RedisError:
                     if time.monotonic() > deadline:
-                        raise ClusterStartError(f"node {node.address} never answered PING") from None
+                        raise ClusterStartError(
+                            f"node {node.address} never answered PING"
+                        ) from None
                     time.sleep(0.02)
 
     def _meet(self, nodes: Sequence[ServerNode]) -> None:
@@ -465,7 +471,11 @@ class LocalCluster:
                 views.add(
                     tuple(
                         sorted(
-                            (s.primary.address, tuple(sorted(r.address for r in s.replicas)), s.ranges)
+                            (
+                                s.primary.address,
+                                tuple(sorted(r.address for r in s.replicas)),
+                                s.ranges,
+                            )
                             for s in slot_map.shards
                         )
                     )

@@ -40,7 +40,7 @@ def test_data_structures_and_scripts(client: ClusterClient) -> None:
 def test_cross_slot_multi_key_commands_are_split(client: ClusterClient) -> None:
     mapping = {f"user:{i}": f"v{i}" for i in range(50)}
     assert client.mset(mapping) is True
-    keys = list(mapping) + ["missing"]
+    keys = [*mapping, "missing"]
     assert client.mget(keys) == [v.encode() for v in mapping.values()] + [None]
     assert client.exists(*keys) == 50
     assert client.delete(*list(mapping)[:20]) == 20

@@ -36,7 +36,7 @@ def test_stop_leaves_no_process(server_flavor: str) -> None:
 
 def test_failed_start_cleans_up(tmp_path: object) -> None:
     bad = LocalCluster(1, 0, binary=find_server_binary(), extra_args=["--no-such-option", "x"])
-    with pytest.raises(Exception, match="exited|answer"):
+    with pytest.raises(Exception, match=r"exited|answer"):
         bad.start()
     assert all(not n.running for n in bad.nodes)
 

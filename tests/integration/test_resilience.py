@@ -8,8 +8,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import pytest
-import redis
 from redis.crc import key_slot
 
 from balancer import BreakerPolicy, ClusterClient
@@ -89,10 +87,14 @@ def migrate_slot(cluster: LocalCluster, slot: int, src: ServerNode, dst: ServerN
     return moved
 
 
-def test_live_migration_loses_nothing_and_surfaces_no_error(make_cluster: Callable[..., LocalCluster]) -> None:
+def test_live_migration_loses_nothing_and_surfaces_no_error(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
     cluster = make_cluster(2, 0)
     src, dst = cluster.primaries()[0], cluster.primaries()[1]
-    src_ranges = [r for r in src.client().execute_command("CLUSTER", "SLOTS") if r[2][1] == src.port]
+    src_ranges = [
+        r for r in src.client().execute_command("CLUSTER", "SLOTS") if r[2][1] == src.port
+    ]
     start = src_ranges[0][0]
     slots = set(range(start, start + 8))
     tags = _tags_for_slots(slots)
@@ -170,7 +172,9 @@ def test_replica_hung_under_read_load(cluster: LocalCluster) -> None:
     client.close()
 
 
-def test_primary_killed_under_write_and_read_load(make_cluster: Callable[..., LocalCluster]) -> None:
+def test_primary_killed_under_write_and_read_load(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
     cluster = make_cluster(3, 1, node_timeout_ms=1000)
     client = ClusterClient(cluster.seed, read_from="replicas", retry_deadline=15.0)
     keys = _seed_keys(client)

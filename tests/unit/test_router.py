@@ -90,7 +90,9 @@ def test_update_keeps_state_of_surviving_ids() -> None:
     router = Router(eps(3), breaker=BreakerPolicy(fail_max=1))
     fail(router, "10.0.0.1:6379", 1)
     member, _ = router.checkout(exclude={"10.0.0.1:6379", "10.0.0.3:6379"})
-    router.update([Endpoint("10.0.0.1:6379"), Endpoint("10.0.0.2:6379", weight=5), Endpoint("10.0.0.9:6379")])
+    router.update(
+        [Endpoint("10.0.0.1:6379"), Endpoint("10.0.0.2:6379", weight=5), Endpoint("10.0.0.9:6379")]
+    )
     stats = {s.address: s for s in router.snapshot()}
     assert set(stats) == {"10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.9:6379"}
     assert stats["10.0.0.1:6379"].state == "open"
@@ -163,7 +165,13 @@ def test_shared_breaker_state_through_pybreaker_storage() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"fail_max": 0}, {"reset_timeout": 0}, {"max_ejection_percent": 101}, {"half_open_max_calls": 0}]
+    "kwargs",
+    [
+        {"fail_max": 0},
+        {"reset_timeout": 0},
+        {"max_ejection_percent": 101},
+        {"half_open_max_calls": 0},
+    ],
 )
 def test_breaker_policy_validation(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):

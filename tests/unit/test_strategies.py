@@ -41,7 +41,9 @@ def test_weighted_is_smooth_not_bursty() -> None:
     # nginx's example: weights 5,1,1 never give the heavy node more than its share in a row.
     router = Router(eps(5, 1, 1), strategy="weighted")
     seq = [router.pick().address for _ in range(70)]
-    longest = max(len(run) for run in "".join("a" if a.endswith("1:6379") else "." for a in seq).split("."))
+    longest = max(
+        len(run) for run in "".join("a" if a.endswith("1:6379") else "." for a in seq).split(".")
+    )
     assert longest <= 3
 
 
@@ -97,7 +99,9 @@ def test_ewma_latency_avoids_slow_endpoint() -> None:
 
 
 def test_unknown_strategy_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="ewma_latency.*least_connections.*random.*round_robin.*weighted"):
+    with pytest.raises(
+        ValueError, match=r"ewma_latency.*least_connections.*random.*round_robin.*weighted"
+    ):
         Router(eps(1), strategy="fastest")
 
 
@@ -123,7 +127,9 @@ def test_ipv6_address() -> None:
     assert (ep.host, ep.port) == ("::1", 6379)
 
 
-@pytest.mark.parametrize("name", ["round_robin", "weighted", "least_connections", "random", "ewma_latency"])
+@pytest.mark.parametrize(
+    "name", ["round_robin", "weighted", "least_connections", "random", "ewma_latency"]
+)
 def test_strategies_are_thread_safe(name: str) -> None:
     router = Router(eps(1, 2, 3, 4), strategy=name)
     errors: list[BaseException] = []
