@@ -1,6 +1,7 @@
 """ClusterPipeline: buffer commands, send them grouped per node, one round trip each.
 
-Commands are sent to the primary serving their slot. A command answered with a
+Commands are sent to the primary serving their slot; read-only commands go to one
+reader per shard chosen as ``read_from`` says. A command answered with a
 redirection (MOVED/ASK), TRYAGAIN/CLUSTERDOWN, or whose node failed, is re-run on its
 own through :meth:`ClusterClient.execute_command`, which handles all of those; so a
 pipeline survives a live migration, but it is not atomic (nor is it across nodes).
@@ -11,8 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.commands import READ_COMMANDS
 from redis.commands.core import DataAccessCommands, ScriptCommands
 from redis.exceptions import AskError, ClusterDownError, TryAgainError
+
+from balancer.errors import NoHealthyEndpoint
+from balancer.router import Member, Router
 
 if TYPE_CHECKING:
     from balancer.cluster import ClusterClient
@@ -56,22 +61,35 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
         commands, self._commands = self._commands, []
         client = self._client
         by_node: dict[str, tuple[NodeTransport, list[int]]] = {}
+        readers: dict[int, tuple[Router, Member, bool] | None] = {}
         for index, (args, options) in enumerate(commands):
             keys = options.pop("keys", None) or client._locator.keys(args)
             if not keys:
                 continue  # keyless: run alone below
-            slot = client._slot_of(args[0], keys)
-            route = client._slot_route[slot]
+            route = client._slot_route[client._slot_of(args[0], keys)]
             if route is None:
                 continue
-            by_node.setdefault(route.primary.address, (route.primary, []))[1].append(index)
+            transport = route.primary
+            if args[0] in READ_COMMANDS and route.readers is not None:
+                if id(route) not in readers:
+                    readers[id(route)] = _checkout(route.readers)
+                lease = readers[id(route)]
+                if lease is not None:
+                    transport = client._transport(lease[1].endpoint.id)
+            by_node.setdefault(transport.address, (transport, []))[1].append(index)
 
         results: list[Any] = [_PENDING] * len(commands)
+        failed: dict[str, BaseException] = {}
         for transport, indexes in by_node.values():
             try:
                 replies = transport.execute_many([commands[i][0] for i in indexes])
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                client._breaker(transport.address).record(exc)
+                failed[transport.address] = exc
+                if not any(
+                    lease and lease[1].endpoint.id == transport.address
+                    for lease in readers.values()
+                ):
+                    client._breaker(transport.address).record(exc)
                 continue  # those commands are re-run one by one below
             for i, reply in zip(indexes, replies, strict=True):
                 if isinstance(reply, _RETRY_ON_OWN):
@@ -82,6 +100,10 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
                     name, options = commands[i][0][0], dict(commands[i][1])
                     options.pop("NEVER_DECODE", None)
                     results[i] = client._parse(name, reply, options)
+        for lease in readers.values():
+            if lease is not None:
+                router, member, trial = lease
+                router.checkin(member, trial, failed.get(member.endpoint.id), None)
 
         for i, result in enumerate(results):
             if result is _PENDING:
@@ -98,3 +120,11 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
 
 
 _PENDING: Any = object()
+
+
+def _checkout(router: Router) -> tuple[Router, Member, bool] | None:
+    try:
+        member, trial = router.checkout()
+    except NoHealthyEndpoint:
+        return None
+    return router, member, trial

@@ -181,9 +181,11 @@ class ServerNode:
             if self.auth.username is None:
                 args += ["--requirepass", self.auth.password, "--masterauth", self.auth.password]
             else:
+                # One argv token per ACL rule: the server joins them into one directive.
                 args += [
-                    "--user", "default off",
-                    "--user", f"{self.auth.username} on >{self.auth.password} ~* &* +@all",
+                    "--user", "default", "off",
+                    "--user", self.auth.username, "on", f">{self.auth.password}",
+                    "~*", "&*", "+@all",
                     "--masteruser", self.auth.username,
                     "--masterauth", self.auth.password,
                 ]  # fmt: skip
