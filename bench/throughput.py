@@ -1,0 +1,96 @@
+"""Single-thread GET/SET throughput on one local 3x1 cluster, in one run, alternating:
+ClusterClient vs redis-py RedisCluster vs plain redis-py Redis to one node.
+
+Goal (issue 2): ClusterClient >= 1.5x RedisCluster, and >= plain Redis to one node.
+Run: .venv/bin/python -m bench.throughput [--seconds 2] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import redis
+from redis.crc import key_slot
+
+from balancer import ClusterClient
+from bench.common import emit, log, machine
+from controller.localcluster import LocalCluster, available_servers
+
+
+def ops_per_second(fn: Callable[[int], object], seconds: float) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+    started = time.perf_counter()
+    while True:
+        for i in range(200):
+            fn(i)
+        done += 200
+        if time.perf_counter() >= deadline:
+            break
+    return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--server", choices=["valkey", "redis"], default="valkey")
+    args = parser.parse_args()
+    with LocalCluster(3, 1, binary=available_servers()[args.server]) as cluster:
+        first = cluster.primaries()[0]
+        owned = {
+            s
+            for r in first.client().execute_command("CLUSTER", "SLOTS")
+            if r[2][1] == first.port
+            for s in range(r[0], r[1] + 1)
+        }
+        # 100 keys, all on the first primary, so the plain client can serve them too.
+        keys = [k for k in (f"bench:{i}" for i in range(5000)) if key_slot(k.encode()) in owned][
+            :100
+        ]
+        ours = ClusterClient(cluster.seed)
+        theirs = redis.RedisCluster(host="127.0.0.1", port=first.port)
+        plain = redis.Redis(host="127.0.0.1", port=first.port)
+        clients = {"slotpilot.ClusterClient": ours, "redis.RedisCluster": theirs, "redis.Redis (one node)": plain}
+        for key in keys:
+            plain.set(key, "x" * 32)
+        results: dict[tuple[str, str], list[float]] = {}
+        for round_no in range(args.rounds):
+            for op in ("GET", "SET"):
+                for name, client in clients.items():
+                    if op == "GET":
+                        fn = lambda i, c=client: c.get(keys[i % 100])  # noqa: E731
+                    else:
+                        fn = lambda i, c=client: c.set(keys[i % 100], "y" * 32)  # noqa: E731
+                    rate = ops_per_second(fn, args.seconds)
+                    results.setdefault((name, op), []).append(rate)
+                    log(f"round {round_no} {op} {name}: {rate:,.0f}/s")
+        info = machine()
+        for (name, op), rates in results.items():
+            emit(
+                "throughput",
+                client=name,
+                op=op,
+                server=args.server,
+                ops_per_second=round(statistics.median(rates)),
+                rounds=args.rounds,
+                **info,
+            )
+        for op in ("GET", "SET"):
+            med = {n: statistics.median(results[(n, op)]) for n in clients}
+            emit(
+                "throughput_ratio",
+                op=op,
+                server=args.server,
+                vs_redis_cluster=round(med["slotpilot.ClusterClient"] / med["redis.RedisCluster"], 2),
+                vs_plain_redis=round(med["slotpilot.ClusterClient"] / med["redis.Redis (one node)"], 2),
+            )
+        ours.close()
+        theirs.close()
+
+
+if __name__ == "__main__":
+    main()
