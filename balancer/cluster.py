@@ -86,6 +86,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
     """Slot-aware cluster client; see the module docstring and README for behaviour."""
 
     _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
+    _is_async_client: Literal[False] = False  # selects redis-py's sync return types
 
     def __init__(
         self,
@@ -419,7 +420,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
             groups.setdefault(key_slot(self._encoder.encode(key)), []).append(index)
         return groups
 
-    def mget(self, keys: Any, *args: Any) -> list[Any]:  # type: ignore[override]
+    def mget(self, keys: Any, *args: Any) -> list[Any]:
         """MGET across slots: one MGET per slot, pipelined per node (not atomic)."""
         all_keys = list(keys) if isinstance(keys, list | tuple) else [keys]
         all_keys.extend(args)
@@ -435,7 +436,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
                 result[i] = value
         return result
 
-    def mset(self, mapping: Any) -> bool:  # type: ignore[override]
+    def mset(self, mapping: Any) -> bool:
         """MSET across slots: one MSET per slot, pipelined per node (not atomic)."""
         items = list(mapping.items())
         groups = self._group_by_slot(k for k, _ in items)
@@ -451,15 +452,15 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
             pipe.execute_command(command, *(names[i] for i in indexes))
         return sum(int(x) for x in pipe.execute())
 
-    def delete(self, *names: Any) -> int:  # type: ignore[override]
+    def delete(self, *names: Any) -> int:
         """DEL across slots (not atomic): the number of keys removed."""
         return self._sum_per_slot("DEL", names)
 
-    def unlink(self, *names: Any) -> int:  # type: ignore[override]
+    def unlink(self, *names: Any) -> int:
         """UNLINK across slots (not atomic)."""
         return self._sum_per_slot("UNLINK", names)
 
-    def exists(self, *names: Any) -> int:  # type: ignore[override]
+    def exists(self, *names: Any) -> int:
         """EXISTS across slots (not atomic): how many of the names exist."""
         return self._sum_per_slot("EXISTS", names)
 

@@ -9,7 +9,7 @@ pipeline survives a live migration, but it is not atomic (nor is it across nodes
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 from redis.commands import READ_COMMANDS
@@ -33,6 +33,7 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
     :meth:`execute`."""
 
     _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
+    _is_async_client: Literal[False] = False  # selects redis-py's sync return types
 
     def __init__(self, client: ClusterClient) -> None:
         self._client = client

@@ -216,7 +216,7 @@ class Router:
 
     def pick(self) -> Endpoint:
         """The endpoint the strategy chooses now; raises :class:`NoHealthyEndpoint`."""
-        member = self._choose()
+        member = self._strategy.pick() if self._fast else self._choose()
         member.picks += 1
         return member.endpoint
 

@@ -134,7 +134,10 @@ def parse_cluster_shards(reply: Any, tls: bool = False) -> SlotMap:
         for start, end in ranges:
             if not 0 <= start <= end < TOTAL_SLOTS:
                 raise ValueError(f"slot range {start}-{end} out of bounds")
-        nodes = [_node(n, tls) for n in fields.get("nodes", [])]
+        try:
+            nodes = [_node(n, tls) for n in fields.get("nodes", [])]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed node in CLUSTER SHARDS: missing {exc}") from None
         primaries = [n for n in nodes if n.role == "primary"]
         if not primaries:
             continue  # a shard of only failed replicas serves nothing

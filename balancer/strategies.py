@@ -38,16 +38,6 @@ _random = random.random
 _SCHEDULE_LIMIT = 1 << 17
 
 
-def _two_choices(members: Sequence[Member]) -> tuple[Member, Member]:
-    """Two distinct members drawn uniformly (power of two choices)."""
-    n = len(members)
-    i = int(_random() * n)
-    j = int(_random() * (n - 1))
-    if j >= i:
-        j += 1
-    return members[i], members[j]
-
-
 class Strategy:
     """Base class: ``rebuild`` on membership change, ``pick`` per call, ``observe`` after."""
 
@@ -171,7 +161,9 @@ class LeastConnections(Strategy):
             return members[0]
         if self.exact:
             return max(members, key=lambda m: m.weight / (m.in_flight + 1))
-        a, b = _two_choices(members)
+        i = int(_random() * n)
+        j = int(_random() * (n - 1))
+        a, b = members[i], members[j + 1 if j >= i else j]
         return a if a.weight / (a.in_flight + 1) >= b.weight / (b.in_flight + 1) else b
 
 
@@ -201,7 +193,9 @@ class EwmaLatency(Strategy):
         n = len(members)
         if n == 1:
             return members[0]
-        a, b = _two_choices(members)
+        i = int(_random() * n)
+        j = int(_random() * (n - 1))
+        a, b = members[i], members[j + 1 if j >= i else j]
         cost_a = a.ewma * (a.in_flight + 1) / a.weight
         cost_b = b.ewma * (b.in_flight + 1) / b.weight
         return a if cost_a <= cost_b else b

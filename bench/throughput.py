@@ -54,7 +54,11 @@ def main() -> None:
         ours = ClusterClient(cluster.seed)
         theirs = redis.RedisCluster(host="127.0.0.1", port=first.port)
         plain = redis.Redis(host="127.0.0.1", port=first.port)
-        clients = {"slotpilot.ClusterClient": ours, "redis.RedisCluster": theirs, "redis.Redis (one node)": plain}
+        clients = {
+            "slotpilot.ClusterClient": ours,
+            "redis.RedisCluster": theirs,
+            "redis.Redis (one node)": plain,
+        }
         for key in keys:
             plain.set(key, "x" * 32)
         results: dict[tuple[str, str], list[float]] = {}
@@ -85,8 +89,12 @@ def main() -> None:
                 "throughput_ratio",
                 op=op,
                 server=args.server,
-                vs_redis_cluster=round(med["slotpilot.ClusterClient"] / med["redis.RedisCluster"], 2),
-                vs_plain_redis=round(med["slotpilot.ClusterClient"] / med["redis.Redis (one node)"], 2),
+                vs_redis_cluster=round(
+                    med["slotpilot.ClusterClient"] / med["redis.RedisCluster"], 2
+                ),
+                vs_plain_redis=round(
+                    med["slotpilot.ClusterClient"] / med["redis.Redis (one node)"], 2
+                ),
             )
         ours.close()
         theirs.close()

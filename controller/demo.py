@@ -106,7 +106,8 @@ def run_demo(seconds: float = 6.0, out: TextIO = sys.stderr) -> DemoResult:
             t.join(timeout=10)
         result.keys_written = len(acked)
         result.keys_read_back = sum(
-            1 for k, v in zip(acked, client.mget(list(acked)), strict=True)
+            1
+            for k, v in zip(acked, client.mget(list(acked)), strict=True)
             if v == acked[k].encode()
         )
         result.client = asdict(client.stats)

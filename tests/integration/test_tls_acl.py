@@ -79,7 +79,7 @@ def test_url_form_with_credentials(secure_cluster: LocalCluster, tls_files: TLSF
 
 
 def test_wrong_password_is_a_clear_error(secure_cluster: LocalCluster, tls_files: TLSFiles) -> None:
-    with pytest.raises((ClusterError, redis.AuthenticationError), match="(?i)auth|password"):
+    with pytest.raises((ClusterError, redis.AuthenticationError), match=r"(?i)auth|password"):
         _client(secure_cluster, tls_files, password="wrong")
 
 
