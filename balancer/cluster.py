@@ -217,8 +217,8 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
     def refresh_topology(self) -> SlotMap:
         """Re-read ``CLUSTER SHARDS`` from a reachable node and swap in the new routes."""
         with self._refresh_lock:
-            reply = self._ask_any(("CLUSTER", "SHARDS"))
-            slot_map = parse_cluster_shards(reply, tls=self._tls)
+            reply, host = self._ask_any(("CLUSTER", "SHARDS"))
+            slot_map = parse_cluster_shards(reply, tls=self._tls, default_host=host)
             if not slot_map.shards:
                 raise ClusterError("CLUSTER SHARDS lists no shard with a primary")
             routes = [self._route_for(s.primary.address, s) for s in slot_map.shards]
@@ -237,16 +237,18 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
             self._next_refresh = now + self.refresh_interval
             return slot_map
 
-    def _ask_any(self, args: Sequence[Any]) -> Any:
-        """Run a command on the first node that answers: healthy known nodes first."""
+    def _ask_any(self, args: Sequence[Any]) -> tuple[Any, str]:
+        """Run a command on the first node that answers, healthy known nodes first:
+        (reply, host of the node that answered)."""
         known = list(self._slot_map.addresses())
         random.shuffle(known)
         known.sort(key=lambda a: self._breaker(a).state != "closed")
         seeds = [f"{h}:{p}" for h, p in self._seeds]
         errors: list[str] = []
         for address in dict.fromkeys(known + seeds):
+            transport = self._transport(address)
             try:
-                return self._transport(address).execute(args)
+                return transport.execute(args), transport.host
             except NETWORK_ERRORS as exc:
                 self._breaker(address).record(exc)
                 errors.append(f"{address}: {exc}")
@@ -255,7 +257,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         raise ClusterError(f"no node answered {args[0]!r}: {'; '.join(errors[:5])}")
 
     def _run_anywhere(self, *args: Any) -> Any:
-        raw = self._ask_any(args)
+        raw, _ = self._ask_any(args)
         callback = self._callbacks.get(args[0].upper()) if isinstance(args[0], str) else None
         return callback(raw) if callback else raw
 

@@ -94,13 +94,17 @@ def _as_dict(item: Any) -> dict[str, Any]:
     raise ValueError(f"unexpected CLUSTER SHARDS entry: {item!r:.200}")
 
 
-def _node(raw: Any, tls: bool) -> ShardNode:
+def _node(raw: Any, tls: bool, default_host: str) -> ShardNode:
     fields = _as_dict(raw)
     host = _text(fields.get("endpoint") or "")
     if host in ("", "?"):
         host = _text(fields.get("ip") or "")
     if host in ("", "?"):
         host = _text(fields.get("hostname") or "")
+    if host in ("", "?"):
+        host = default_host  # a lone node that never saw a MEET does not know its IP
+    if not host:
+        raise ValueError(f"node {_text(fields.get('id'))} has no address in CLUSTER SHARDS")
     port_field = "tls-port" if tls and "tls-port" in fields else "port"
     if port_field not in fields and "tls-port" in fields:
         port_field = "tls-port"
@@ -115,12 +119,13 @@ def _node(raw: Any, tls: bool) -> ShardNode:
     )
 
 
-def parse_cluster_shards(reply: Any, tls: bool = False) -> SlotMap:
+def parse_cluster_shards(reply: Any, tls: bool = False, default_host: str = "") -> SlotMap:
     """Build a :class:`SlotMap` from a raw ``CLUSTER SHARDS`` reply.
 
     A shard whose primary is missing (all nodes failed and none promoted yet) keeps its
     slots pointing at its last known primary, so callers see connection errors there
-    rather than a silently uncovered slot. Raises ``ValueError`` on a malformed reply.
+    rather than a silently uncovered slot. ``default_host`` (the host the reply came
+    from) stands in for an empty address. Raises ``ValueError`` on a malformed reply.
     """
     if not isinstance(reply, list | tuple):
         raise ValueError(f"CLUSTER SHARDS reply is not a list: {reply!r:.200}")
@@ -135,7 +140,7 @@ def parse_cluster_shards(reply: Any, tls: bool = False) -> SlotMap:
             if not 0 <= start <= end < TOTAL_SLOTS:
                 raise ValueError(f"slot range {start}-{end} out of bounds")
         try:
-            nodes = [_node(n, tls) for n in fields.get("nodes", [])]
+            nodes = [_node(n, tls, default_host) for n in fields.get("nodes", [])]
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed node in CLUSTER SHARDS: missing {exc}") from None
         primaries = [n for n in nodes if n.role == "primary"]

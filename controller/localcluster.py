@@ -151,6 +151,7 @@ class ServerNode:
         args = [
             self.binary,
             "--bind", "127.0.0.1",
+            "--cluster-announce-ip", "127.0.0.1",
             "--dir", str(self.workdir),
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",

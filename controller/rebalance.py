@@ -64,12 +64,39 @@ def ranges_from_slots(slots: Iterable[int]) -> Ranges:
     Ranges are how slots travel (``CLUSTER SHARDS``, ``ADDSLOTSRANGE``) and how the planner
     counts, so this and :func:`slots_from_ranges` are the only two conversions needed.
     """
-    return _merge((slot, slot) for slot in slots)
+    ordered = sorted(set(slots))
+    if ordered and not 0 <= ordered[0] <= ordered[-1] < TOTAL_SLOTS:
+        bad = ordered[0] if ordered[0] < 0 else ordered[-1]
+        raise ValueError(f"slot {bad} is outside 0-{TOTAL_SLOTS - 1}")
+    ranges: list[Range] = []
+    start = 0
+    for i, slot in enumerate(ordered):
+        if i == 0 or slot != ordered[i - 1] + 1:
+            start = slot
+        if i + 1 == len(ordered) or ordered[i + 1] != slot + 1:
+            ranges.append((start, slot))
+    return tuple(ranges)
 
 
 def slots_from_ranges(ranges: Iterable[Range]) -> tuple[int, ...]:
     """Every slot in ``ranges``, ascending and once each, e.g. for per-slot SETSLOT calls."""
     return tuple(slot for start, end in _merge(ranges) for slot in range(start, end + 1))
+
+
+def _subtract(ranges: Ranges, removed: Ranges) -> Ranges:
+    """``ranges`` without the slots of ``removed`` (both sorted and merged)."""
+    kept: list[Range] = []
+    for start, end in ranges:
+        cursor = start
+        for cut_start, cut_end in removed:
+            if cut_end < cursor or cut_start > end:
+                continue
+            if cut_start > cursor:
+                kept.append((cursor, cut_start - 1))
+            cursor = cut_end + 1
+        if cursor <= end:
+            kept.append((cursor, end))
+    return tuple(kept)
 
 
 def _top_slots(ranges: Ranges, count: int) -> Ranges:
@@ -92,10 +119,11 @@ def _node_ranges(node: str, items: Iterable[int | Range]) -> Ranges:
     """One primary's slots, given as slots, ranges or a mix, as merged ranges."""
     if isinstance(items, str | bytes):
         raise ValueError(f"slots of {node} must be slots or (start, end) ranges, not text")
+    slots: list[int] = []
     pairs: list[Range] = []
     for item in items:
         if isinstance(item, int):
-            pairs.append((item, item))
+            slots.append(item)
             continue
         try:
             start, end = item
@@ -103,7 +131,7 @@ def _node_ranges(node: str, items: Iterable[int | Range]) -> Ranges:
         except (TypeError, ValueError):
             raise ValueError(f"{item!r} in the slots of {node} is not a slot or a range") from None
     try:
-        return _merge(pairs)
+        return _merge([*pairs, *ranges_from_slots(slots)])
     except ValueError as exc:
         raise ValueError(f"{node}: {exc}") from None
 
@@ -147,16 +175,17 @@ class SlotOwnership:
 
     def apply(self, plan: RebalancePlan) -> SlotOwnership:
         """The ownership after every move of ``plan``; refuses a move of unowned slots."""
-        owned = {node: set(slots_from_ranges(ranges)) for node, ranges in self.ranges.items()}
+        ranges = dict(self.ranges)
         for move in plan.moves:
-            if move.target not in owned:
+            if move.target not in ranges:
                 raise ValueError(f"move to unknown primary {move.target}")
-            slots = set(move.slots)
-            if not slots <= owned.get(move.source, set()):
+            moved = _merge(move.slot_ranges)
+            source = ranges.get(move.source, ())
+            if not all(any(s <= start and end <= e for s, e in source) for start, end in moved):
                 raise ValueError(f"{move.source} does not own all of {move.slot_ranges}")
-            owned[move.source] -= slots
-            owned[move.target] |= slots
-        return SlotOwnership({node: ranges_from_slots(slots) for node, slots in owned.items()})
+            ranges[move.source] = _subtract(source, moved)
+            ranges[move.target] = _merge([*ranges[move.target], *moved])
+        return SlotOwnership(ranges)
 
 
 @dataclass(frozen=True)

@@ -120,3 +120,29 @@ def test_unreachable_seeds_give_clear_error() -> None:
 def test_read_from_validated() -> None:
     with pytest.raises(ValueError, match="read_from"):
         ClusterClient("127.0.0.1:1", read_from="nearest")  # type: ignore[arg-type]
+
+
+def test_breaker_state_shared_through_circuit_redis_storage(make_cluster: object) -> None:
+    """Two routers (think: two processes) share breaker state via pybreaker's storage."""
+    import pybreaker
+
+    from balancer import BreakerPolicy, Endpoint, Router
+
+    store = make_cluster(1, 0)  # type: ignore[operator]
+    conn = redis.Redis(host="127.0.0.1", port=store.nodes[0].port)  # pybreaker wants bytes
+
+    def storage(name: str) -> pybreaker.CircuitRedisStorage:
+        return pybreaker.CircuitRedisStorage(
+            pybreaker.STATE_CLOSED, conn, namespace=f"slotpilot:{name}"
+        )
+
+    policy = BreakerPolicy(fail_max=2, storage=storage)
+    endpoints = [Endpoint("10.0.0.1:6379"), Endpoint("10.0.0.2:6379")]
+    first, second = Router(endpoints, breaker=policy), Router(endpoints, breaker=policy)
+    first.record("10.0.0.1:6379", ConnectionError("refused"))
+    first.record("10.0.0.1:6379", ConnectionError("refused"))
+    assert first.state_of("10.0.0.1:6379") == "open"
+    third = Router(endpoints, breaker=policy)  # a process starting now sees it open
+    assert third.state_of("10.0.0.1:6379") == "open"
+    assert {third.pick().address for _ in range(10)} == {"10.0.0.2:6379"}
+    assert second.state_of("10.0.0.2:6379") == "closed"

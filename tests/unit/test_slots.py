@@ -58,6 +58,16 @@ def test_resp2_reply_and_tls_port() -> None:
     assert plain.shard_for_slot(16383) is plain.shards[0] and plain.shard_for_slot(0) is None
 
 
+def test_empty_address_takes_the_answering_host() -> None:
+    lone = [{"slots": [0, 16383], "nodes": [{"id": "x" * 40, "port": 7000, "ip": "",
+             "endpoint": "", "role": "master", "health": "online"}]}]  # fmt: skip
+    assert parse_cluster_shards(lone, default_host="10.9.9.9").shards[0].primary.address == (
+        "10.9.9.9:7000"
+    )
+    with pytest.raises(ValueError, match="no address"):
+        parse_cluster_shards(lone)
+
+
 @pytest.mark.parametrize(
     "reply",
     [
