@@ -119,6 +119,21 @@ def _node(raw: Any, tls: bool, default_host: str) -> ShardNode:
     )
 
 
+def _slot_ranges(raw: Any) -> tuple[tuple[int, int], ...]:
+    """Slots as the server sends them (flat ``[start, end, ...]``) or as redis-py's
+    cluster client reshapes them (``[(start, end), ...]``)."""
+    try:
+        items = list(raw)
+        if items and all(isinstance(item, list | tuple) for item in items):
+            return tuple((int(start), int(end)) for start, end in items)
+        flat = [int(x) for x in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"malformed slot list in CLUSTER SHARDS: {raw!r:.200}") from None
+    if len(flat) % 2:
+        raise ValueError(f"odd slot list in CLUSTER SHARDS: {flat}")
+    return tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
+
+
 def parse_cluster_shards(reply: Any, tls: bool = False, default_host: str = "") -> SlotMap:
     """Build a :class:`SlotMap` from a raw ``CLUSTER SHARDS`` reply.
 
@@ -132,10 +147,7 @@ def parse_cluster_shards(reply: Any, tls: bool = False, default_host: str = "") 
     shards: list[ShardInfo] = []
     for entry in reply:
         fields = _as_dict(entry)
-        raw_slots = [int(x) for x in fields.get("slots", [])]
-        if len(raw_slots) % 2:
-            raise ValueError(f"odd slot list in CLUSTER SHARDS: {raw_slots}")
-        ranges = tuple((raw_slots[i], raw_slots[i + 1]) for i in range(0, len(raw_slots), 2))
+        ranges = _slot_ranges(fields.get("slots") or [])
         for start, end in ranges:
             if not 0 <= start <= end < TOTAL_SLOTS:
                 raise ValueError(f"slot range {start}-{end} out of bounds")

@@ -87,7 +87,8 @@ class Weighted(Strategy):
     window member i gets weight_i / sum(weights) of the picks, interleaved smoothly.
     When the weights are small rationals, one whole EDF cycle is computed at rebuild
     and a pick is an index into it (O(1)); otherwise the heap runs live (O(log n)).
-    Each instance starts at a random phase so many clients do not move in lockstep.
+    Each instance starts at a random point of the cycle so many clients do not move in
+    lockstep.
     """
 
     name = "weighted"
@@ -101,7 +102,10 @@ class Weighted(Strategy):
 
     def rebuild(self, members: Sequence[Member]) -> None:
         super().rebuild(members)
-        heap = [(_random() / m.weight, i, m) for i, m in enumerate(self.members)]
+        # Staggered first deadlines spread light members through the cycle instead of
+        # letting them bunch up (which would leave long runs of the heavy one).
+        n = len(self.members)
+        heap = [(i / n / m.weight, i, m) for i, m in enumerate(self.members)]
         heapq.heapify(heap)
         cycle = self._cycle_length()
         schedule: list[Member] = []

@@ -20,7 +20,7 @@ from itertools import pairwise
 from types import MappingProxyType
 from typing import Any
 
-from balancer.slots import TOTAL_SLOTS
+from balancer.slots import TOTAL_SLOTS, parse_cluster_shards
 
 __all__ = [
     "TOTAL_SLOTS",
@@ -163,6 +163,7 @@ class SlotOwnership:
 
     @classmethod
     def from_mapping(cls, ownership: SlotOwnership | OwnershipInput) -> SlotOwnership:
+        """Validated ownership from slots, ranges or both per primary (as is if already one)."""
         return ownership if isinstance(ownership, SlotOwnership) else cls(_normalize(ownership))
 
     def counts(self) -> dict[str, int]:
@@ -247,7 +248,7 @@ def _weights(nodes: Iterable[str], weights: Mapping[str, float] | None) -> dict[
     given = dict(weights or {})
     unknown = sorted(set(given) - set(nodes))
     if unknown:
-        raise ValueError(f"weights given for primaries that own no shard: {', '.join(unknown)}")
+        raise ValueError(f"weights given for unknown primaries: {', '.join(unknown)}")
     result: dict[str, Fraction] = {}
     for node in nodes:
         weight = float(given.get(node, 1.0))
@@ -382,43 +383,6 @@ def plan_rebalance(
 # -- CLUSTER SHARDS -------------------------------------------------------------------
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _fields(item: Any) -> dict[str, Any]:
-    """A RESP3/redis-py dict or a RESP2 flat ``[key, value, ...]`` list, with str keys."""
-    if isinstance(item, Mapping):
-        return {_text(key): value for key, value in item.items()}
-    if isinstance(item, list | tuple) and len(item) % 2 == 0:
-        return {_text(item[i]): item[i + 1] for i in range(0, len(item), 2)}
-    raise ValueError(f"unexpected CLUSTER SHARDS entry: {item!r:.200}")
-
-
-def _slot_pairs(raw: Any) -> list[Range]:
-    """Slots as the server sends them (flat ``[start, end, ...]``) or as redis-py's cluster
-    client reshapes them (``[(start, end), ...]``)."""
-    items = list(raw or [])
-    if all(isinstance(item, list | tuple) for item in items):
-        return [(int(start), int(end)) for start, end in items]
-    if len(items) % 2:
-        raise ValueError(f"odd slot list in CLUSTER SHARDS: {items!r:.200}")
-    return [(int(items[i]), int(items[i + 1])) for i in range(0, len(items), 2)]
-
-
-def _primary_id(nodes: Iterable[Any]) -> str | None:
-    """The shard's primary; during a failover two may claim it, so prefer the online one
-    with the most replication progress, as the cluster itself will."""
-    candidates = []
-    for raw in nodes:
-        node = _fields(raw)
-        if _text(node.get("role", "")) in ("master", "primary"):
-            online = _text(node.get("health", "online")) == "online"
-            offset = int(node.get("replication-offset", 0))
-            candidates.append((online, offset, _text(node["id"])))
-    return max(candidates)[2] if candidates else None
-
-
 def ownership_from_cluster_shards(reply: Any) -> dict[str, Ranges]:
     """Primary id → slot ranges from a decoded ``CLUSTER SHARDS`` reply.
 
@@ -427,16 +391,8 @@ def ownership_from_cluster_shards(reply: Any) -> dict[str, Ranges]:
     Empty primaries (new shards) map to ``()``. A shard with no primary is skipped: its
     slots are uncovered as far as planning goes. Raises ``ValueError`` on a malformed reply.
     """
-    if not isinstance(reply, list | tuple):
-        raise ValueError(f"CLUSTER SHARDS reply is not a list: {reply!r:.200}")
+    slot_map = parse_cluster_shards(reply, default_host="unknown")  # only ids matter here
     owned: dict[str, list[Range]] = {}
-    for entry in reply:
-        shard = _fields(entry)
-        try:
-            ranges = _slot_pairs(shard.get("slots"))
-            primary = _primary_id(shard.get("nodes") or [])
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"malformed shard in CLUSTER SHARDS: {exc!r}") from None
-        if primary is not None:
-            owned.setdefault(primary, []).extend(ranges)
+    for shard in slot_map.shards:
+        owned.setdefault(shard.primary.id, []).extend(shard.ranges)
     return {node: _merge(ranges) for node, ranges in owned.items()}

@@ -371,7 +371,8 @@ def test_cluster_shards_valkey_9_dicts() -> None:
 def test_cluster_shards_bytes_and_cluster_client_pairs() -> None:
     reply = [
         {b"slots": [(0, 100), [200, 300]], b"nodes": [
-            {b"id": b"a" * 40, b"role": b"master", b"health": b"online"}]},
+            {b"id": b"a" * 40, b"port": 7000, b"ip": b"10.0.0.1", b"role": b"master",
+             b"health": b"online"}]},
     ]  # fmt: skip
     assert ownership_from_cluster_shards(reply) == {"a" * 40: ((0, 100), (200, 300))}
 
