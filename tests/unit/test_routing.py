@@ -1,0 +1,46 @@
+"""Routing table: states, weights, stable versions and ETags."""
+
+from __future__ import annotations
+
+from controller.health import Capacity, ClusterView, build_view
+from controller.probe import NodeSample, ProbeResult
+from controller.routing import MIN_WEIGHT, build_routing_table
+from tests.unit.test_health import result
+
+
+def view_with(down: str | None = None, busy: str | None = None) -> ClusterView:
+    r = result()
+    samples = dict(r.samples)
+    if down:
+        samples[down] = NodeSample(down, 1.0, error="timeout")
+    if busy:
+        s = samples[busy]
+        samples[busy] = NodeSample(busy, s.taken_at, None, 0.001,
+                                   {**s.info, "used_memory": 950}, s.cluster_info)  # fmt: skip
+    return build_view(ProbeResult(0, 0, r.source, r.entries, samples), None, Capacity(), 1, 1, 5.0)
+
+
+def test_states_and_weights() -> None:
+    table = build_routing_table(view_with(down="127.0.0.1:7001", busy="127.0.0.1:7002"),
+                                draining={"127.0.0.1:7000"})  # fmt: skip
+    by = {n.address: n for n in table.nodes}
+    assert (by["127.0.0.1:7000"].state, by["127.0.0.1:7000"].weight) == ("draining", 0.0)
+    assert (by["127.0.0.1:7001"].state, by["127.0.0.1:7001"].weight) == ("down", 0.0)
+    assert by["127.0.0.1:7002"].state == "up" and by["127.0.0.1:7002"].weight == MIN_WEIGHT
+    assert (
+        by["127.0.0.1:7002"].role == "replica" and by["127.0.0.1:7002"].shard == "aaaa" + "0" * 36
+    )
+
+
+def test_version_and_etag_move_only_on_change() -> None:
+    first = build_routing_table(view_with())
+    same = build_routing_table(view_with(), previous=first)
+    assert same is first and same.etag == first.etag and first.version == 1
+    changed = build_routing_table(view_with(down="127.0.0.1:7001"), previous=first)
+    assert changed.version == 2 and changed.etag != first.etag
+    assert changed.to_json()["nodes"][1]["state"] == "down"
+
+
+def test_draining_by_node_id() -> None:
+    table = build_routing_table(view_with(), draining={"bbbb" + "0" * 36})
+    assert [n.address for n in table.nodes if n.state == "draining"] == ["127.0.0.1:7001"]
