@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainErr
 from balancer.breaker import BreakerPolicy, NodeBreaker
 from balancer.endpoint import Endpoint, parse_address
 from balancer.errors import ClusterError, CrossSlotError, NoHealthyEndpoint, SlotNotCovered
+from balancer.follow import RoutingFollower
 from balancer.keys import KeyLocator
 from balancer.router import Router
 from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, parse_cluster_shards
@@ -105,6 +106,8 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         retry_deadline: float = 5.0,
         max_redirects: int = 16,
         refresh_interval: float = 30.0,
+        routing_url: str | None = None,
+        routing_interval: float = 5.0,
         **connection_kwargs: Any,
     ) -> None:
         if read_from not in _READ_FROM:
@@ -147,7 +150,13 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         self._next_refresh = 0.0
         self._last_refresh = 0.0
         self._locator = KeyLocator(self._run_anywhere)
+        # address -> (state, weight) from the controller's routing table
+        self._routing: dict[str, tuple[str, float]] = {}
         self.refresh_topology()
+        self._follower: RoutingFollower | None = None
+        if routing_url is not None:
+            self._follower = RoutingFollower(routing_url, self.apply_routing, routing_interval)
+            self._follower.start()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> ClusterClient:
@@ -200,10 +209,13 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         nodes = [n for n in shard.replicas if n.online]
         if self.read_from == "any":
             nodes.insert(0, shard.primary)
+        # The controller's table: draining and down nodes (weight 0) get no reads.
+        weights = {n.address: self._routing.get(n.address, ("up", 1.0))[1] for n in nodes}
+        nodes = [n for n in nodes if weights[n.address] > 0]
         if not nodes:
             route.readers = None
             return
-        endpoints = [Endpoint(n.address) for n in nodes]
+        endpoints = [Endpoint(n.address, weight=weights[n.address]) for n in nodes]
         if route.readers is None:
             route.readers = Router(
                 endpoints,
@@ -213,6 +225,22 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
             )
         else:
             route.readers.update(endpoints)
+
+    def apply_routing(self, table: Mapping[str, Any]) -> None:
+        """Apply a routing table (``/v1/routing`` JSON): per node ``state`` and ``weight``.
+        Reads avoid weight-0 (draining/down) nodes; writes still go to slot owners."""
+        routing: dict[str, tuple[str, float]] = {}
+        for entry in table.get("nodes", []):
+            try:
+                weight = float(entry["weight"]) if entry.get("state") == "up" else 0.0
+                routing[str(entry["address"])] = (str(entry.get("state", "up")), weight)
+            except (KeyError, TypeError, ValueError):
+                continue  # one bad row must not drop the whole table
+        with self._refresh_lock:
+            self._routing = routing
+            for route in list(self._routes.values()):
+                if route.shard is not None:
+                    self._attach_readers(route, route.shard)
 
     def refresh_topology(self) -> SlotMap:
         """Re-read ``CLUSTER SHARDS`` from a reachable node and swap in the new routes."""
@@ -493,6 +521,8 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
     # -- lifecycle --------------------------------------------------------------------
 
     def close(self) -> None:
+        if self._follower is not None:
+            self._follower.stop()
         for transport in list(self._transports.values()):
             transport.close()
 
