@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -114,11 +115,24 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+_reserved: set[int] = set()
+_reserved_lock = threading.Lock()
+
+
 def free_port(cluster_bus: bool = True) -> int:
-    """A free port on 127.0.0.1 (and, for cluster nodes, a free bus port at +10000)."""
-    for _ in range(200):
-        port = random.randint(20000, 45000)
-        if _port_is_free(port) and (not cluster_bus or _port_is_free(port + 10000)):
+    """A free port on 127.0.0.1 (and, for cluster nodes, a free bus port at +10000).
+
+    Client ports come from 20000-29999, so they never collide with a bus port (30000+) of
+    a node that has not bound it yet; ports handed out by this process are not reused.
+    """
+    with _reserved_lock:
+        for _ in range(500):
+            port = random.randint(20000, 29999)
+            if port in _reserved or not _port_is_free(port):
+                continue
+            if cluster_bus and not _port_is_free(port + 10000):
+                continue
+            _reserved.add(port)
             return port
     raise ClusterStartError("no free port pair found on 127.0.0.1")
 
