@@ -44,3 +44,19 @@ def test_version_and_etag_move_only_on_change() -> None:
 def test_draining_by_node_id() -> None:
     table = build_routing_table(view_with(), draining={"bbbb" + "0" * 36})
     assert [n.address for n in table.nodes if n.state == "draining"] == ["127.0.0.1:7001"]
+
+
+def test_status_document_and_table() -> None:
+    from controller.status import build_status, render_status
+
+    status = build_status(
+        view_with(down="127.0.0.1:7001"),
+        {"shards": {"current": 2, "desired": 2, "reason": "within band", "blocked_by": ["at_min"]}},
+        draining=["127.0.0.1:7002"],
+    )
+    assert status["ready"] and len(status["nodes"]) == 3 and len(status["shards"]) == 2
+    assert status["shards"][0]["replicas"] == ["127.0.0.1:7002"]
+    text = render_status(status)
+    assert "127.0.0.1:7001" in text and "timeout" in text and "draining" in text
+    assert "blocked: at_min" in text and "max" in text
+    assert render_status(build_status(None, {})).startswith("controller not ready")
