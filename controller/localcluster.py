@@ -353,6 +353,23 @@ class LocalCluster:
         self.nodes.append(node)
         return node
 
+    def add_node(self, replica_of: ServerNode | None = None) -> ServerNode:
+        """Start a node, MEET it into the cluster (as an empty primary, or as a replica of
+        ``replica_of``) and wait until every node agrees it is online."""
+        node = self.spawn_node()
+        try:
+            self._wait_all_answer([node])
+            member = next(n for n in self.nodes if n.running and n is not node)
+            member.client().execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+            self._wait_known([n for n in self.nodes if n.running])
+            if replica_of is not None:
+                node.client().execute_command("CLUSTER", "REPLICATE", self.node_id(replica_of))
+            self.wait_healthy()
+        except BaseException:
+            node.kill()
+            raise
+        return node
+
     # -- queries ---------------------------------------------------------------------
 
     @property
