@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.connection import SSLConnection
 
+from balancer.transport import NodeTransport, TransportOptions
 from controller.rebalance import RebalancePlan, SlotMove
 
 __all__ = [
@@ -100,8 +102,8 @@ class MigrationExecutor:
         connect: Callable[[str], redis.Redis],
         engine: str = "auto",
         key_batch: int = 1000,
-        slots_per_round: int = 256,
-        parallel: int = 4,
+        slots_per_round: int = 1024,
+        parallel: int = 8,
         migrate_timeout_ms: int = 10_000,
         deadline_seconds: float = 600.0,
         progress: Progress | None = None,
@@ -117,6 +119,7 @@ class MigrationExecutor:
         self.migrate_timeout_ms = migrate_timeout_ms
         self.deadline_seconds = deadline_seconds
         self._progress = progress or (lambda event: None)
+        self._transports: dict[str, NodeTransport] = {}
 
     def node(self, node_id: str) -> redis.Redis:
         return self._connect(self.addresses[node_id])
@@ -188,10 +191,23 @@ class MigrationExecutor:
                 log.warning("cancel on %s failed: %s", source, exc)
 
     def _count_keys(self, move: SlotMove) -> int:
-        pipe = self.node(move.source).pipeline(transaction=False)
-        for slot in _slots(move):
-            pipe.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
-        return sum(int(n) for n in pipe.execute())
+        replies = self._batch(
+            move.source, [("CLUSTER", "COUNTKEYSINSLOT", s) for s in _slots(move)]
+        )
+        return sum(int(n) for n in replies if not isinstance(n, Exception))
+
+    def _batch(self, node_id: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Many commands to one node in one round trip; error replies come back in place.
+        Uses the SDK's transport: redis-py's Pipeline costs more Python per command than
+        the server needs to run a SETSLOT, and a rebalance sends tens of thousands."""
+        transport = self._transports.get(node_id)
+        if transport is None:
+            kwargs = dict(self.node(node_id).connection_pool.connection_kwargs)
+            host, port = kwargs.pop("host"), kwargs.pop("port")
+            ssl = self.node(node_id).connection_pool.connection_class is SSLConnection
+            options = TransportOptions(ssl=ssl, **kwargs)
+            transport = self._transports.setdefault(node_id, NodeTransport(host, port, options, 64))
+        return transport.execute_many(commands) if commands else []
 
     # -- classic (Redis 7) --------------------------------------------------------------
 
@@ -204,16 +220,15 @@ class MigrationExecutor:
             report.batches += batches
 
     def _classic_pair(self, move: SlotMove) -> tuple[int, int, int]:
-        source, target = self.node(move.source), self.node(move.target)
         host, _, port = self.addresses[move.target].rpartition(":")
         moved_keys = batches = 0
         for chunk in _chunks(_slots(move), self.slots_per_round):
-            self._setslots(target, chunk, "IMPORTING", move.source)
+            self._setslots(move.target, chunk, "IMPORTING", move.source)
             try:
-                self._setslots(source, chunk, "MIGRATING", move.target)
-                keys, rounds = self._move_keys(source, target, chunk, host.strip("[]"), int(port))
+                self._setslots(move.source, chunk, "MIGRATING", move.target)
+                keys, rounds = self._move_keys(move, chunk, host.strip("[]"), int(port))
             except BaseException:
-                self._rollback(source, target, chunk)
+                self._rollback(move, chunk)
                 raise
             self._close_slots(move, chunk)
             moved_keys += keys
@@ -222,92 +237,76 @@ class MigrationExecutor:
                             "target": move.target, "slots": len(chunk), "keys": keys})  # fmt: skip
         return move.slot_count, moved_keys, batches
 
-    def _setslots(self, node: redis.Redis, slots: Iterable[int], state: str, peer: str) -> None:
-        pipe = node.pipeline(transaction=False)
-        for slot in slots:
-            pipe.execute_command("CLUSTER", "SETSLOT", slot, state, peer)
-        pipe.execute()
+    def _setslots(self, node_id: str, slots: Iterable[int], state: str, peer: str) -> None:
+        replies = self._batch(node_id, [("CLUSTER", "SETSLOT", s, state, peer) for s in slots])
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            raise MigrationError(f"SETSLOT {state} on {node_id}: {errors[0]}")
 
     def _move_keys(
-        self, source: redis.Redis, target: redis.Redis, slots: Sequence[int], host: str, port: int
+        self, move: SlotMove, slots: Sequence[int], host: str, port: int
     ) -> tuple[int, int]:
         moved = rounds = 0
         pending = list(slots)
         while pending:
-            pipe = source.pipeline(transaction=False)
-            for slot in pending:
-                pipe.execute_command("CLUSTER", "GETKEYSINSLOT", slot, self.key_batch)
-            keys_per_slot = pipe.execute()
+            commands = [("CLUSTER", "GETKEYSINSLOT", s, self.key_batch) for s in pending]
+            keys_per_slot = self._batch(move.source, commands)
             batches = [(s, keys) for s, keys in zip(pending, keys_per_slot, strict=True) if keys]
             if not batches:
                 break
-            pipe = source.pipeline(transaction=False)
-            for _, keys in batches:
-                pipe.execute_command(
-                    "MIGRATE", host, port, "", 0, self.migrate_timeout_ms, "KEYS", *keys
-                )
-            replies = pipe.execute(raise_on_error=False)
-            for (_, keys), reply in zip(batches, replies, strict=True):
-                if isinstance(reply, redis.ResponseError):
+            migrate = [("MIGRATE", host, port, "", 0, self.migrate_timeout_ms, "KEYS", *keys)
+                       for _, keys in batches]  # fmt: skip
+            for (_, keys), reply in zip(batches, self._batch(move.source, migrate), strict=True):
+                if isinstance(reply, Exception):
                     if "BUSYKEY" not in str(reply):
-                        raise MigrationError(f"MIGRATE failed: {reply}")
-                    self._resolve_busy(source, target, keys, host, port)
+                        raise MigrationError(f"MIGRATE failed: {reply}", move.source, move.target)
+                    self._resolve_busy(move, keys, host, port)
                 moved += len(keys)
             rounds += 1
             pending = [s for s, keys in batches if len(keys) >= self.key_batch]
         return moved, rounds
 
-    def _resolve_busy(self, source: redis.Redis, target: redis.Redis, keys: Sequence[Any],
-                      host: str, port: int) -> None:  # fmt: skip
+    def _resolve_busy(self, move: SlotMove, keys: Sequence[Any], host: str, port: int) -> None:
         """As redis-cli does: the same value on both sides → REPLACE; different → stop."""
+        source, target = self.node(move.source), self.node(move.target)
         for key in keys:
             if not source.exists(key):
                 continue  # moved by the part of the batch that succeeded
             if target.exists(key) and source.dump(key) != target.dump(key):
                 raise BusyKeyConflict(
-                    f"key {key!r} differs between source and target; resolve it by hand"
-                )
+                    f"key {key!r} differs between source and target; resolve it by hand",
+                    move.source, move.target,
+                )  # fmt: skip
             source.execute_command(
                 "MIGRATE", host, port, "", 0, self.migrate_timeout_ms, "REPLACE", "KEYS", key
             )
 
     def _close_slots(self, move: SlotMove, slots: Sequence[int]) -> None:
         """SETSLOT NODE on the target first, then the source, then every other primary."""
-        order = [move.target, move.source] + [
-            n for n in self.addresses if n not in (move.target, move.source)
-        ]
-        for node_id in order:
-            pipe = self.node(node_id).pipeline(transaction=False)
-            for slot in slots:
-                pipe.execute_command("CLUSTER", "SETSLOT", slot, "NODE", move.target)
-            replies = pipe.execute(raise_on_error=False)
-            errors = [r for r in replies if isinstance(r, Exception)]
+        others = [n for n in self.addresses if n not in (move.target, move.source)]
+        commands = [("CLUSTER", "SETSLOT", s, "NODE", move.target) for s in slots]
+        for node_id in [move.target, move.source, *others]:
+            errors = [r for r in self._batch(node_id, commands) if isinstance(r, Exception)]
             if errors and node_id in (move.target, move.source):
                 raise MigrationError(
                     f"SETSLOT NODE on {node_id}: {errors[0]}", move.source, move.target
                 )
 
-    def _rollback(self, source: redis.Redis, target: redis.Redis, slots: Sequence[int]) -> None:
+    def _rollback(self, move: SlotMove, slots: Sequence[int]) -> None:
         """Close slots whose keys are all still on the source (``STABLE`` both sides).
         A slot with keys already on the target is left open for ``fix``, which decides
         its owner from where the keys are; closing it here would hide those keys."""
-        pipe = target.pipeline(transaction=False)
-        for slot in slots:
-            pipe.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
-        counts = pipe.execute(raise_on_error=False)
-        clean = [s for s, n in zip(slots, counts, strict=True) if n == 0]
-        if len(clean) < len(slots):
-            log.error(
-                "%d slots hold keys on both sides: left open for fix", len(slots) - len(clean)
-            )
-        for node in (target, source):
-            pipe = node.pipeline(transaction=False)
-            for slot in clean:
-                pipe.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
-            try:
-                pipe.execute(raise_on_error=False)
-            except redis.RedisError as exc:
-                log.error("rollback of %d slots failed: %s (run `slotpilot fix`)", len(clean), exc)
+        try:
+            counts = self._batch(move.target, [("CLUSTER", "COUNTKEYSINSLOT", s) for s in slots])
+            clean = [s for s, n in zip(slots, counts, strict=True) if n == 0]
+            if len(clean) < len(slots):
+                log.error(
+                    "%d slots hold keys on both sides: left open for fix", len(slots) - len(clean)
+                )
+            for node_id in (move.target, move.source):
+                self._batch(node_id, [("CLUSTER", "SETSLOT", s, "STABLE") for s in clean])
+        except (redis.RedisError, OSError) as exc:
+            log.error("rollback of %d slots failed: %s (run `slotpilot fix`)", len(slots), exc)
 
 
 def _field(job: Any, name: str) -> str:
