@@ -34,3 +34,12 @@ def test_strategy_names() -> None:
         "round_robin",
         "weighted",
     ]
+
+
+def test_controller_exports_resolve() -> None:
+    import controller
+
+    assert len(controller.__all__) == len(set(controller.__all__))
+    for name in controller.__all__:
+        assert getattr(controller, name) is not None, name
+    assert "LocalCluster" in controller.__all__ and "plan_rebalance" in controller.__all__
