@@ -1,0 +1,294 @@
+"""Scaling decisions as pure functions: ``decide(policy, state, observation, now)``.
+
+Nothing here reads a clock or a socket: the time is an argument and the state is a
+frozen value returned anew (urllib3's ``Retry`` style), so every rule is a table test.
+
+Shards follow the seed's thresholds and per-direction cooldowns and never move while a
+cluster gate is closed or data is missing. Consumers follow the Kubernetes HPA
+algorithm (``ceil(backlog / target per replica)``, tolerance, stabilization windows,
+rate policies) with KEDA's activation (0 ↔ 1) and fallback on a failing source.
+A failing or missing metric holds; it never scales anything down.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+__all__ = [
+    "ConsumerObservation",
+    "ConsumerPolicy",
+    "ConsumerPolicyState",
+    "Decision",
+    "ShardObservation",
+    "ShardPolicy",
+    "ShardPolicyState",
+    "decide_consumers",
+    "decide_shards",
+]
+
+Direction = Literal["up", "down", "none"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the controller wants for one target now, and why (or why not)."""
+
+    target: str
+    current: int
+    desired: int
+    reason: str
+    blocked_by: tuple[str, ...] = ()
+
+    @property
+    def direction(self) -> Direction:
+        if self.desired > self.current:
+            return "up"
+        if self.desired < self.current:
+            return "down"
+        return "none"
+
+
+# -- shards ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardPolicy:
+    min_shards: int = 2
+    max_shards: int = 10
+    scale_up_threshold: float = 0.8
+    scale_down_threshold: float = 0.3
+    scale_up_cooldown_seconds: float = 300.0
+    scale_down_cooldown_seconds: float = 600.0
+    max_step: int = 1  # > 1: add ceil(current * util / threshold) - current, at most this
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_shards <= self.max_shards:
+            raise ValueError("ShardPolicy: need 1 <= min_shards <= max_shards")
+        if not 0 < self.scale_down_threshold < self.scale_up_threshold:
+            raise ValueError("ShardPolicy: need 0 < scale_down_threshold < scale_up_threshold")
+        if self.max_step < 1:
+            raise ValueError("ShardPolicy: max_step must be >= 1")
+
+
+@dataclass(frozen=True)
+class ShardObservation:
+    current: int
+    utilization: float | None  # cluster mean; None = missing or failed data
+    gates: tuple[str, ...] = ()  # names of closed cluster gates
+    migration_in_progress: bool = False
+
+
+@dataclass(frozen=True)
+class ShardPolicyState:
+    last_up_at: float | None = None
+    last_down_at: float | None = None
+
+
+def _since(then: float | None, now: float) -> float:
+    return math.inf if then is None else now - then
+
+
+def decide_shards(
+    policy: ShardPolicy, state: ShardPolicyState, obs: ShardObservation, now: float
+) -> tuple[Decision, ShardPolicyState]:
+    """+1 shard above the up threshold (more with ``max_step``), -1 below the down
+    threshold, within min/max and cooldowns; hold on gates, migrations, missing data."""
+    current = obs.current
+
+    def hold(reason: str, *blocked: str) -> tuple[Decision, ShardPolicyState]:
+        return Decision("shards", current, current, reason, blocked), state
+
+    blockers = tuple(obs.gates) + (("migration_in_progress",) if obs.migration_in_progress else ())
+    if blockers:
+        return hold(f"cluster not stable: {', '.join(blockers)}", *blockers)
+    if current < policy.min_shards or current > policy.max_shards:
+        desired = min(max(current, policy.min_shards), policy.max_shards)
+        return _move(
+            state,
+            current,
+            desired,
+            f"{current} shards outside {policy.min_shards}..{policy.max_shards}",
+            now,
+        )
+    util = obs.utilization
+    if util is None or math.isnan(util):
+        return hold("utilization unknown: holding", "missing_data")
+    up, down = policy.scale_up_threshold, policy.scale_down_threshold
+    if util > up:
+        why = f"cluster utilization {util:.2f} > {up:.2f} scale-up threshold"
+        if current >= policy.max_shards:
+            return hold(f"{why}, already at max {policy.max_shards}", "at_max")
+        wait = policy.scale_up_cooldown_seconds - _since(state.last_up_at, now)
+        if wait > 0:
+            return hold(f"{why}, scale-up cooldown {wait:.0f}s left", "cooldown")
+        step = min(policy.max_step, max(1, math.ceil(current * util / up) - current))
+        return _move(state, current, min(policy.max_shards, current + step), why, now)
+    if util < down:
+        why = f"cluster utilization {util:.2f} < {down:.2f} scale-down threshold"
+        if current <= policy.min_shards:
+            return hold(f"{why}, already at min {policy.min_shards}", "at_min")
+        last = max(state.last_up_at or -math.inf, state.last_down_at or -math.inf)
+        wait = policy.scale_down_cooldown_seconds - (now - last)
+        if wait > 0:
+            return hold(f"{why}, scale-down cooldown {wait:.0f}s left", "cooldown")
+        return _move(state, current, current - 1, why, now)
+    return hold(f"cluster utilization {util:.2f} within {down:.2f}..{up:.2f}")
+
+
+def _move(
+    state: ShardPolicyState, current: int, desired: int, reason: str, now: float
+) -> tuple[Decision, ShardPolicyState]:
+    decision = Decision("shards", current, desired, reason)
+    if decision.direction == "up":
+        state = replace(state, last_up_at=now)
+    elif decision.direction == "down":
+        state = replace(state, last_down_at=now)
+    return decision, state
+
+
+# -- consumers (HPA + KEDA) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsumerPolicy:
+    name: str = "consumer"
+    target_backlog_per_replica: float = 100.0
+    activation_backlog: float = 0.0
+    min_replicas: int = 0
+    max_replicas: int = 20
+    fallback_replicas: int | None = None
+    fallback_after_failures: int = 3
+    tolerance: float = 0.1
+    scale_up_stabilization_seconds: float = 0.0
+    scale_down_stabilization_seconds: float = 300.0
+    scale_up_pods: int | None = 4
+    scale_up_percent: float | None = 100.0
+    scale_up_period_seconds: float = 15.0
+    scale_down_pods: int | None = None
+    scale_down_percent: float | None = 100.0
+    scale_down_period_seconds: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.target_backlog_per_replica <= 0:
+            raise ValueError(f"{self.name}: target_backlog_per_replica must be > 0")
+        if not 0 <= self.min_replicas <= self.max_replicas:
+            raise ValueError(f"{self.name}: need 0 <= min_replicas <= max_replicas")
+        if self.scale_up_pods is None and self.scale_up_percent is None:
+            raise ValueError(f"{self.name}: scale-up needs a pods or percent policy")
+        if self.fallback_after_failures < 1:
+            raise ValueError(f"{self.name}: fallback_after_failures must be >= 1")
+
+
+@dataclass(frozen=True)
+class ConsumerObservation:
+    current: int
+    backlog: float | None  # None: the source failed this cycle
+
+
+@dataclass(frozen=True)
+class ConsumerPolicyState:
+    failures: int = 0
+    recommendations: tuple[tuple[float, int], ...] = ()  # (time, raw desired)
+    events: tuple[tuple[float, int], ...] = field(
+        default=()
+    )  # (time, replicas added (+) / removed (-))
+
+
+def _raw_recommendation(policy: ConsumerPolicy, current: int, backlog: float) -> tuple[int, str]:
+    target = policy.target_backlog_per_replica
+    if backlog <= policy.activation_backlog:
+        if policy.min_replicas == 0:
+            return 0, f"backlog {backlog:g} <= activation {policy.activation_backlog:g}: inactive"
+        return policy.min_replicas, f"backlog {backlog:g} <= activation: at min"
+    wanted = max(1, math.ceil(backlog / target))
+    if current > 0:
+        ratio = backlog / (current * target)
+        if abs(ratio - 1.0) <= policy.tolerance:
+            return (
+                current,
+                f"backlog {backlog:g} per {current} replicas within tolerance of {target:g}",
+            )
+    return wanted, f"backlog {backlog:g} / {target:g} per replica → {wanted}"
+
+
+def _period_change(
+    events: tuple[tuple[float, int], ...], now: float, period: float, up: bool
+) -> int:
+    return sum(d for t, d in events if now - t < period and (d > 0) == up)
+
+
+def decide_consumers(
+    policy: ConsumerPolicy, state: ConsumerPolicyState, obs: ConsumerObservation, now: float
+) -> tuple[Decision, ConsumerPolicyState]:
+    current = obs.current
+    if obs.backlog is None or math.isnan(obs.backlog):
+        failures = state.failures + 1
+        new_state = replace(state, failures=failures)
+        if policy.fallback_replicas is not None and failures >= policy.fallback_after_failures:
+            desired = max(current, min(policy.fallback_replicas, policy.max_replicas))
+            why = f"source failed {failures}x: fallback to {policy.fallback_replicas}"
+            decision = Decision(policy.name, current, desired, why, ("source_failed",))
+            return decision, _record(new_state, decision, now)
+        reason = f"source failed {failures}x: holding {current}"
+        return Decision(policy.name, current, current, reason, ("source_failed",)), new_state
+
+    raw, reason = _raw_recommendation(policy, current, obs.backlog)
+    raw = min(raw, policy.max_replicas)
+    if raw != 0 or policy.min_replicas > 0:
+        raw = max(raw, policy.min_replicas)
+    window = max(policy.scale_up_stabilization_seconds, policy.scale_down_stabilization_seconds)
+    recs = (*((t, r) for t, r in state.recommendations if now - t < window), (now, raw))
+    up_recs = [r for t, r in recs if now - t <= policy.scale_up_stabilization_seconds]
+    down_recs = [r for t, r in recs if now - t <= policy.scale_down_stabilization_seconds]
+    desired = current
+    desired = max(desired, min(up_recs))  # scale up only to what the up-window agrees on
+    desired = min(desired, max(down_recs))  # scale down only to the window's highest
+    blocked: tuple[str, ...] = ()
+    if desired < raw and raw > current:
+        blocked = ("stabilization",)
+    elif desired > raw and raw < current:
+        blocked = ("stabilization",)
+        reason += f"; held at {desired} by the {policy.scale_down_stabilization_seconds:g}s window"
+    limited = _rate_limit(policy, state.events, current, desired, now)
+    if limited != desired:
+        blocked += ("rate_limit",)
+        reason += f"; rate-limited to {limited}"
+    decision = Decision(policy.name, current, limited, reason, blocked)
+    new_state = replace(state, failures=0, recommendations=recs)
+    return decision, _record(new_state, decision, now)
+
+
+def _rate_limit(
+    policy: ConsumerPolicy,
+    events: tuple[tuple[float, int], ...],
+    current: int,
+    desired: int,
+    now: float,
+) -> int:
+    if desired > current:
+        start = current - _period_change(events, now, policy.scale_up_period_seconds, up=True)
+        limits = []
+        if policy.scale_up_pods is not None:
+            limits.append(start + policy.scale_up_pods)
+        if policy.scale_up_percent is not None:
+            limits.append(math.ceil(start * (1 + policy.scale_up_percent / 100)))
+        return min(desired, max(max(limits), 1 if current == 0 else 0))
+    if desired < current:
+        start = current - _period_change(events, now, policy.scale_down_period_seconds, up=False)
+        limits = []
+        if policy.scale_down_pods is not None:
+            limits.append(start - policy.scale_down_pods)
+        if policy.scale_down_percent is not None:
+            limits.append(math.floor(start * (1 - policy.scale_down_percent / 100)))
+        return max(desired, min(limits)) if limits else desired
+    return desired
+
+
+def _record(state: ConsumerPolicyState, decision: Decision, now: float) -> ConsumerPolicyState:
+    if decision.desired == decision.current:
+        return state
+    horizon = 3600.0  # longer than any period we honour
+    events = tuple(e for e in state.events if now - e[0] < horizon)
+    return replace(state, events=(*events, (now, decision.desired - decision.current)))
