@@ -1,0 +1,329 @@
+"""Controller configuration: one pydantic model, loaded from YAML, overridable from env.
+
+Every section forbids unknown keys, so a typo is an error naming its dotted path rather
+than a silently ignored setting. ``SLOTPILOT_<SECTION>__<FIELD>`` environment variables
+beat the file. The Redis password is never in the file: it comes from an environment
+variable or a file named there, is read when needed, and is a ``SecretStr`` so it never
+appears in logs or reprs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal, TextIO
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from balancer.endpoint import parse_address
+from balancer.strategies import STRATEGIES
+from controller.backlog import BacklogSource
+from controller.policy import ConsumerPolicy, ShardPolicy
+
+__all__ = ["ConfigError", "SlotpilotConfig", "load_config", "resolve_password", "validate_command"]
+
+
+class ConfigError(ValueError):
+    """Invalid configuration: ``problems`` is a list of (dotted path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{path}: {msg}" for path, msg in problems))
+        self.problems = problems
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSConfig(_Section):
+    enabled: bool = Field(False, description="connect to nodes over TLS")
+    ca_file: str | None = Field(None, description="CA bundle to verify nodes")
+    cert_file: str | None = Field(None, description="client certificate (mutual TLS)")
+    key_file: str | None = Field(None, description="client key (mutual TLS)")
+    verify: bool = Field(True, description="verify the nodes' certificates")
+
+
+class ClusterConfig(_Section):
+    seeds: list[str] = Field(min_length=1, description="HOST:PORT of one or more cluster nodes")
+    username: str | None = Field(None, description="ACL user")
+    password_env: str | None = Field(None, description="environment variable holding the password")
+    password_file: str | None = Field(None, description="file holding the password")
+    password: SecretStr | None = Field(None, description="set from env only; never in files")
+    tls: TLSConfig = Field(default_factory=TLSConfig)  # type: ignore[arg-type]
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[str]) -> list[str]:
+        for seed in seeds:
+            parse_address(seed)
+        return seeds
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> ClusterConfig:
+        if self.password_env and self.password_file:
+            raise ValueError("password_env and password_file are mutually exclusive")
+        return self
+
+
+class ProbeConfig(_Section):
+    interval_seconds: float = Field(2.0, gt=0, description="time between probe cycles")
+    timeout_seconds: float = Field(0.5, gt=0, description="per-node socket timeout")
+    rise: int = Field(2, ge=1, description="good probes in a row before a node is up")
+    fall: int = Field(3, ge=1, description="bad probes in a row before a node is down")
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> ProbeConfig:
+        if self.timeout_seconds >= self.interval_seconds:
+            raise ValueError("timeout_seconds must be < interval_seconds")
+        return self
+
+
+class BreakerConfig(_Section):
+    fail_max: int = Field(5, ge=1, description="failures that open a node's breaker")
+    reset_timeout_seconds: float = Field(30.0, gt=0, description="open time before trials")
+    success_threshold: int = Field(1, ge=1, description="trial successes that close it")
+    max_ejection_percent: float = Field(50.0, ge=0, le=100, description="ejection cap")
+
+
+class RoutingConfig(_Section):
+    strategy: str = Field(
+        "least_connections", description=f"one of {', '.join(sorted(STRATEGIES))}"
+    )
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)  # type: ignore[arg-type]
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, name: str) -> str:
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(sorted(STRATEGIES))}")
+        return name
+
+
+class CapacityConfig(_Section):
+    memory_bytes: int | None = Field(None, gt=0, description="100 % memory; null: maxmemory")
+    ops_per_second: float | None = Field(50_000, gt=0, description="100 % ops/s per node")
+    cpu_cores: float | None = Field(1.0, gt=0, description="100 % CPU per node")
+
+
+class ShardsConfig(_Section):
+    platform: Literal["local", "kubernetes"] = Field("local", description="where shards run")
+    min_shards: int = Field(2, ge=1, description="never fewer shards")
+    max_shards: int = Field(10, ge=1, description="never more shards")
+    replicas_per_shard: int = Field(1, ge=0, description="replicas of each primary")
+    scale_up_threshold: float = Field(
+        0.8, gt=0, le=1, description="cluster utilization to add a shard"
+    )
+    scale_down_threshold: float = Field(0.3, gt=0, le=1, description="utilization to remove one")
+    scale_up_cooldown_seconds: float = Field(300, ge=0, description="between scale-ups")
+    scale_down_cooldown_seconds: float = Field(
+        600, ge=0, description="after any scaling, before a scale-down"
+    )
+    node_timeout_ms: int = Field(15_000, gt=0, description="the cluster's cluster-node-timeout")
+    capacity: CapacityConfig = Field(default_factory=CapacityConfig)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ShardsConfig:
+        if self.min_shards > self.max_shards:
+            raise ValueError(
+                f"min_shards ({self.min_shards}) must be <= max_shards ({self.max_shards})"
+            )
+        if self.scale_down_threshold >= self.scale_up_threshold:
+            raise ValueError("scale_down_threshold must be < scale_up_threshold")
+        return self
+
+    def policy(self) -> ShardPolicy:
+        return ShardPolicy(self.min_shards, self.max_shards, self.scale_up_threshold,
+                           self.scale_down_threshold, self.scale_up_cooldown_seconds,
+                           self.scale_down_cooldown_seconds)  # fmt: skip
+
+
+class ListSource(_Section):
+    type: Literal["redis_list", "sorted_set"]
+    key: str = Field(min_length=1)
+
+
+class StreamSource(_Section):
+    type: Literal["redis_stream"]
+    stream: str = Field(min_length=1)
+    group: str | None = None
+    mode: Literal["lag", "pending", "length"] = "lag"
+
+    @model_validator(mode="after")
+    def _group(self) -> StreamSource:
+        if self.mode != "length" and not self.group:
+            raise ValueError(f"mode {self.mode} needs a consumer group")
+        return self
+
+
+class PresetSource(_Section):
+    type: Literal["bullmq", "rq", "celery"]
+    queue: str = Field(min_length=1)
+    prefix: str = "bull"
+
+
+Source = Annotated[ListSource | StreamSource | PresetSource, Field(discriminator="type")]
+
+
+class RatePolicyConfig(_Section):
+    pods: int | None = Field(4, ge=1)
+    percent: float | None = Field(100, gt=0)
+    period_seconds: float = Field(15, gt=0)
+
+
+class BehaviorConfig(_Section):
+    tolerance: float = Field(0.1, ge=0, lt=1)
+    scale_down_stabilization_seconds: float = Field(300, ge=0)
+    scale_up_stabilization_seconds: float = Field(0, ge=0)
+    scale_up: RatePolicyConfig = Field(default_factory=RatePolicyConfig)  # type: ignore[arg-type]
+    scale_down: RatePolicyConfig = Field(
+        default_factory=lambda: RatePolicyConfig(pods=None)  # type: ignore[call-arg]
+    )
+
+
+class ConsumerConfig(_Section):
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", description="DNS label")
+    source: Source
+    target_backlog_per_replica: float = Field(100, gt=0)
+    activation_backlog: float = Field(0, ge=0)
+    min_replicas: int = Field(0, ge=0)
+    max_replicas: int = Field(20, ge=1)
+    fallback_replicas: int | None = Field(None, ge=0)
+    fallback_after_failures: int = Field(3, ge=1)
+    command: list[str] | None = Field(None, description="local platform: what each replica runs")
+    behavior: BehaviorConfig = Field(default_factory=BehaviorConfig)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ConsumerConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+            )
+        return self
+
+    def backlog_source(self) -> BacklogSource:
+        s = self.source
+        if isinstance(s, StreamSource):
+            return BacklogSource("redis_stream", s.stream, group=s.group, mode=s.mode)
+        if isinstance(s, PresetSource):
+            return BacklogSource(s.type, s.queue, prefix=s.prefix)
+        return BacklogSource(s.type, s.key)
+
+    def policy(self) -> ConsumerPolicy:
+        b = self.behavior
+        return ConsumerPolicy(
+            name=self.name, target_backlog_per_replica=self.target_backlog_per_replica,
+            activation_backlog=self.activation_backlog, min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas, fallback_replicas=self.fallback_replicas,
+            fallback_after_failures=self.fallback_after_failures, tolerance=b.tolerance,
+            scale_up_stabilization_seconds=b.scale_up_stabilization_seconds,
+            scale_down_stabilization_seconds=b.scale_down_stabilization_seconds,
+            scale_up_pods=b.scale_up.pods, scale_up_percent=b.scale_up.percent,
+            scale_up_period_seconds=b.scale_up.period_seconds, scale_down_pods=b.scale_down.pods,
+            scale_down_percent=b.scale_down.percent,
+            scale_down_period_seconds=b.scale_down.period_seconds,
+        )  # fmt: skip
+
+
+class HTTPConfig(_Section):
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0 picks a free one")
+
+
+class SlotpilotConfig(BaseSettings):
+    """The whole file. Environment: ``SLOTPILOT_PROBE__INTERVAL_SECONDS=5`` etc."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SLOTPILOT_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    cluster: ClusterConfig
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)  # type: ignore[arg-type]
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)  # type: ignore[arg-type]
+    shards: ShardsConfig = Field(default_factory=ShardsConfig)  # type: ignore[arg-type]
+    consumers: list[ConsumerConfig] = Field(default_factory=list)
+    http: HTTPConfig = Field(default_factory=HTTPConfig)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:  # fmt: skip
+        return env_settings, init_settings  # the environment beats the file
+
+    @model_validator(mode="after")
+    def _unique_consumers(self) -> SlotpilotConfig:
+        names = [c.name for c in self.consumers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"consumer names must be unique: {', '.join(dupes)}")
+        return self
+
+
+def load_config(path: str | Path) -> SlotpilotConfig:
+    """Read, merge env overrides, validate; raise :class:`ConfigError` with dotted paths."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError([("<file>", f"cannot read {path}: {exc.strerror}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([("<file>", f"invalid YAML: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([("<file>", "the top level must be a mapping")])
+    try:
+        return SlotpilotConfig(**data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+            loc = (
+                loc.replace(".ListSource", "")
+                .replace(".StreamSource", "")
+                .replace(".PresetSource", "")
+            )
+            problems.append((loc or "<root>", error["msg"].removeprefix("Value error, ")))
+        raise ConfigError(problems) from None
+
+
+def resolve_password(cfg: SlotpilotConfig, env: Mapping[str, str] | None = None) -> str | None:
+    """The Redis password, read now from the configured env var or file."""
+    environ = os.environ if env is None else env
+    c = cfg.cluster
+    if c.password is not None:
+        return c.password.get_secret_value()
+    if c.password_env:
+        if c.password_env not in environ:
+            raise ConfigError(
+                [("cluster.password_env", f"environment variable {c.password_env} is not set")]
+            )
+        return environ[c.password_env]
+    if c.password_file:
+        try:
+            return Path(c.password_file).read_text().rstrip("\n")
+        except OSError as exc:
+            raise ConfigError(
+                [("cluster.password_file", f"cannot read {c.password_file}: {exc.strerror}")]
+            ) from None
+    return None
+
+
+def validate_command(path: str, out: TextIO) -> int:
+    """``slotpilot validate FILE``: 0 and "ok", or 2 and one line per problem."""
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        for where, message in exc.problems:
+            out.write(f"{where}: {message}\n")
+        return 2
+    out.write(f"ok: {path}\n")
+    return 0
