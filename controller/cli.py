@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import urllib.request
 from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
 
 __all__ = ["main"]
 
@@ -18,6 +22,111 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from controller.config import validate_command
+
+    return validate_command(args.file, sys.stdout)
+
+
+def _load(path: str) -> Any:
+    from controller.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for where, message in exc.problems:
+            print(f"{where}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _platform(cfg: Any) -> Any:
+    from controller.platform import LocalPlatform
+
+    if cfg.shards.platform != "local":
+        print("shards.platform: only 'local' is available in this release", file=sys.stderr)
+        raise SystemExit(2)
+    return LocalPlatform({c.name: c.command or ["true"] for c in cfg.consumers})
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from controller.loop import Controller
+
+    cfg = _load(args.config)
+    platform = _platform(cfg)
+    controller = Controller(cfg, platform)
+    try:
+        controller.probe_once()
+        decisions = controller.plan()
+        status = controller.status()
+    finally:
+        controller.stop()
+        platform.close()
+    if args.json:
+        out = {"decisions": [asdict(d) | {"direction": d.direction} for d in decisions],
+               "gates": status["gates"], "utilization": status["utilization"]}  # fmt: skip
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"cluster utilization: {status['utilization']}, gates: "
+          + (", ".join(g["name"] for g in status["gates"]) or "none"))  # fmt: skip
+    for d in decisions:
+        blocked = f"  [blocked: {', '.join(d.blocked_by)}]" if d.blocked_by else ""
+        print(f"{d.target}: {d.current} -> {d.desired} ({d.direction}): {d.reason}{blocked}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from controller.status import render_status
+
+    url = args.url.rstrip("/") + "/v1/status"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            status = json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        print(f"cannot read {url}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        sys.stdout.write(render_status(status))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from controller.http import ControllerHTTPServer
+    from controller.loop import Controller
+    from controller.metrics import ControllerMetrics
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    log = logging.getLogger("slotpilot.controller")
+    cfg = _load(args.config)
+    platform = _platform(cfg)
+    metrics = ControllerMetrics()
+    controller = Controller(cfg, platform, metrics=metrics)
+    port = cfg.http.port if args.port is None else args.port
+    server = ControllerHTTPServer(
+        args.host, port, metrics=metrics, ready=lambda: controller.ready,
+        status=controller.status, routing=lambda: controller.routing,
+    ).start()  # fmt: skip
+    log.info(json.dumps({"event": "listening", "url": server.url, "port": server.port}))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    metrics.set_leader(True)
+    try:
+        controller.start()
+        stop.wait()
+    finally:
+        log.info(json.dumps({"event": "stopping"}))
+        controller.stop()  # waits for a running step: never stops mid-step
+        server.stop()
+        platform.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slotpilot",
@@ -29,6 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seconds", type=float, default=6.0, help="load duration (default 6)")
     demo.set_defaults(func=_demo)
+
+    run = commands.add_parser("run", help="run the controller (HTTP API, metrics, scaling)")
+    run.add_argument("--config", required=True)
+    run.add_argument(
+        "--port", type=int, default=None, help="HTTP port (default: config, 8080; 0: any)"
+    )
+    run.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    run.set_defaults(func=_run)
+
+    validate = commands.add_parser("validate", help="check a config file (exit 2 on errors)")
+    validate.add_argument("file")
+    validate.set_defaults(func=_validate)
+
+    plan = commands.add_parser("plan", help="dry run: what the controller would do now and why")
+    plan.add_argument("--config", required=True)
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=_plan)
+
+    status = commands.add_parser("status", help="a running controller's view of the cluster")
+    status.add_argument("--url", default="http://127.0.0.1:8080")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
     return parser
 
 
