@@ -176,30 +176,42 @@ Source = Annotated[ListSource | StreamSource | PresetSource, Field(discriminator
 
 
 class RatePolicyConfig(_Section):
-    pods: int | None = Field(4, ge=1)
-    percent: float | None = Field(100, gt=0)
-    period_seconds: float = Field(15, gt=0)
+    pods: int | None = Field(4, ge=1, description="at most this many replicas added per period")
+    percent: float | None = Field(100, gt=0, description="or this % of the period's start count")
+    period_seconds: float = Field(15, gt=0, description="the period; the larger limit wins")
+
+
+class ScaleDownPolicyConfig(RatePolicyConfig):
+    pods: int | None = Field(
+        None, ge=1, description="at most this many replicas removed per period"
+    )
 
 
 class BehaviorConfig(_Section):
-    tolerance: float = Field(0.1, ge=0, lt=1)
-    scale_down_stabilization_seconds: float = Field(300, ge=0)
-    scale_up_stabilization_seconds: float = Field(0, ge=0)
-    scale_up: RatePolicyConfig = Field(default_factory=RatePolicyConfig)  # type: ignore[arg-type]
-    scale_down: RatePolicyConfig = Field(
-        default_factory=lambda: RatePolicyConfig(pods=None)  # type: ignore[call-arg]
+    tolerance: float = Field(
+        0.1, ge=0, lt=1, description="no change while within this ratio of target"
     )
+    scale_down_stabilization_seconds: float = Field(
+        300, ge=0, description="scale down only to the highest recommendation of this window"
+    )
+    scale_up_stabilization_seconds: float = Field(
+        0, ge=0, description="scale up only to the lowest recommendation of this window"
+    )
+    scale_up: RatePolicyConfig = Field(default_factory=RatePolicyConfig)  # type: ignore[arg-type]
+    scale_down: ScaleDownPolicyConfig = Field(default_factory=ScaleDownPolicyConfig)  # type: ignore[arg-type]
 
 
 class ConsumerConfig(_Section):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", description="DNS label")
     source: Source
-    target_backlog_per_replica: float = Field(100, gt=0)
-    activation_backlog: float = Field(0, ge=0)
-    min_replicas: int = Field(0, ge=0)
-    max_replicas: int = Field(20, ge=1)
-    fallback_replicas: int | None = Field(None, ge=0)
-    fallback_after_failures: int = Field(3, ge=1)
+    target_backlog_per_replica: float = Field(100, gt=0, description="backlog one replica handles")
+    activation_backlog: float = Field(0, ge=0, description="0 ↔ 1 replica above/at this backlog")
+    min_replicas: int = Field(0, ge=0, description="never fewer (0 allows scale to zero)")
+    max_replicas: int = Field(20, ge=1, description="never more")
+    fallback_replicas: int | None = Field(
+        None, ge=0, description="held after repeated source failures"
+    )
+    fallback_after_failures: int = Field(3, ge=1, description="failed reads before the fallback")
     command: list[str] | None = Field(None, description="local platform: what each replica runs")
     behavior: BehaviorConfig = Field(default_factory=BehaviorConfig)  # type: ignore[arg-type]
 
@@ -327,3 +339,50 @@ def validate_command(path: str, out: TextIO) -> int:
         return 2
     out.write(f"ok: {path}\n")
     return 0
+
+
+_SOURCE_KINDS = (
+    "`redis_list`/`sorted_set` {key}, "
+    "`redis_stream` {stream, group, mode: lag\\|pending\\|length}, "
+    "`bullmq`/`rq`/`celery` {queue, prefix}"
+)
+
+
+def render_reference() -> str:
+    """The configuration reference as a Markdown table, generated from the model."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            path = f"{prefix}{name}"
+            annotation = info.annotation
+            nested = (
+                annotation
+                if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+                else None
+            )
+            if nested is not None:
+                walk(nested, f"{path}.")
+                continue
+            if name == "source":
+                rows.append(
+                    f"| `{path}` | {_SOURCE_KINDS} | required | where the backlog is read |"
+                )
+                continue
+            if info.is_required():
+                default = "required"
+            elif info.default_factory is not None:
+                default = "[]"
+            else:
+                default = f"`{info.default!r}`" if info.default is not None else "null"
+            kind = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+            if kind == "Literal":
+                kind = " | ".join(f"`{v}`" for v in getattr(annotation, "__args__", ()))
+            kind = kind.replace("pydantic.types.", "")
+            kind = kind.replace("|", "\\|")
+            meaning = (info.description or "").replace("|", "\\|")
+            rows.append(f"| `{path}` | {kind} | {default} | {meaning} |")
+
+    walk(SlotpilotConfig, "")
+    walk(ConsumerConfig, "consumers[].")
+    return "\n".join(row for row in rows if not row.startswith("| `consumers` "))

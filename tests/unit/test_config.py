@@ -118,3 +118,13 @@ def test_validate_command(tmp_path: Path) -> None:
     lines = out.getvalue().splitlines()
     assert any(line.startswith("shards.min_shards:") for line in lines)
     assert any(line.startswith("shards.max_shard:") for line in lines)
+
+
+def test_reference_lists_every_field() -> None:
+    from controller.config import render_reference
+
+    table = render_reference()
+    for key in ("shards.scale_up_threshold", "probe.rise", "consumers[].behavior.scale_up.pods",
+                "cluster.tls.ca_file", "routing.breaker.fail_max", "consumers[].source"):  # fmt: skip
+        assert f"| `{key}` |" in table
+    assert "| `shards.platform` | `local` \\| `kubernetes` |" in table
