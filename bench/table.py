@@ -72,18 +72,35 @@ def main() -> None:
             f"| {r['server']} | {r['fault']} | {r['client']} | {r['reads']:,} | {r['errors']} | {r['longest_stall_seconds']} s |"
         )
 
-
-    print("\nProbe cycle, median of 5 (`python -m bench.probe_cycle`; goal ≤ 1 s wall, ≤ 5 % CPU at a 5 s interval):\n")
-    print("| nodes | wall per cycle | controller CPU per cycle | CPU at 5 s interval |\n|---:|---:|---:|---:|")
+    print(
+        "\nProbe cycle, median of 5 (`python -m bench.probe_cycle`; goal ≤ 1 s wall, ≤ 5 % CPU at a 5 s interval):\n"
+    )
+    print(
+        "| nodes | wall per cycle | controller CPU per cycle | CPU at 5 s interval |\n|---:|---:|---:|---:|"
+    )
     for r in sorted(latest("probe_cycle", ("nodes",)), key=lambda r: r["nodes"]):
-        print(f"| {r['nodes']} | {r['wall_seconds'] * 1000:.0f} ms | {r['cpu_seconds'] * 1000:.0f} ms | {r['cpu_percent_at_interval']} % |")
+        print(
+            f"| {r['nodes']} | {r['wall_seconds'] * 1000:.0f} ms | {r['cpu_seconds'] * 1000:.0f} ms | {r['cpu_percent_at_interval']} % |"
+        )
 
-    print("\nResharding 3 → 5 primaries, 50 000 keys, 6 553 slots (`python -m bench.migration --server valkey|redis`; goals: classic ≥ 10×, atomic ≥ 50× redis-cli):\n")
-    print("| server | method | seconds | keys moved | keys/s | vs redis-cli |\n|---|---|---:|---:|---:|---:|")
-    ratios = {(r["server"], r["method"]): r["vs_redis_cli"] for r in latest("migration_ratio", ("server", "method"))}
-    for r in sorted(latest("migration", ("server", "method")), key=lambda r: (r["server"] != "valkey", r["method"])):
+    print(
+        "\nResharding 3 → 5 primaries, 50 000 keys, 6 553 slots (`python -m bench.migration --server valkey|redis`; goals: classic ≥ 10×, atomic ≥ 50× redis-cli):\n"
+    )
+    print(
+        "| server | method | seconds | keys moved | keys/s | vs redis-cli |\n|---|---|---:|---:|---:|---:|"
+    )
+    ratios = {
+        (r["server"], r["method"]): r["vs_redis_cli"]
+        for r in latest("migration_ratio", ("server", "method"))
+    }
+    for r in sorted(
+        latest("migration", ("server", "method")),
+        key=lambda r: (r["server"] != "valkey", r["method"]),
+    ):
         ratio = ratios.get((r["server"], r["method"]))
-        print(f"| {r['server']} | {r['method']} | {r['seconds']} | {r['keys']:,} | {r['keys_per_second']:,} | {ratio}× |")
+        print(
+            f"| {r['server']} | {r['method']} | {r['seconds']} | {r['keys']:,} | {r['keys_per_second']:,} | {ratio}× |"
+        )
 
 
 if __name__ == "__main__":
