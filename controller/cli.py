@@ -127,6 +127,22 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_cluster(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from controller.localcluster import LocalCluster
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with LocalCluster(args.shards, args.replicas) as cluster:
+        nodes = [n.address for n in cluster.nodes]
+        print(json.dumps({"seed": cluster.seed, "url": cluster.url, "nodes": nodes}), flush=True)
+        stop.wait()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slotpilot",
@@ -146,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     run.set_defaults(func=_run)
+
+    local = commands.add_parser(
+        "local-cluster", help="run a local cluster on 127.0.0.1 until interrupted (prints its seed)"
+    )
+    local.add_argument("--shards", type=int, default=3)
+    local.add_argument("--replicas", type=int, default=1)
+    local.set_defaults(func=_local_cluster)
 
     validate = commands.add_parser("validate", help="check a config file (exit 2 on errors)")
     validate.add_argument("file")

@@ -154,3 +154,23 @@ def test_validate_and_plan(tmp_path: Path, cluster: LocalCluster) -> None:
         [*CLI, "plan", "--config", str(config)], capture_output=True, text=True, timeout=60
     )
     assert "shards: 3 ->" in human.stdout and "jobs: 0 -> 0" in human.stdout
+
+
+def test_local_cluster_command_runs_until_sigterm() -> None:
+    proc = subprocess.Popen([*CLI, "local-cluster", "--shards", "2", "--replicas", "0"],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        info = json.loads(line)
+        assert len(info["nodes"]) == 2
+        from balancer import ClusterClient
+
+        with ClusterClient(info["seed"]) as client:
+            client.set("k", "v")
+            assert client.get("k") == b"v"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
