@@ -39,6 +39,18 @@ def _load(path: str) -> Any:
         raise SystemExit(2) from None
 
 
+def _controller(cfg: Any, platform: Any, **kwargs: Any) -> Any:
+    from controller.config import ConfigError
+    from controller.loop import Controller
+
+    try:
+        return Controller(cfg, platform, **kwargs)
+    except ConfigError as exc:  # e.g. the password's env var is not set
+        for where, message in exc.problems:
+            print(f"{where}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _platform(cfg: Any) -> Any:
     from controller.platform import LocalPlatform
 
@@ -49,11 +61,9 @@ def _platform(cfg: Any) -> Any:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from controller.loop import Controller
-
     cfg = _load(args.config)
     platform = _platform(cfg)
-    controller = Controller(cfg, platform)
+    controller = _controller(cfg, platform)
     try:
         controller.probe_once()
         decisions = controller.plan()
@@ -97,7 +107,6 @@ def _run(args: argparse.Namespace) -> int:
     import threading
 
     from controller.http import ControllerHTTPServer
-    from controller.loop import Controller
     from controller.metrics import ControllerMetrics
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -105,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     platform = _platform(cfg)
     metrics = ControllerMetrics()
-    controller = Controller(cfg, platform, metrics=metrics)
+    controller = _controller(cfg, platform, metrics=metrics)
     port = cfg.http.port if args.port is None else args.port
     server = ControllerHTTPServer(
         args.host, port, metrics=metrics, ready=lambda: controller.ready,

@@ -174,3 +174,15 @@ def test_local_cluster_command_runs_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_missing_password_env_exits_2(tmp_path: Path, cluster: LocalCluster) -> None:
+    config = tmp_path / "pw.yaml"
+    config.write_text(f'cluster: {{seeds: ["{cluster.seed}"], password_env: NO_SUCH_VAR_SET}}\n')
+    result = subprocess.run(
+        [*CLI, "plan", "--config", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert (
+        result.returncode == 2
+        and "cluster.password_env: environment variable NO_SUCH_VAR_SET" in result.stderr
+    )
