@@ -268,13 +268,17 @@ def _rate_limit(
     now: float,
 ) -> int:
     if desired > current:
-        start = current - _period_change(events, now, policy.scale_up_period_seconds, up=True)
+        # replicas at the period's start; never negative if someone else scaled meanwhile
+        start = max(
+            0, current - _period_change(events, now, policy.scale_up_period_seconds, up=True)
+        )
         limits = []
         if policy.scale_up_pods is not None:
             limits.append(start + policy.scale_up_pods)
         if policy.scale_up_percent is not None:
             limits.append(math.ceil(start * (1 + policy.scale_up_percent / 100)))
-        return min(desired, max(max(limits), 1 if current == 0 else 0))
+        # a scale-up is limited, never turned into a scale-down
+        return min(desired, max(max(limits), current + (1 if current == 0 else 0)))
     if desired < current:
         start = current - _period_change(events, now, policy.scale_down_period_seconds, up=False)
         limits = []
@@ -282,7 +286,7 @@ def _rate_limit(
             limits.append(start - policy.scale_down_pods)
         if policy.scale_down_percent is not None:
             limits.append(math.floor(start * (1 - policy.scale_down_percent / 100)))
-        return max(desired, min(limits)) if limits else desired
+        return min(current, max(desired, min(limits))) if limits else desired
     return desired
 
 

@@ -170,6 +170,8 @@ def test_consumer_properties(steps: list[tuple[int, float | None]]) -> None:
             assert 1 <= d.desired <= 12
         if backlog is None:
             assert d.desired >= current
+        if backlog is not None and 1 <= current <= 12 and backlog > current * 100 * 1.1:
+            assert d.desired >= current  # more work than replicas: never fewer replicas
 
 
 @settings(max_examples=200, deadline=None)
