@@ -152,6 +152,83 @@ def _local_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_connect(args: argparse.Namespace) -> Any:
+    """Connections for topology commands: ACL user from --user, password from the
+    REDISCLI_AUTH environment variable (redis-cli's convention), never from argv."""
+    import os
+
+    import redis
+
+    cache: dict[str, Any] = {}
+
+    def connect(address: str) -> Any:
+        if address not in cache:
+            host, _, port = address.rpartition(":")
+            cache[address] = redis.Redis(
+                host=host.strip("[]"), port=int(port), username=args.user,
+                password=os.environ.get("REDISCLI_AUTH"), socket_timeout=30,
+            )  # fmt: skip
+        return cache[address]
+
+    return connect
+
+
+def _rebalance(args: argparse.Namespace) -> int:
+    from controller.topology import ClusterNotStable, rebalance
+
+    moved = {"slots": 0, "keys": 0}
+
+    def progress(event: dict[str, Any]) -> None:
+        moved["slots"] += event.get("slots", 0)
+        moved["keys"] += event.get("keys", 0)
+        if sys.stderr.isatty():
+            print(f"\r{moved['slots']} slots, {moved['keys']} keys moved", end="", file=sys.stderr)
+        else:
+            print(json.dumps(event), file=sys.stderr)
+
+    try:
+        plan, report = rebalance(
+            _admin_connect(args), args.seed, engine=args.engine, threshold=args.threshold / 100,
+            dry_run=args.dry_run, progress=progress,
+        )  # fmt: skip
+    except ClusterNotStable as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 3
+    if sys.stderr.isatty() and report is not None:
+        print(file=sys.stderr)
+    summary: dict[str, Any] = {
+        "dry_run": args.dry_run,
+        "slots_to_move": plan.slot_count,
+        "moves": [
+            {"source": m.source, "target": m.target, "slots": m.slot_count, "ranges": m.slot_ranges}
+            for m in plan.moves
+        ],
+        "before": dict(plan.before),
+        "after": dict(plan.after),
+    }
+    if report is not None:
+        summary.update(
+            engine=report.engine,
+            slots_moved=report.slots,
+            keys_moved=report.keys,
+            seconds=round(report.seconds, 3),
+            keys_per_second=round(report.keys_per_second),
+        )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif plan.is_empty:
+        print("balanced: nothing to move")
+    else:
+        verb = "would move" if report is None else f"moved ({report.engine})"
+        print(f"{verb} {plan.slot_count} slots in {len(plan.moves)} moves")
+        if report is not None:
+            print(
+                f"{report.keys} keys in {report.seconds:.2f}s "
+                f"({report.keys_per_second:,.0f} keys/s)"
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slotpilot",
@@ -178,6 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--shards", type=int, default=3)
     local.add_argument("--replicas", type=int, default=1)
     local.set_defaults(func=_local_cluster)
+
+    reb = commands.add_parser(
+        "rebalance", help="give every primary, empty ones included, its share of the slots"
+    )
+    reb.add_argument("--seed", required=True, help="HOST:PORT of any cluster node")
+    reb.add_argument("--engine", choices=["auto", "atomic", "classic"], default="auto")
+    reb.add_argument("--dry-run", action="store_true", help="show the plan, move nothing")
+    reb.add_argument("--threshold", type=float, default=2.0, help="percent off share tolerated")
+    reb.add_argument("--user", default=None, help="ACL user (password: $REDISCLI_AUTH)")
+    reb.add_argument("--json", action="store_true")
+    reb.set_defaults(func=_rebalance)
 
     validate = commands.add_parser("validate", help="check a config file (exit 2 on errors)")
     validate.add_argument("file")

@@ -33,6 +33,7 @@ from controller.rebalance import RebalancePlan, SlotMove
 
 __all__ = [
     "ENGINES",
+    "Progress",
     "BusyKeyConflict",
     "MigrationError",
     "MigrationExecutor",
