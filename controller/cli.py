@@ -229,6 +229,26 @@ def _rebalance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fix(args: argparse.Namespace) -> int:
+    from dataclasses import asdict as as_dict
+
+    import redis
+
+    from controller.topology import fix
+
+    try:
+        report = fix(_admin_connect(args), args.seed)
+    except redis.RedisError as exc:
+        print(f"fix failed: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(as_dict(report), indent=2))
+    else:
+        changed = {k: v for k, v in as_dict(report).items() if v}
+        print("; ".join(f"{k}: {v}" for k, v in changed.items()) or "nothing to fix")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slotpilot",
@@ -266,6 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
     reb.add_argument("--user", default=None, help="ACL user (password: $REDISCLI_AUTH)")
     reb.add_argument("--json", action="store_true")
     reb.set_defaults(func=_rebalance)
+
+    fixer = commands.add_parser(
+        "fix", help="close open slots, cover uncovered slots, forget ghost nodes"
+    )
+    fixer.add_argument("--seed", required=True, help="HOST:PORT of any cluster node")
+    fixer.add_argument("--user", default=None, help="ACL user (password: $REDISCLI_AUTH)")
+    fixer.add_argument("--json", action="store_true")
+    fixer.set_defaults(func=_fix)
 
     validate = commands.add_parser("validate", help="check a config file (exit 2 on errors)")
     validate.add_argument("file")

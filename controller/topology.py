@@ -8,6 +8,7 @@ names every reason), and runs a :func:`~controller.rebalance.plan_rebalance` pla
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -15,9 +16,17 @@ import redis
 
 from controller.migration import MigrationExecutor, MigrationReport, Progress
 from controller.probe import ClusterNodeEntry, parse_node_entries
-from controller.rebalance import RebalancePlan, plan_rebalance
+from controller.rebalance import RebalancePlan, SlotMove, plan_rebalance
 
-__all__ = ["ClusterNotStable", "Topology", "check_gates", "read_topology", "rebalance"]
+__all__ = [
+    "ClusterNotStable",
+    "FixReport",
+    "Topology",
+    "check_gates",
+    "fix",
+    "read_topology",
+    "rebalance",
+]
 
 Connect = Callable[[str], redis.Redis]
 
@@ -100,3 +109,98 @@ def rebalance(
         return plan, None
     executor = MigrationExecutor(topology.addresses(), connect, engine=engine, progress=progress)
     return plan, executor.execute(plan)
+
+
+@dataclass
+class FixReport:
+    """What :func:`fix` changed; empty lists mean the cluster was already sound."""
+
+    finished: list[int]  # open slots whose migration was completed
+    rolled_back: list[int]  # open slots returned to their owner
+    assigned: list[int]  # uncovered slots given an owner
+    forgotten: list[str]  # ghost node ids forgotten everywhere
+
+
+def _keys_in(connect: Connect, address: str, slot: int) -> int:
+    return int(connect(address).execute_command("CLUSTER", "COUNTKEYSINSLOT", slot))
+
+
+def fix(connect: Connect, seed: str) -> FixReport:
+    """Close open slots left by a crash, cover uncovered slots, forget ghost nodes.
+
+    An open slot is finished toward its importing node when that node already holds keys
+    of it (the migration was under way), and rolled back to its owner otherwise; either
+    way the remaining keys move first, so nothing is lost. Like ``redis-cli --cluster fix``.
+    """
+    topology = read_topology(connect, seed)
+    addresses = {e.node_id: e.address for e in topology.entries if e.address}
+    report = FixReport([], [], [], [])
+    owner_of = {
+        s: e.node_id for e in topology.primaries for lo, hi in e.slots for s in range(lo, hi + 1)
+    }
+    opened: dict[int, dict[str, str]] = {}
+    for entry in topology.entries:
+        for slot, state, peer in entry.open_slots:
+            side = opened.setdefault(slot, {})
+            if state == "migrating":
+                side["migrating"], side["importing"] = entry.node_id, side.get("importing", peer)
+            else:
+                side["importing"], side["migrating"] = entry.node_id, side.get("migrating", peer)
+    executor = MigrationExecutor(addresses, connect, engine="classic")
+    for slot, side in sorted(opened.items()):
+        src, dst = side.get("migrating") or owner_of.get(slot), side.get("importing")
+        if src is None or dst is None or src not in addresses or dst not in addresses:
+            continue
+        if _keys_in(connect, addresses[dst], slot) > 0:
+            _reopen_and_finish(executor, slot, src, dst, addresses)
+            report.finished.append(slot)
+        else:
+            for node_id in (dst, src):
+                connect(addresses[node_id]).execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+            report.rolled_back.append(slot)
+    report.assigned = _cover_uncovered(connect, read_topology(connect, seed))
+    report.forgotten = _forget_ghosts(connect, read_topology(connect, seed))
+    return report
+
+
+def _reopen_and_finish(executor: MigrationExecutor, slot: int, src: str, dst: str,
+                       addresses: Mapping[str, str]) -> None:  # fmt: skip
+    """Make sure both sides are open, move what is left, hand the slot to ``dst``."""
+    move = SlotMove(((slot, slot),), src, dst)
+    host, _, port = addresses[dst].rpartition(":")
+    executor._batch(dst, [("CLUSTER", "SETSLOT", slot, "IMPORTING", src)])
+    executor._batch(src, [("CLUSTER", "SETSLOT", slot, "MIGRATING", dst)])
+    executor._move_keys(move, [slot], host, int(port))
+    executor._close_slots(move, [slot])
+
+
+def _cover_uncovered(connect: Connect, topology: Topology) -> list[int]:
+    owned = {s for e in topology.primaries for lo, hi in e.slots for s in range(lo, hi + 1)}
+    missing = [s for s in range(16384) if s not in owned]
+    primaries = {e.node_id: e for e in topology.primaries if e.address}
+    if not missing or not primaries:
+        return []
+    counts = {nid: sum(hi - lo + 1 for lo, hi in e.slots) for nid, e in primaries.items()}
+    for slot in missing:
+        holders = [nid for nid, e in primaries.items() if _keys_in(connect, e.address, slot) > 0]
+        target = holders[0] if holders else min(counts, key=lambda n: counts[n])
+        connect(primaries[target].address).execute_command("CLUSTER", "ADDSLOTS", slot)
+        counts[target] += 1
+    return missing
+
+
+def _forget_ghosts(connect: Connect, topology: Topology) -> list[str]:
+    """Nodes flagged fail or noaddr that own no slot and have no live replica of theirs."""
+    ghosts = [
+        e for e in topology.entries
+        if e.flags & {"fail", "noaddr"} and not e.slots
+        and not any(r.primary_id == e.node_id and "fail" not in r.flags for r in topology.entries)
+    ]  # fmt: skip
+    live = [e for e in topology.entries if e.address and not e.flags & {"fail", "noaddr"}]
+    for ghost in ghosts:
+        for node in live:
+            if node.node_id != ghost.node_id:
+                # already forgotten, or its own replica: that one learns from gossip
+                with contextlib.suppress(redis.ResponseError):
+                    connect(node.address).execute_command("CLUSTER", "FORGET", ghost.node_id)
+    return [g.node_id for g in ghosts]

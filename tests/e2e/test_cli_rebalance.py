@@ -52,3 +52,30 @@ def test_rebalance_refuses_with_an_open_slot(cluster: LocalCluster) -> None:
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 3
     assert "refused" in result.stderr and "migrating/importing" in result.stderr
+
+
+def test_fix_command_closes_an_open_slot(cluster: LocalCluster) -> None:
+    primaries = cluster.primaries()
+    target_id = cluster.node_id(primaries[1])
+    owned = [
+        r
+        for r in primaries[0].client().execute_command("CLUSTER", "SLOTS")
+        if r[2][1] == primaries[0].port
+    ]
+    primaries[0].client().execute_command("CLUSTER", "SETSLOT", owned[0][0], "MIGRATING", target_id)
+    result = subprocess.run(
+        [*CLI, "fix", "--seed", cluster.seed, "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rolled_back"] == [owned[0][0]]
+    again = subprocess.run(
+        [*CLI, "fix", "--seed", cluster.seed], capture_output=True, text=True, timeout=60
+    )
+    assert again.stdout.strip() == "nothing to fix"
+    after = subprocess.run(
+        [*CLI, "rebalance", "--seed", cluster.seed, "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert after.returncode == 0  # the gate opens again
