@@ -21,9 +21,12 @@ from controller.rebalance import RebalancePlan, SlotMove, plan_rebalance
 __all__ = [
     "ClusterNotStable",
     "FixReport",
+    "SlotStillOwned",
     "Topology",
     "check_gates",
+    "drain",
     "fix",
+    "forget",
     "read_topology",
     "rebalance",
 ]
@@ -204,3 +207,61 @@ def _forget_ghosts(connect: Connect, topology: Topology) -> list[str]:
                 with contextlib.suppress(redis.ResponseError):
                     connect(node.address).execute_command("CLUSTER", "FORGET", ghost.node_id)
     return [g.node_id for g in ghosts]
+
+
+class SlotStillOwned(RuntimeError):
+    """Refused to forget a node that still serves slots."""
+
+    def __init__(self, node_id: str, slots: int) -> None:
+        super().__init__(f"node {node_id} still owns {slots} slots: drain it first")
+        self.node_id, self.slots = node_id, slots
+
+
+def drain(
+    connect: Connect,
+    seed: str,
+    primaries: list[str],
+    engine: str = "auto",
+    progress: Progress | None = None,
+) -> MigrationReport | None:
+    """Move every slot off ``primaries`` (node ids), spread over the remaining ones."""
+    topology = read_topology(connect, seed)
+    check_gates(topology, connect)
+    known = {e.node_id for e in topology.primaries}
+    unknown = [p for p in primaries if p not in known]
+    if unknown:
+        raise ValueError(f"not primaries of this cluster: {unknown}")
+    weights = {node_id: 0.0 if node_id in primaries else 1.0 for node_id in known}
+    plan = plan_rebalance(topology.ownership(), weights, threshold=0.0)
+    if plan.is_empty:
+        return None
+    executor = MigrationExecutor(topology.addresses(), connect, engine=engine, progress=progress)
+    return executor.execute(plan)
+
+
+def forget(connect: Connect, seed: str, node_ids: list[str]) -> list[str]:
+    """Remove nodes from the cluster: ``CLUSTER FORGET`` on every remaining node (inside
+    the 60 s ban window, so gossip cannot bring them back), then ``CLUSTER RESET HARD`` on
+    the removed nodes that still answer. Replicas of a removed primary are removed too.
+    Returns the addresses of the removed nodes."""
+    topology = read_topology(connect, seed)
+    by_id = {e.node_id: e for e in topology.entries}
+    removing = set(node_ids) | {e.node_id for e in topology.entries if e.primary_id in node_ids}
+    for node_id in removing:
+        entry = by_id.get(node_id)
+        if entry is not None and entry.slots:
+            raise SlotStillOwned(node_id, sum(hi - lo + 1 for lo, hi in entry.slots))
+    remaining = [e for e in topology.entries if e.node_id not in removing and e.address]
+    for node in remaining:
+        for node_id in sorted(removing):
+            with contextlib.suppress(redis.ResponseError):  # "Unknown node": already gone
+                connect(node.address).execute_command("CLUSTER", "FORGET", node_id)
+    removed = []
+    for node_id in sorted(removing):
+        entry = by_id.get(node_id)
+        if entry is None or not entry.address:
+            continue
+        removed.append(entry.address)
+        with contextlib.suppress(redis.RedisError, OSError):  # a dead node needs no reset
+            connect(entry.address).execute_command("CLUSTER", "RESET", "HARD")
+    return removed
