@@ -9,6 +9,7 @@ names every reason), and runs a :func:`~controller.rebalance.plan_rebalance` pla
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ __all__ = [
     "drain",
     "fix",
     "forget",
+    "join",
     "read_topology",
     "rebalance",
 ]
@@ -265,3 +267,42 @@ def forget(connect: Connect, seed: str, node_ids: list[str]) -> list[str]:
         with contextlib.suppress(redis.RedisError, OSError):  # a dead node needs no reset
             connect(entry.address).execute_command("CLUSTER", "RESET", "HARD")
     return removed
+
+
+def join(
+    connect: Connect,
+    seed: str,
+    address: str,
+    replica_of: str | None = None,
+    timeout: float = 30.0,
+) -> str:
+    """MEET ``address`` into the cluster and wait until it reports ``cluster_state:ok``
+    (no slot may move to a node that has not converged: redis#3774). As a replica it
+    attaches to ``replica_of`` (a primary id), or to the primary with the fewest replicas
+    when ``replica_of`` is "auto". Returns the new node's id."""
+    host, _, port = address.rpartition(":")
+    connect(seed).execute_command("CLUSTER", "MEET", host.strip("[]"), int(port))
+    node = connect(address)
+    node_id = node.execute_command("CLUSTER", "MYID")
+    node_id = node_id.decode() if isinstance(node_id, bytes) else str(node_id)
+    deadline = time.monotonic() + timeout
+    while True:
+        info = node.cluster("info")
+        state = info.get("cluster_state")
+        state = state.decode() if isinstance(state, bytes) else state
+        known = read_topology(connect, seed).entries
+        if state == "ok" and any(e.node_id == node_id for e in known):
+            break
+        if time.monotonic() > deadline:
+            raise ClusterNotStable([f"{address} did not converge (cluster_state:{state})"])
+        time.sleep(0.05)
+    if replica_of is not None:
+        topology = read_topology(connect, seed)
+        if replica_of == "auto":
+            counts = {p.node_id: 0 for p in topology.primaries if p.slots}
+            for e in topology.entries:
+                if e.primary_id in counts:
+                    counts[e.primary_id] += 1
+            replica_of = min(counts, key=lambda n: counts[n])
+        node.execute_command("CLUSTER", "REPLICATE", replica_of)
+    return node_id
