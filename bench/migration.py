@@ -15,13 +15,12 @@ import subprocess
 import time
 from collections.abc import Callable
 
-import redis
-
 from balancer import ClusterClient
 from bench.common import emit, log, machine
 from controller.localcluster import LocalCluster, available_servers
 from controller.migration import MigrationExecutor
 from controller.rebalance import ownership_from_cluster_shards, plan_rebalance
+from controller.topology import connector
 
 
 def _prepare(binary: str, keys: int) -> tuple[LocalCluster, int]:
@@ -35,23 +34,11 @@ def _prepare(binary: str, keys: int) -> tuple[LocalCluster, int]:
     return cluster, keys
 
 
-def _connect() -> Callable[[str], redis.Redis]:
-    cache: dict[str, redis.Redis] = {}
-
-    def connect(address: str) -> redis.Redis:
-        if address not in cache:
-            host, _, port = address.rpartition(":")
-            cache[address] = redis.Redis(host=host, port=int(port), socket_timeout=30)
-        return cache[address]
-
-    return connect
-
-
 def run_slotpilot(cluster: LocalCluster, engine: str) -> tuple[float, int, int]:
     reply = cluster.nodes[0].client().execute_command("CLUSTER", "SHARDS")
     plan = plan_rebalance(ownership_from_cluster_shards(reply))
     addresses = {cluster.node_id(n): n.address for n in cluster.primaries()}
-    report = MigrationExecutor(addresses, _connect(), engine=engine).execute(plan)
+    report = MigrationExecutor(addresses, connector(), engine=engine).execute(plan)
     return report.seconds, report.keys, report.slots
 
 

@@ -157,20 +157,9 @@ def _admin_connect(args: argparse.Namespace) -> Any:
     REDISCLI_AUTH environment variable (redis-cli's convention), never from argv."""
     import os
 
-    import redis
+    from controller.topology import connector
 
-    cache: dict[str, Any] = {}
-
-    def connect(address: str) -> Any:
-        if address not in cache:
-            host, _, port = address.rpartition(":")
-            cache[address] = redis.Redis(
-                host=host.strip("[]"), port=int(port), username=args.user,
-                password=os.environ.get("REDISCLI_AUTH"), socket_timeout=30,
-            )  # fmt: skip
-        return cache[address]
-
-    return connect
+    return connector(username=args.user, password=os.environ.get("REDISCLI_AUTH"))
 
 
 def _rebalance(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ __all__ = [
     "SlotStillOwned",
     "Topology",
     "check_gates",
+    "connector",
     "drain",
     "fix",
     "forget",
@@ -306,3 +307,25 @@ def join(
             replica_of = min(counts, key=lambda n: counts[n])
         node.execute_command("CLUSTER", "REPLICATE", replica_of)
     return node_id
+
+
+def connector(
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float = 30.0,
+    **kwargs: object,
+) -> Connect:
+    """A ``connect(address)`` that keeps one admin connection per node (binary-safe:
+    no response decoding, since keys moved by MIGRATE are bytes)."""
+    cache: dict[str, redis.Redis] = {}
+
+    def connect(address: str) -> redis.Redis:
+        if address not in cache:
+            host, _, port = address.rpartition(":")
+            cache[address] = redis.Redis(
+                host=host.strip("[]"), port=int(port), username=username, password=password,
+                socket_timeout=timeout, **kwargs,  # type: ignore[arg-type]
+            )  # fmt: skip
+        return cache[address]
+
+    return connect

@@ -8,8 +8,7 @@ import pytest
 
 from balancer import ClusterClient
 from controller.localcluster import LocalCluster
-from controller.topology import SlotStillOwned, drain, forget, read_topology
-from tests.integration.test_fix import connector
+from controller.topology import SlotStillOwned, connector, drain, forget, read_topology
 from tests.integration.test_resilience import Load
 
 

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import redis
 from redis.crc import key_slot
 
 from balancer import ClusterClient
 from controller.localcluster import LocalCluster, ServerNode
-from controller.topology import fix, read_topology
-
-
-def connector() -> Callable[[str], redis.Redis]:
-    cache: dict[str, redis.Redis] = {}
-
-    def connect(address: str) -> redis.Redis:
-        if address not in cache:
-            host, _, port = address.rpartition(":")
-            cache[address] = redis.Redis(host=host, port=int(port), socket_timeout=10)
-        return cache[address]
-
-    return connect
+from controller.topology import connector, fix, read_topology
 
 
 def keys_for_slot(slot: int, n: int) -> list[str]:

@@ -6,25 +6,13 @@ import time
 from collections.abc import Callable
 
 import pytest
-import redis
 
 from balancer import ClusterClient
 from controller.localcluster import LocalCluster
 from controller.migration import MigrationExecutor, detect_engine
 from controller.rebalance import ownership_from_cluster_shards, plan_rebalance
+from controller.topology import connector
 from tests.integration.test_resilience import Load
-
-
-def _connect_factory() -> Callable[[str], redis.Redis]:
-    clients: dict[str, redis.Redis] = {}
-
-    def connect(address: str) -> redis.Redis:
-        if address not in clients:
-            host, _, port = address.rpartition(":")
-            clients[address] = redis.Redis(host=host, port=int(port), socket_timeout=10)
-        return clients[address]
-
-    return connect
 
 
 def _addresses(cluster: LocalCluster) -> dict[str, str]:
@@ -54,7 +42,7 @@ def test_rebalance_onto_new_primaries_loses_nothing(
         client.set(f"live:{i}", str(i))
         written[f"live:{i}"] = str(i)
 
-    executor = MigrationExecutor(_addresses(cluster), _connect_factory(), engine=engine)
+    executor = MigrationExecutor(_addresses(cluster), connector(), engine=engine)
     with Load(write, seconds=60) as load:
         time.sleep(0.2)
         report = executor.execute(plan)
@@ -88,4 +76,4 @@ def test_detect_engine(make_cluster: Callable[..., LocalCluster], server_flavor:
 
 def test_unknown_engine_rejected() -> None:
     with pytest.raises(ValueError, match="atomic, classic"):
-        MigrationExecutor({}, _connect_factory(), engine="fast")
+        MigrationExecutor({}, connector(), engine="fast")

@@ -11,8 +11,7 @@ import time
 
 from balancer import ClusterClient
 from controller.localcluster import LocalCluster
-from controller.topology import drain, forget, join, read_topology, rebalance
-from tests.integration.test_fix import connector
+from controller.topology import connector, drain, forget, join, read_topology, rebalance
 from tests.integration.test_resilience import Load
 
 
