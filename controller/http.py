@@ -1,19 +1,25 @@
 """The controller's one HTTP port: health, readiness, metrics, status and routing.
 
 prometheus-client's own WSGI app answers on any path, so the routing is ours: a small
-WSGI app in front, served by wsgiref with a thread per request. A handler that raises
-answers 500 and is logged; it never stops the server.
+WSGI app in front of the metrics registry, served by the stdlib's wsgiref with a thread
+per request (no extra dependency, and a slow scraper cannot hold up a probe). Every
+response is built in full before ``start_response`` is called, so a handler that raises
+still gets a clean 500 and is logged; it never stops the server. Request lines are
+logged at debug level only: Prometheus and kubelet probes would flood the log otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIEnvironment
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -23,19 +29,57 @@ from controller.routing import RoutingTable
 __all__ = ["ControllerHTTPServer"]
 
 log = logging.getLogger("slotpilot.http")
-StartResponse = Callable[..., Any]
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+@dataclass(frozen=True)
+class _Response:
+    status: str
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _json(status: str, body: Any, headers: tuple[tuple[str, str], ...] = ()) -> _Response:
+    data = json.dumps(body, default=str).encode()
+    return _Response(status, data, (("Content-Type", "application/json"), *headers))
+
+
+def _text(status: str, body: str) -> _Response:
+    return _Response(status, body.encode(), (("Content-Type", "text/plain; charset=utf-8"),))
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    """``If-None-Match`` may list several tags, weak ones (``W/``) or ``*``."""
+    if not header:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in tags or etag in tags
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a hung client must not keep the process alive
+    block_on_close = False  # nor make stop() wait for it
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("connection from %s failed", client_address, exc_info=True)
+
+
+class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
 
 
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug(format, *args)
+        log.debug("%s " + format, self.address_string(), *args)
 
 
 class ControllerHTTPServer:
+    """Serves ``/healthz``, ``/readyz``, ``/metrics``, ``/v1/status`` and ``/v1/routing``.
+
+    The socket is bound at construction, so :attr:`port` is known (port 0 picks a free
+    one) before :meth:`start` serves it from a daemon thread. The callables are read on
+    every request; they must be cheap and thread-safe.
+    """
+
     def __init__(
         self,
         host: str,
@@ -46,10 +90,19 @@ class ControllerHTTPServer:
         status: Callable[[], dict[str, Any]],
         routing: Callable[[], RoutingTable | None],
     ) -> None:
-        self.metrics, self._ready, self._status, self._routing = metrics, ready, status, routing
         self.host = host
-        self._server = make_server(host, port, self.app, _ThreadingServer, _QuietHandler)
+        self.metrics = metrics
+        self._ready, self._status, self._routing = ready, status, routing
+        server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
+        self._server = make_server(host, port, self.app, server_class, _QuietHandler)
         self._thread: threading.Thread | None = None
+        self._routes: dict[str, Callable[[WSGIEnvironment], _Response]] = {
+            "/healthz": lambda _: _text("200 OK", "ok\n"),
+            "/readyz": self._readyz,
+            "/metrics": self._metrics,
+            "/v1/status": lambda _: _json("200 OK", self._status()),
+            "/v1/routing": self._routing_table,
+        }
 
     @property
     def port(self) -> int:
@@ -57,68 +110,74 @@ class ControllerHTTPServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def start(self) -> ControllerHTTPServer:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="slotpilot-http", daemon=True
-        )
-        self._thread.start()
+        """Serve in a daemon thread; returns self so it chains onto the constructor."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, name="slotpilot-http", daemon=True
+            )
+            self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """Stop serving and close the socket; safe to call twice or before start."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
         self._server.server_close()
 
-    def app(self, environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
-        try:
-            return self._route(environ, start)
-        except Exception:
-            log.exception("handler failed for %s", environ.get("PATH_INFO"))
-            return _json(start, "500 Internal Server Error", {"error": "internal error"})
+    def __enter__(self) -> ControllerHTTPServer:
+        return self.start()
 
-    def _route(self, environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        routes = {"/healthz", "/readyz", "/metrics", "/v1/status", "/v1/routing"}
-        if path not in routes:
-            return _json(start, "404 Not Found", {"error": f"no such path {path}"})
-        if environ.get("REQUEST_METHOD") != "GET":
-            return _json(start, "405 Method Not Allowed", {"error": "GET only"})
-        if path == "/healthz":
-            start("200 OK", [("Content-Type", "text/plain")])
-            return [b"ok\n"]
-        if path == "/readyz":
-            if self._ready():
-                start("200 OK", [("Content-Type", "text/plain")])
-                return [b"ready\n"]
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- WSGI ----------------------------------------------------------------------------
+
+    def app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI entry point (usable under any WSGI server, e.g. in tests)."""
+        try:
+            response = self._respond(environ)
+        except Exception:
+            log.exception("%s %s failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            response = _json("500 Internal Server Error", {"error": "internal error"})
+        headers = [*response.headers, ("Content-Length", str(len(response.body)))]
+        start_response(response.status, headers)
+        return [response.body]
+
+    def _respond(self, environ: WSGIEnvironment) -> _Response:
+        path = str(environ.get("PATH_INFO") or "/")
+        handler = self._routes.get(path)
+        if handler is None:
+            return _json("404 Not Found", {"error": f"no such path: {path}"})
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method != "GET":
             return _json(
-                start, "503 Service Unavailable", {"ready": False, "reason": "no probe cycle yet"}
+                "405 Method Not Allowed",
+                {"error": f"{method} not allowed on {path}; use GET"},
+                (("Allow", "GET"),),
             )
-        if path == "/metrics":
-            start("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
-            return [self.metrics.render()]
-        if path == "/v1/status":
-            return _json(start, "200 OK", self._status())
+        return handler(environ)
+
+    def _readyz(self, environ: WSGIEnvironment) -> _Response:
+        if self._ready():
+            return _text("200 OK", "ready\n")
+        reason = "configuration not loaded or no probe cycle completed yet"
+        return _json("503 Service Unavailable", {"ready": False, "reason": reason})
+
+    def _metrics(self, environ: WSGIEnvironment) -> _Response:
+        return _Response("200 OK", self.metrics.render(), (("Content-Type", CONTENT_TYPE_LATEST),))
+
+    def _routing_table(self, environ: WSGIEnvironment) -> _Response:
         table = self._routing()
         if table is None:
-            return _json(start, "503 Service Unavailable", {"error": "no routing table yet"})
-        headers = [("ETag", table.etag), ("Cache-Control", "no-cache")]
-        if environ.get("HTTP_IF_NONE_MATCH") == table.etag:
-            start("304 Not Modified", headers)
-            return [b""]
-        return _json(start, "200 OK", table.to_json(), headers)
-
-
-def _json(
-    start: StartResponse, status: str, body: Any, headers: list[tuple[str, str]] | None = None
-) -> list[bytes]:
-    data = json.dumps(body, default=str).encode()
-    start(
-        status,
-        [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(data))),
-            *(headers or []),
-        ],
-    )
-    return [data]
+            return _json("503 Service Unavailable", {"error": "no routing table published yet"})
+        etag = table.etag
+        headers = (("ETag", etag), ("Cache-Control", "no-cache"))
+        if _etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
+            return _Response("304 Not Modified", b"", headers)
+        return _json("200 OK", table.to_json(), headers)
