@@ -37,6 +37,7 @@ __all__ = [
     "available_servers",
     "find_server_binary",
     "free_port",
+    "port_ordinal",
 ]
 
 TOTAL_SLOTS = 16384
@@ -119,13 +120,23 @@ _reserved: set[int] = set()
 _reserved_lock = threading.Lock()
 
 
-def free_port(cluster_bus: bool = True) -> int:
+def free_port(cluster_bus: bool = True, above: int | None = None) -> int:
     """A free port on 127.0.0.1 (and, for cluster nodes, a free bus port at +10000).
 
     Client ports come from 20000-29999, so they never collide with a bus port (30000+) of
     a node that has not bound it yet; ports handed out by this process are not reused.
+    With ``above``, the lowest free port above it: new nodes then sort after the existing
+    ones, which is how the shard scaler tells the newest (highest "ordinal") nodes.
     """
     with _reserved_lock:
+        if above is not None:
+            for port in range(max(above + 1, 20000), 30000):
+                if port in _reserved or not _port_is_free(port):
+                    continue
+                if cluster_bus and not _port_is_free(port + 10000):
+                    continue
+                _reserved.add(port)
+                return port
         for _ in range(500):
             port = random.randint(20000, 29999)
             if port in _reserved or not _port_is_free(port):
@@ -135,6 +146,12 @@ def free_port(cluster_bus: bool = True) -> int:
             _reserved.add(port)
             return port
     raise ClusterStartError("no free port pair found on 127.0.0.1")
+
+
+def port_ordinal(address: str) -> tuple[str, int]:
+    """Sort key of a node by address: on one host, new nodes get higher ports."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def _die_with_parent() -> None:
@@ -155,6 +172,7 @@ class ServerNode:
     tls: TLSFiles | None = None
     auth: ClusterAuth | None = None
     node_timeout_ms: int = 2000
+    detached: bool = False  # outlives this process (own session, no PDEATHSIG, a pidfile)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -180,6 +198,8 @@ class ServerNode:
             "--logfile", "server.log",
             "--protected-mode", "no",
         ]  # fmt: skip
+        if self.detached:
+            args += ["--pidfile", str(self.workdir / "server.pid")]
         if self.tls is not None:
             args += [
                 "--port", "0",
@@ -208,6 +228,13 @@ class ServerNode:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.detached:  # a cluster member now: it must survive the command that made it
+            with open(self.workdir / "stderr.log", "wb") as stderr:
+                self.process = subprocess.Popen(
+                    self.command_line(), cwd=self.workdir, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                )  # fmt: skip
+            return
         self.process = subprocess.Popen(
             self.command_line(),
             cwd=self.workdir,
@@ -290,6 +317,7 @@ class LocalCluster:
         auth: ClusterAuth | None = None,
         workdir: str | Path | None = None,
         start_timeout: float = 30.0,
+        detached: bool = False,
     ) -> None:
         if shards < 1 or replicas < 0:
             raise ValueError("shards must be >= 1 and replicas >= 0")
@@ -301,7 +329,8 @@ class LocalCluster:
         self.tls = tls
         self.auth = auth
         self.start_timeout = start_timeout
-        self._owns_dir = workdir is None
+        self.detached = detached
+        self._owns_dir = workdir is None and not detached
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="slotpilot-cluster-"))
         self.nodes: list[ServerNode] = []
 
@@ -337,9 +366,9 @@ class LocalCluster:
         if self._owns_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def spawn_node(self, extra_args: Sequence[str] = ()) -> ServerNode:
+    def spawn_node(self, extra_args: Sequence[str] = (), port: int | None = None) -> ServerNode:
         """Start one more (empty, not yet met) cluster-enabled server process."""
-        port = free_port()
+        port = port or free_port()
         node = ServerNode(
             port=port,
             workdir=self.workdir / str(port),
@@ -348,6 +377,7 @@ class LocalCluster:
             tls=self.tls,
             auth=self.auth,
             node_timeout_ms=self.node_timeout_ms,
+            detached=self.detached,
         )
         node.start()
         self.nodes.append(node)
@@ -369,6 +399,45 @@ class LocalCluster:
             node.kill()
             raise
         return node
+
+    # -- the shard scaler's node source (controller.scaling.NodeSource) ----------------
+
+    def add_nodes(self, count: int, existing: Sequence[str] = ()) -> list[str]:
+        """Start ``count`` empty nodes on ports above every existing one (so they are the
+        highest ordinals, the first to go on scale-in) and wait until they answer."""
+        ports = [port_ordinal(a)[1] for a in existing] + [n.port for n in self.nodes]
+        above = max(ports, default=None)
+        started = []
+        try:
+            for _ in range(count):
+                node = self.spawn_node(port=free_port(above=above))
+                above = node.port
+                started.append(node)
+            self._wait_all_answer(started)
+        except BaseException:
+            for node in started:
+                node.kill()
+            raise
+        return [n.address for n in started]
+
+    def remove_nodes(self, addresses: Sequence[str]) -> None:
+        """``SHUTDOWN NOSAVE`` each node (ours or adopted), then reap the ones we started."""
+        for address in addresses:
+            port = port_ordinal(address)[1]
+            ours = next((n for n in self.nodes if n.port == port), None)
+            probe = ours or ServerNode(
+                port, self.workdir, self.binary, tls=self.tls, auth=self.auth
+            )
+            with contextlib.suppress(redis.RedisError, OSError):  # the reply is the hang-up
+                probe.client(timeout=5.0).shutdown(nosave=True)
+            if ours is not None and ours.process is not None:
+                try:
+                    ours.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    ours.kill()
+
+    def ordinal(self, address: str) -> tuple[str, int]:
+        return port_ordinal(address)
 
     # -- queries ---------------------------------------------------------------------
 

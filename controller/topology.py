@@ -280,7 +280,7 @@ def join(
     """MEET ``address`` into the cluster and wait until it reports ``cluster_state:ok``
     (no slot may move to a node that has not converged: redis#3774). As a replica it
     attaches to ``replica_of`` (a primary id), or to the primary with the fewest replicas
-    when ``replica_of`` is "auto". Returns the new node's id."""
+    (empty primaries included) when ``replica_of`` is "auto". Returns the new node's id."""
     host, _, port = address.rpartition(":")
     connect(seed).execute_command("CLUSTER", "MEET", host.strip("[]"), int(port))
     node = connect(address)
@@ -300,7 +300,8 @@ def join(
     if replica_of is not None:
         topology = read_topology(connect, seed)
         if replica_of == "auto":
-            counts = {p.node_id: 0 for p in topology.primaries if p.slots}
+            # every primary counts, empty ones too: a new shard gets its replica first
+            counts = {p.node_id: 0 for p in topology.primaries if p.node_id != node_id}
             for e in topology.entries:
                 if e.primary_id in counts:
                     counts[e.primary_id] += 1

@@ -1,0 +1,417 @@
+"""Change the number of shards of a live cluster, and finish a change a crash interrupted.
+
+:func:`scale_shards` brings the cluster to ``desired`` shards of ``1 + replicas_per_shard``
+nodes each, every primary holding its share of the slots, starting from whatever the
+cluster says now — not from memory. The call that starts a change is therefore also the
+one that resumes it after the controller was killed half-way:
+
+1. **repair** — slots left open by a crash are closed by :func:`~controller.topology.fix`
+   (finished toward the side that holds keys, or rolled back), nothing lost.
+2. **scale out** — the node source starts the missing nodes (on higher ordinals than any
+   existing one); new primaries ``join`` and converge before any slot moves to them,
+   new replicas attach to the primary with the fewest replicas.
+3. **scale in** — the nodes with the highest ordinals leave (a StatefulSet removes those
+   first). :func:`plan_scale_in` decides, as a pure function, which primaries keep slots,
+   which surviving replica is promoted (``CLUSTER FAILOVER``) so a leaving primary's
+   slots need not move at all, and which primaries drain. ``on_draining`` hears the
+   leaving addresses before any slot moves (the routing table gives them weight 0, so
+   SDK reads leave first); then slots drain, surviving spare nodes become replicas,
+   leaving nodes are forgotten everywhere inside the ban window and shut down.
+4. **balance** — every primary gets its weighted share; replicas are spread so each
+   primary has ``replicas_per_shard``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import redis
+
+from controller.migration import MigrationExecutor, MigrationReport, Progress
+from controller.probe import ClusterNodeEntry
+from controller.rebalance import plan_rebalance
+from controller.topology import (
+    ClusterNotStable,
+    Connect,
+    FixReport,
+    Topology,
+    check_gates,
+    fix,
+    forget,
+    join,
+    read_topology,
+)
+
+__all__ = [
+    "NodeSource",
+    "ScaleInPlan",
+    "ScaleReport",
+    "choose_leaving",
+    "live_entries",
+    "plan_scale_in",
+    "scale_shards",
+    "wait_converged",
+]
+
+
+class NodeSource(Protocol):
+    """Where new cluster nodes come from and where leaving ones go (a platform's part)."""
+
+    def add_nodes(self, count: int, existing: Sequence[str]) -> list[str]:
+        """Start ``count`` empty cluster-enabled nodes, ordered after ``existing``; return
+        their addresses once they answer."""
+        ...
+
+    def remove_nodes(self, addresses: Sequence[str]) -> None:
+        """Stop nodes that have already been forgotten by the cluster."""
+        ...
+
+    def ordinal(self, address: str) -> Any:
+        """Sort key: the highest ordinals leave first on scale-in."""
+        ...
+
+
+# -- pure planning ------------------------------------------------------------------------
+
+
+def _slot_count(entry: ClusterNodeEntry) -> int:
+    return sum(hi - lo + 1 for lo, hi in entry.slots)
+
+
+def live_entries(entries: Sequence[ClusterNodeEntry]) -> list[ClusterNodeEntry]:
+    """Nodes that take part: an address, and not flagged fail/noaddr/handshake."""
+    gone = {"fail", "noaddr", "handshake"}
+    return [e for e in entries if e.address and not e.flags & gone]
+
+
+def choose_leaving(
+    live: Sequence[ClusterNodeEntry], count: int, ordinal: Callable[[str], Any]
+) -> list[ClusterNodeEntry]:
+    """The ``count`` nodes with the highest ordinals."""
+    if count <= 0:
+        return []
+    return sorted(live, key=lambda e: ordinal(e.address))[-count:]
+
+
+@dataclass(frozen=True)
+class ScaleInPlan:
+    """Who keeps slots, who is promoted first, who drains and who leaves (node ids)."""
+
+    keepers: tuple[str, ...]
+    promote: tuple[str, ...]  # surviving replicas of leaving primaries: CLUSTER FAILOVER
+    drain: tuple[str, ...]  # primaries whose slots move to the keepers
+    leave: tuple[str, ...]  # forgotten everywhere, then stopped
+
+
+def plan_scale_in(
+    live: Sequence[ClusterNodeEntry], desired: int, leaving: Sequence[str]
+) -> ScaleInPlan:
+    """Keep the ``desired`` surviving primaries that hold the most slots (fewest moves);
+    if too few primaries survive, promote a surviving replica of a leaving primary (its
+    slots then stay where their data already is). Every other primary with slots drains.
+    Raises ValueError when fewer than ``desired`` nodes could hold slots."""
+    leave = set(leaving)
+    survivors = [e for e in live if e.node_id not in leave]
+    primaries = [e for e in live if e.is_primary]
+    keepers = sorted(
+        (e for e in survivors if e.is_primary), key=lambda e: (-_slot_count(e), e.address)
+    )[:desired]
+    promote: list[ClusterNodeEntry] = []
+    for primary in sorted(primaries, key=lambda e: (-_slot_count(e), e.address)):
+        if len(keepers) + len(promote) >= desired:
+            break
+        if primary.node_id not in leave or not primary.slots:
+            continue
+        replica = next((e for e in survivors if e.primary_id == primary.node_id), None)
+        if replica is not None:
+            promote.append(replica)
+    if len(keepers) + len(promote) < desired:
+        raise ValueError(
+            f"cannot keep {desired} shards: only {len(keepers) + len(promote)} surviving "
+            "nodes can hold slots"
+        )
+    keeper_ids = {e.node_id for e in keepers} | {e.node_id for e in promote}
+    promoted_from = {e.primary_id for e in promote}
+    drain = [
+        p.node_id
+        for p in primaries
+        if p.node_id not in keeper_ids and p.node_id not in promoted_from and p.slots
+    ]
+    return ScaleInPlan(
+        tuple(sorted(keeper_ids)),
+        tuple(e.node_id for e in promote),
+        tuple(drain),
+        tuple(sorted(leave)),
+    )
+
+
+# -- execution ----------------------------------------------------------------------------
+
+
+@dataclass
+class ScaleReport:
+    """What :func:`scale_shards` did."""
+
+    desired: int
+    before: int = 0  # primaries holding slots when it started
+    after: int = 0
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    promoted: list[str] = field(default_factory=list)
+    repaired: FixReport | None = None
+    migrations: list[MigrationReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def slots_moved(self) -> int:
+        return sum(m.slots for m in self.migrations)
+
+    @property
+    def keys_moved(self) -> int:
+        return sum(m.keys for m in self.migrations)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(slots_moved=self.slots_moved, keys_moved=self.keys_moved)
+        out["seconds"] = round(self.seconds, 3)
+        for m in out["migrations"]:
+            m["seconds"] = round(m["seconds"], 3)
+        return out
+
+
+def scale_shards(
+    connect: Connect,
+    seed: str,
+    desired: int,
+    nodes: NodeSource,
+    replicas_per_shard: int = 1,
+    engine: str = "auto",
+    threshold: float = 0.02,
+    progress: Progress | None = None,
+    on_draining: Callable[[list[str]], None] | None = None,
+    timeout: float = 60.0,
+) -> ScaleReport:
+    """Bring the cluster at ``seed`` to ``desired`` balanced shards (see the module doc).
+
+    Raises :class:`ClusterNotStable` when a gate refuses (a node failing, the cluster not
+    ok); everything done up to then is consistent, and calling again resumes.
+    """
+    if desired < 1 or replicas_per_shard < 0:
+        raise ValueError("need desired >= 1 and replicas_per_shard >= 0")
+    emit = progress or (lambda event: None)
+    started = time.monotonic()
+    report = ScaleReport(desired)
+    topology = read_topology(connect, seed)
+    if topology.open_slots():
+        emit({"event": "repair", "open_slots": len(topology.open_slots())})
+        report.repaired = fix(connect, seed)
+        topology = read_topology(connect, seed)
+    live = live_entries(topology.entries)
+    primaries = [e for e in live if e.is_primary]
+    report.before = sum(1 for p in primaries if p.slots)
+    per_shard = 1 + replicas_per_shard
+    if len(primaries) < desired or len(live) < desired * per_shard:
+        seed = _scale_out(connect, seed, topology, desired, per_shard, nodes, report, emit,
+                          timeout)  # fmt: skip
+    elif len(primaries) > desired or len(live) > desired * per_shard:
+        seed = _scale_in(connect, seed, topology, desired, per_shard, nodes, report, emit,
+                         engine, on_draining, timeout)  # fmt: skip
+    topology = read_topology(connect, seed)
+    check_gates(topology, connect)
+    plan = plan_rebalance(topology.ownership(), None, threshold)
+    if not plan.is_empty:
+        emit({"event": "rebalance", "slots": plan.slot_count, "moves": len(plan.moves)})
+        report.migrations.append(_execute(connect, topology, plan, engine, emit))
+    _balance_replicas(connect, seed, replicas_per_shard, emit, timeout)
+    final = read_topology(connect, seed)
+    report.after = sum(1 for p in final.primaries if p.slots)
+    report.seconds = time.monotonic() - started
+    emit({"event": "done", "shards": report.after, "seconds": round(report.seconds, 3)})
+    return report
+
+
+def _execute(connect: Connect, topology: Topology, plan: Any, engine: str,
+             emit: Progress) -> MigrationReport:  # fmt: skip
+    executor = MigrationExecutor(topology.addresses(), connect, engine=engine, progress=emit)
+    return executor.execute(plan)
+
+
+def _scale_out(
+    connect: Connect,
+    seed: str,
+    topology: Topology,
+    desired: int,
+    per_shard: int,
+    nodes: NodeSource,
+    report: ScaleReport,
+    emit: Progress,
+    timeout: float,
+) -> str:
+    live = live_entries(topology.entries)
+    check_gates(topology, connect)
+    new_primaries = max(0, desired - sum(1 for e in live if e.is_primary))
+    count = max(new_primaries, desired * per_shard - len(live))
+    emit({"event": "add_nodes", "count": count, "primaries": new_primaries})
+    added = nodes.add_nodes(count, [e.address for e in live])
+    report.added = list(added)
+    for address in added[:new_primaries]:
+        join(connect, seed, address, timeout=timeout)
+        emit({"event": "joined", "node": address, "role": "primary"})
+    # Decide every new replica's primary from one reading: a node that was just told to
+    # REPLICATE can still look like an empty primary in gossip for a moment.
+    topology = read_topology(connect, seed)
+    counts = {p.node_id: 0 for p in live_entries(topology.entries) if p.is_primary}
+    for entry in live_entries(topology.entries):
+        if entry.primary_id in counts:
+            counts[entry.primary_id] += 1
+    for address in added[new_primaries:]:
+        primary = min(counts, key=lambda n: (counts[n], n))
+        counts[primary] += 1
+        join(connect, seed, address, replica_of=primary, timeout=timeout)
+        emit({"event": "joined", "node": address, "role": "replica", "primary": primary})
+    wait_converged(connect, seed, timeout)
+    return seed
+
+
+def _scale_in(
+    connect: Connect,
+    seed: str,
+    topology: Topology,
+    desired: int,
+    per_shard: int,
+    nodes: NodeSource,
+    report: ScaleReport,
+    emit: Progress,
+    engine: str,
+    on_draining: Callable[[list[str]], None] | None,
+    timeout: float,
+) -> str:
+    check_gates(topology, connect)
+    live = live_entries(topology.entries)
+    leaving = choose_leaving(live, max(0, len(live) - desired * per_shard), nodes.ordinal)
+    plan = plan_scale_in(live, desired, [e.node_id for e in leaving])
+    by_id = {e.node_id: e for e in live}
+    seed = next(e.address for e in live if e.node_id not in plan.leave)
+    draining = sorted({by_id[n].address for n in (*plan.drain, *plan.leave)})
+    emit({"event": "draining", "nodes": draining, "promote": len(plan.promote),
+          "drain": len(plan.drain)})  # fmt: skip
+    if on_draining is not None:
+        on_draining(draining)
+    for replica_id in plan.promote:
+        _failover(connect, by_id[replica_id].address, timeout)
+        report.promoted.append(by_id[replica_id].address)
+        emit({"event": "promoted", "node": by_id[replica_id].address})
+    if plan.promote:
+        wait_converged(connect, seed, timeout)
+    topology = read_topology(connect, seed)
+    check_gates(topology, connect)
+    keepers = set(plan.keepers)
+    weights = {e.node_id: 1.0 if e.node_id in keepers else 0.0 for e in topology.primaries}
+    drain_plan = plan_rebalance(topology.ownership(), weights, threshold=0.0)
+    if not drain_plan.is_empty:
+        report.migrations.append(_execute(connect, topology, drain_plan, engine, emit))
+    # Survivors that are neither keepers nor their replicas become replicas of keepers
+    # now, so forgetting the leaving nodes cannot take a survivor's primary with it.
+    topology = read_topology(connect, seed)
+    for entry in live_entries(topology.entries):
+        if entry.node_id in keepers or entry.node_id in plan.leave:
+            continue
+        if entry.is_primary or entry.primary_id not in keepers:
+            _replicate(connect, entry.address, _fewest_replicas(topology, keepers))
+            topology = read_topology(connect, seed)
+    report.removed = forget(connect, seed, list(plan.leave))
+    emit({"event": "forgotten", "nodes": report.removed})
+    nodes.remove_nodes(report.removed)
+    wait_converged(connect, seed, timeout)
+    return seed
+
+
+def _fewest_replicas(topology: Topology, primaries: set[str]) -> str:
+    counts = dict.fromkeys(sorted(primaries), 0)
+    for entry in live_entries(topology.entries):
+        if entry.primary_id in counts:
+            counts[entry.primary_id] += 1
+    return min(counts, key=lambda n: counts[n])
+
+
+def _replicate(connect: Connect, address: str, primary_id: str) -> None:
+    connect(address).execute_command("CLUSTER", "REPLICATE", primary_id)
+
+
+def _balance_replicas(
+    connect: Connect, seed: str, per_primary: int, emit: Progress, timeout: float
+) -> None:
+    """Give every primary with slots ``per_primary`` replicas, taking them from empty
+    primaries, replicas of empty primaries and primaries with too many."""
+    topology = read_topology(connect, seed)
+    live = live_entries(topology.entries)
+    owners = {e.node_id for e in live if e.is_primary and e.slots}
+    if not owners:
+        return
+    replicas: dict[str, list[ClusterNodeEntry]] = {n: [] for n in owners}
+    spare: list[ClusterNodeEntry] = []
+    for entry in live:
+        if entry.node_id in owners:
+            continue
+        if entry.is_primary or entry.primary_id not in owners:
+            spare.append(entry)
+        else:
+            replicas[entry.primary_id].append(entry)
+    for extra in replicas.values():
+        spare += sorted(extra, key=lambda e: e.address)[per_primary:]
+    moved = False
+    for owner in sorted(owners, key=lambda n: len(replicas[n])):
+        while len(replicas[owner]) < per_primary and spare:
+            entry = spare.pop(0)
+            _replicate(connect, entry.address, owner)
+            replicas[owner].append(entry)
+            emit({"event": "replica", "node": entry.address, "primary": owner})
+            moved = True
+    if moved:
+        wait_converged(connect, seed, timeout)
+
+
+def _failover(connect: Connect, address: str, timeout: float) -> None:
+    """Promote a replica with a coordinated ``CLUSTER FAILOVER`` (no write is lost)."""
+    node = connect(address)
+    node.execute_command("CLUSTER", "FAILOVER")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        role = node.execute_command("ROLE")
+        if _text(role[0]) == "master":
+            return
+        time.sleep(0.05)
+    raise ClusterNotStable([f"failover to {address} did not finish in {timeout:.0f}s"])
+
+
+def wait_converged(connect: Connect, seed: str, timeout: float = 60.0) -> None:
+    """Wait until every live node says ``cluster_state:ok`` and all of them agree on the
+    nodes, their roles and their slots (a REPLICATE or SETSLOT reaches the others by
+    gossip; planning from a stale view would send slots to a node that is a replica)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError, OSError):
+            live = live_entries(read_topology(connect, seed).entries)
+            views = set()
+            for entry in live:
+                view = live_entries(read_topology(connect, entry.address).entries)
+                views.add(frozenset((e.node_id, e.is_primary, e.primary_id, e.slots) for e in view))
+                state = _text(connect(entry.address).cluster("info").get("cluster_state"))
+                if state != "ok":
+                    last = f"{entry.address}: cluster_state:{state}"
+                    break
+            else:
+                if len(views) == 1:
+                    return
+                last = f"{len(views)} different views of the cluster"
+        time.sleep(0.05)
+    raise ClusterNotStable([f"cluster did not converge in {timeout:.0f}s ({last})"])
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
