@@ -218,6 +218,138 @@ def _rebalance(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ProgressPrinter:
+    """Progress of a topology change: one updating line on a terminal, otherwise one JSON
+    line per event (each migration batch is one) on stderr."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.tty = sys.stderr.isatty()
+        self.slots = self.keys = 0
+        self._lock = threading.Lock()  # engines report from parallel source -> target pairs
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            self._print(event)
+
+    def _print(self, event: dict[str, Any]) -> None:
+        if not self.tty:
+            sys.stderr.write(json.dumps(event) + "\n")
+            sys.stderr.flush()
+            return
+        if event.get("event") == "moved":
+            self.slots += event.get("slots", 0)
+            self.keys += event.get("keys", 0)
+            print(f"\r{self.slots} slots, {self.keys} keys moved", end="", file=sys.stderr)
+        else:
+            detail = {k: v for k, v in event.items() if k != "event"}
+            print(f"\r{event.get('event')}: {detail}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.tty and self.slots:
+            print(file=sys.stderr)
+
+
+def _state_dir() -> str:
+    import os
+
+    default = os.path.join(os.path.expanduser("~"), ".local", "state", "slotpilot", "nodes")
+    return os.environ.get("SLOTPILOT_STATE_DIR", default)
+
+
+def _node_source(connect: Any, seed: str, workdir: str, auth: Any) -> Any:
+    """New nodes as detached local server processes of the cluster's own flavor, with its
+    node timeout; they outlive this command (they are cluster members now)."""
+    from controller.localcluster import LocalCluster, find_server_binary
+
+    client = connect(seed)
+    flavor = "valkey" if client.info("server").get("valkey_version") else "redis"
+    reply = {_text(k): v for k, v in client.config_get("cluster-node-timeout").items()}
+    timeout_ms = int(_text(reply.get("cluster-node-timeout", 15000)))
+    return LocalCluster(binary=find_server_binary(flavor), workdir=workdir, auth=auth,
+                        node_timeout_ms=timeout_ms, detached=True)  # fmt: skip
+
+
+def _scale(args: argparse.Namespace) -> int:
+    import os
+
+    import redis
+
+    from controller.localcluster import ClusterAuth, ClusterStartError
+    from controller.scaling import live_entries, scale_shards
+    from controller.topology import ClusterNotStable, connector, read_topology
+
+    if args.shards < 1:
+        print("--shards: must be >= 1", file=sys.stderr)
+        return 2
+    if args.config:
+        from controller.config import ConfigError, resolve_password
+
+        cfg = _load(args.config)
+        if cfg.shards.platform != "local":
+            print("shards.platform: `scale` drives the local platform only", file=sys.stderr)
+            return 2
+        try:
+            username, password = cfg.cluster.username, resolve_password(cfg)
+        except ConfigError as exc:
+            for where, message in exc.problems:
+                print(f"{where}: {message}", file=sys.stderr)
+            return 2
+        seeds, replicas = list(cfg.cluster.seeds), cfg.shards.replicas_per_shard
+    else:
+        username, password = args.user, os.environ.get("REDISCLI_AUTH")
+        seeds, replicas = [args.seed], args.replicas
+    connect = connector(username=username, password=password)
+    seed = next((s for s in seeds if _answers(connect, s)), None)
+    if seed is None:
+        print(f"no seed answers: {', '.join(seeds)}", file=sys.stderr)
+        return 1
+    if replicas is None:  # adopt the cluster's own shape
+        live = live_entries(read_topology(connect, seed).entries)
+        primaries = sum(1 for e in live if e.is_primary)
+        replicas = (len(live) - primaries) // max(1, primaries)
+    auth = ClusterAuth(password, username) if password else None
+    progress = _ProgressPrinter()
+    try:
+        nodes = _node_source(connect, seed, args.workdir or _state_dir(), auth)
+        report = scale_shards(connect, seed, args.shards, nodes, replicas_per_shard=replicas,
+                              engine=args.engine, progress=progress)  # fmt: skip
+    except ClusterNotStable as exc:
+        progress.close()
+        print(f"refused: {exc}", file=sys.stderr)
+        return 3
+    except ValueError as exc:
+        progress.close()
+        print(f"cannot scale: {exc}", file=sys.stderr)
+        return 2
+    except (redis.RedisError, OSError, ClusterStartError) as exc:
+        progress.close()
+        print(f"scale failed: {exc} (run the same command again to resume)", file=sys.stderr)
+        return 1
+    progress.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(f"{report.before} -> {report.after} shards in {report.seconds:.1f}s: "
+              f"+{len(report.added)} / -{len(report.removed)} nodes, "
+              f"{report.slots_moved} slots and {report.keys_moved} keys moved")  # fmt: skip
+    return 0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _answers(connect: Any, address: str) -> bool:
+    import redis
+
+    try:
+        return bool(connect(address).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
 def _fix(args: argparse.Namespace) -> int:
     from dataclasses import asdict as as_dict
 
@@ -275,6 +407,24 @@ def build_parser() -> argparse.ArgumentParser:
     reb.add_argument("--user", default=None, help="ACL user (password: $REDISCLI_AUTH)")
     reb.add_argument("--json", action="store_true")
     reb.set_defaults(func=_rebalance)
+
+    scale = commands.add_parser(
+        "scale", help="change the shard count: add or drain, forget and stop shards; resumable"
+    )
+    scale.add_argument("--shards", type=int, required=True, help="the shard count to reach")
+    where = scale.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="controller config (seeds, credentials, replicas)")
+    where.add_argument("--seed", help="HOST:PORT of any node of a cluster to adopt")
+    scale.add_argument("--engine", choices=["auto", "atomic", "classic"], default="auto")
+    scale.add_argument(
+        "--replicas", type=int, default=None, help="replicas per shard (default: the cluster's)"
+    )
+    scale.add_argument(
+        "--workdir", default=None, help="where new server processes live ($SLOTPILOT_STATE_DIR)"
+    )
+    scale.add_argument("--user", default=None, help="ACL user (password: $REDISCLI_AUTH)")
+    scale.add_argument("--json", action="store_true")
+    scale.set_defaults(func=_scale)
 
     fixer = commands.add_parser(
         "fix", help="close open slots, cover uncovered slots, forget ghost nodes"

@@ -258,13 +258,21 @@ def _scale_out(
     emit({"event": "add_nodes", "count": count, "primaries": new_primaries})
     added = nodes.add_nodes(count, [e.address for e in live])
     report.added = list(added)
+    for address in added:  # MEET them all first: their rejoin delays then overlap
+        host, _, port = address.rpartition(":")
+        connect(seed).execute_command("CLUSTER", "MEET", host.strip("[]"), int(port))
     for address in added[:new_primaries]:
         join(connect, seed, address, timeout=timeout)
         emit({"event": "joined", "node": address, "role": "primary"})
     # Decide every new replica's primary from one reading: a node that was just told to
     # REPLICATE can still look like an empty primary in gossip for a moment.
     topology = read_topology(connect, seed)
-    counts = {p.node_id: 0 for p in live_entries(topology.entries) if p.is_primary}
+    to_attach = set(added[new_primaries:])
+    counts = {
+        p.node_id: 0
+        for p in live_entries(topology.entries)
+        if p.is_primary and p.address not in to_attach
+    }
     for entry in live_entries(topology.entries):
         if entry.primary_id in counts:
             counts[entry.primary_id] += 1

@@ -1,0 +1,135 @@
+"""`slotpilot scale` as scripts call it, and SIGKILL of it mid-migration, then resume.
+
+New nodes are detached server processes under ``--workdir`` (they must outlive the
+command); the fixture stops them from their pidfiles whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from balancer import ClusterClient
+from controller.localcluster import LocalCluster
+from controller.scaling import live_entries
+from controller.topology import connector, read_topology
+
+CLI = [sys.executable, "-m", "controller.cli"]
+ENV = dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+    for pidfile in tmp_path.glob("*/server.pid"):
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+
+
+def _shape(seed: str) -> tuple[int, list[int], int, int]:
+    topology = read_topology(connector(), seed)
+    live = live_entries(topology.entries)
+    owners = [e for e in live if e.is_primary and e.slots]
+    replicas = sorted(sum(1 for r in live if r.primary_id == p.node_id) for p in owners)
+    covered = sum(hi - lo + 1 for p in owners for lo, hi in p.slots)
+    return len(owners), replicas, covered, len(topology.open_slots())
+
+
+def _scale(seed: str, shards: int, workdir: Path, *extra: str) -> Any:
+    cmd = [*CLI, "scale", "--shards", str(shards), "--seed", seed, "--workdir", str(workdir)]
+    return subprocess.run([*cmd, *extra, "--json"], capture_output=True, text=True,
+                          timeout=300, env=ENV)  # fmt: skip
+
+
+def test_scale_out_then_in_adopting_a_cluster(cluster: LocalCluster, workdir: Path) -> None:
+    with ClusterClient(cluster.seed) as client:
+        client.mset({f"k:{i}": i for i in range(2000)})
+    out = _scale(cluster.seed, 4, workdir)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert (summary["before"], summary["after"], len(summary["added"])) == (3, 4, 2)
+    assert summary["slots_moved"] == 4096 and summary["keys_moved"] > 300
+    assert _shape(cluster.seed) == (4, [1, 1, 1, 1], 16384, 0)
+    batches = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    assert sum(e["slots"] for e in batches if e["event"] == "moved") == 4096
+    # the added nodes are detached processes with pidfiles: they outlived the command
+    assert len(list(workdir.glob("*/server.pid"))) == 2
+
+    back = _scale(cluster.seed, 3, workdir)
+    assert back.returncode == 0, back.stderr
+    summary = json.loads(back.stdout)
+    assert sorted(summary["removed"]) == sorted(json.loads(out.stdout)["added"])
+    assert _shape(cluster.seed) == (3, [1, 1, 1], 16384, 0)
+    with ClusterClient(cluster.seed) as client:
+        assert client.mget([f"k:{i}" for i in range(2000)]) == [
+            str(i).encode() for i in range(2000)
+        ]
+
+
+def test_scale_refuses_while_a_node_is_failing(cluster: LocalCluster, workdir: Path) -> None:
+    replica = next(n for n in cluster.nodes if cluster.role(n) == "slave")
+    replica.kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        flags = [e.flags for e in read_topology(connector(), cluster.seed).entries]
+        if any("fail" in f for f in flags):
+            break
+        time.sleep(0.1)
+    result = _scale(cluster.seed, 4, workdir)
+    assert result.returncode == 3
+    assert "refused" in result.stderr and "fail" in result.stderr
+    assert list(workdir.glob("*/server.pid")) == []  # refused before starting anything
+
+
+def test_sigkill_mid_migration_then_rerun_resumes(
+    make_cluster: Any, server_flavor: str, workdir: Path
+) -> None:
+    """The classic engine is killed between batches with slots open; the same command run
+    again closes them, finishes the move, and every key is where the cluster says."""
+    if server_flavor != "redis":
+        pytest.skip("the classic engine is Redis 7's (Valkey moves slots atomically)")
+    cluster: LocalCluster = make_cluster(3, 1)
+    values = {f"key:{i}": f"v{i}" * 8 for i in range(40_000)}
+    with ClusterClient(cluster.seed) as client:
+        items = list(values.items())
+        for i in range(0, len(items), 2000):
+            client.mset(dict(items[i : i + 2000]))
+    cmd = [*CLI, "scale", "--shards", "5", "--seed", cluster.seed, "--workdir", str(workdir),
+           "--engine", "classic"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=ENV)  # fmt: skip
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    try:
+        for line in proc.stderr:
+            if line.startswith("{") and json.loads(line)["event"] == "moved":
+                proc.send_signal(signal.SIGKILL)  # one batch done, the next one under way
+                break
+            assert time.monotonic() < deadline, "no batch was moved in time"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert _shape(cluster.seed)[2] == 16384
+    partial = read_topology(connector(), cluster.seed)
+    shares = sorted(sum(hi - lo + 1 for lo, hi in p.slots) for p in partial.primaries)
+    assert partial.open_slots() or shares[0] < 3200, "killed too late: migration had finished"
+
+    again = _scale(cluster.seed, 5, workdir, "--engine", "classic")
+    assert again.returncode == 0, again.stderr
+    assert _shape(cluster.seed) == (5, [1, 1, 1, 1, 1], 16384, 0)
+    with ClusterClient(cluster.seed) as client:
+        keys = list(values)
+        for i in range(0, len(keys), 2000):
+            chunk = keys[i : i + 2000]
+            assert client.mget(chunk) == [values[k].encode() for k in chunk]
+        assert client.dbsize() == len(values)
