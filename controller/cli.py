@@ -14,12 +14,20 @@ __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from controller.demo import print_result, run_demo
+    import logging
 
-    result = run_demo(seconds=args.seconds)
-    print_result(result)
-    ok = not result.errors and result.keys_read_back == result.keys_written
-    return 0 if ok else 1
+    from controller.demo import print_result, run_demo, run_reshard_demo
+
+    if args.faults:
+        result = run_demo(seconds=args.seconds)
+        print_result(result)
+        ok = not result.errors and result.keys_read_back == result.keys_written
+        return 0 if ok else 1
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    reshard = run_reshard_demo(max_shards=args.max_shards)
+    print_result(reshard)
+    return 0 if reshard.ok else 1
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -58,6 +66,34 @@ def _platform(cfg: Any) -> Any:
         print("shards.platform: only 'local' is available in this release", file=sys.stderr)
         raise SystemExit(2)
     return LocalPlatform({c.name: c.command or ["true"] for c in cfg.consumers})
+
+
+def _shard_nodes(cfg: Any) -> Any:
+    """The local platform's shard nodes: detached server processes (``shards.state_dir``)."""
+    import redis
+
+    from controller.config import ConfigError, resolve_password
+    from controller.localcluster import ClusterAuth, ClusterStartError, local_node_source
+    from controller.topology import connector
+
+    try:
+        password = resolve_password(cfg)
+    except ConfigError as exc:
+        for where, message in exc.problems:
+            print(f"{where}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    connect = connector(username=cfg.cluster.username, password=password)
+    auth = ClusterAuth(password, cfg.cluster.username) if password else None
+    for seed in cfg.cluster.seeds:
+        try:
+            return local_node_source(connect(seed), cfg.shards.state_dir or _state_dir(), auth)
+        except (redis.RedisError, OSError):
+            continue
+        except ClusterStartError as exc:
+            print(f"shards.autoscale: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    print(f"cluster.seeds: none answers ({', '.join(cfg.cluster.seeds)})", file=sys.stderr)
+    raise SystemExit(1)
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -114,7 +150,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     platform = _platform(cfg)
     metrics = ControllerMetrics()
-    controller = _controller(cfg, platform, metrics=metrics)
+    nodes = _shard_nodes(cfg) if cfg.shards.autoscale else None
+    controller = _controller(cfg, platform, metrics=metrics, nodes=nodes)
     port = cfg.http.port if args.port is None else args.port
     server = ControllerHTTPServer(
         args.host, port, metrics=metrics, ready=lambda: controller.ready,
@@ -258,25 +295,12 @@ def _state_dir() -> str:
     return os.environ.get("SLOTPILOT_STATE_DIR", default)
 
 
-def _node_source(connect: Any, seed: str, workdir: str, auth: Any) -> Any:
-    """New nodes as detached local server processes of the cluster's own flavor, with its
-    node timeout; they outlive this command (they are cluster members now)."""
-    from controller.localcluster import LocalCluster, find_server_binary
-
-    client = connect(seed)
-    flavor = "valkey" if client.info("server").get("valkey_version") else "redis"
-    reply = {_text(k): v for k, v in client.config_get("cluster-node-timeout").items()}
-    timeout_ms = int(_text(reply.get("cluster-node-timeout", 15000)))
-    return LocalCluster(binary=find_server_binary(flavor), workdir=workdir, auth=auth,
-                        node_timeout_ms=timeout_ms, detached=True)  # fmt: skip
-
-
 def _scale(args: argparse.Namespace) -> int:
     import os
 
     import redis
 
-    from controller.localcluster import ClusterAuth, ClusterStartError
+    from controller.localcluster import ClusterAuth, ClusterStartError, local_node_source
     from controller.scaling import live_entries, scale_shards
     from controller.topology import ClusterNotStable, connector, read_topology
 
@@ -312,7 +336,7 @@ def _scale(args: argparse.Namespace) -> int:
     auth = ClusterAuth(password, username) if password else None
     progress = _ProgressPrinter()
     try:
-        nodes = _node_source(connect, seed, args.workdir or _state_dir(), auth)
+        nodes = local_node_source(connect(seed), args.workdir or _state_dir(), auth)
         report = scale_shards(connect, seed, args.shards, nodes, replicas_per_shard=replicas,
                               engine=args.engine, progress=progress)  # fmt: skip
     except ClusterNotStable as exc:
@@ -335,10 +359,6 @@ def _scale(args: argparse.Namespace) -> int:
               f"+{len(report.added)} / -{len(report.removed)} nodes, "
               f"{report.slots_moved} slots and {report.keys_moved} keys moved")  # fmt: skip
     return 0
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _answers(connect: Any, address: str) -> bool:
@@ -377,9 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="run the SDK against a local 3-shard cluster through a replica kill and hang"
+        "demo", help="a local cluster scaled 3 -> 4 -> 3 shards live by the controller under load"
     )
-    demo.add_argument("--seconds", type=float, default=6.0, help="load duration (default 6)")
+    demo.add_argument("--max-shards", type=int, default=4, help="scale out to (default 4)")
+    demo.add_argument("--verbose", action="store_true", help="controller and migration logs")
+    demo.add_argument(
+        "--faults", action="store_true", help="instead: the SDK through a replica kill and hang"
+    )
+    demo.add_argument("--seconds", type=float, default=6.0, help="--faults load duration")
     demo.set_defaults(func=_demo)
 
     run = commands.add_parser("run", help="run the controller (HTTP API, metrics, scaling)")

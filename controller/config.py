@@ -130,6 +130,15 @@ class ShardsConfig(_Section):
         600, ge=0, description="after any scaling, before a scale-down"
     )
     node_timeout_ms: int = Field(15_000, gt=0, description="the cluster's cluster-node-timeout")
+    autoscale: bool = Field(
+        False, description="act on shard decisions (reshard live); false: only report them"
+    )
+    engine: Literal["auto", "atomic", "classic"] = Field(
+        "auto", description="slot migration: atomic (Valkey 9), classic (Redis 7), auto"
+    )
+    state_dir: str | None = Field(
+        None, description="local platform: where new shard processes live (default ~/.local/state)"
+    )
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)  # type: ignore[arg-type]
 
     @model_validator(mode="after")

@@ -170,7 +170,10 @@ def cluster_gates(
     )
     if slots_bad:
         gates.append(Gate("slots_failing", f"{slots_bad} slot reports in pfail/fail"))
-    open_slots = sorted({slot for e in result.entries for slot, _, _ in e.open_slots})
+    open_slots = sorted(
+        {slot for e in result.entries for slot, _, _ in e.open_slots}
+        | {slot for s in result.samples.values() for slot, _, _ in s.open_slots}
+    )
     if open_slots:
         gates.append(
             Gate("open_slots", f"{len(open_slots)} slots migrating/importing: {open_slots[:10]}")

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from balancer.slots import parse_cluster_shards
 
@@ -37,6 +39,7 @@ __all__ = [
     "available_servers",
     "find_server_binary",
     "free_port",
+    "local_node_source",
     "port_ordinal",
 ]
 
@@ -428,8 +431,11 @@ class LocalCluster:
             probe = ours or ServerNode(
                 port, self.workdir, self.binary, tls=self.tls, auth=self.auth
             )
-            with contextlib.suppress(redis.RedisError, OSError):  # the reply is the hang-up
-                probe.client(timeout=5.0).shutdown(nosave=True)
+            # The reply is the hang-up; without retries off, redis-py spends seconds
+            # reconnecting to a server that is gone.
+            once = probe.client(timeout=5.0, retry=Retry(NoBackoff(), 0))
+            with contextlib.suppress(redis.RedisError, OSError):
+                once.shutdown(nosave=True, now=True)
             if ours is not None and ours.process is not None:
                 try:
                     ours.process.wait(timeout=10)
@@ -608,3 +614,21 @@ class LocalCluster:
         """Every key stored on a running primary (for loss checks in tests)."""
         for node in self.primaries():
             yield from node.client().scan_iter(count=1000)
+
+
+def local_node_source(
+    client: redis.Redis, workdir: str | Path, auth: ClusterAuth | None = None
+) -> LocalCluster:
+    """New shard nodes for a cluster this process did not start (``slotpilot scale``, the
+    controller's local platform): detached server processes under ``workdir`` of the
+    cluster's own flavor and node timeout, which outlive the command that started them
+    (they are cluster members now)."""
+    flavor = "valkey" if client.info("server").get("valkey_version") else "redis"
+    reply = {_text(k): v for k, v in client.config_get("cluster-node-timeout").items()}
+    timeout_ms = int(_text(reply.get("cluster-node-timeout", 15000)))
+    return LocalCluster(binary=find_server_binary(flavor), workdir=workdir, auth=auth,
+                        node_timeout_ms=timeout_ms, detached=True)  # fmt: skip
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

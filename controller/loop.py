@@ -17,14 +17,15 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from balancer import ClusterClient
 from controller.backlog import BacklogError, read_backlog
 from controller.config import SlotpilotConfig, resolve_password
 from controller.health import Capacity, ClusterView, build_view
+from controller.migration import MigrationError
 from controller.platform import Platform, PlatformError
-from controller.platform.local import SHARDS
 from controller.policy import (
     ConsumerObservation,
     ConsumerPolicyState,
@@ -36,12 +37,15 @@ from controller.policy import (
 )
 from controller.probe import Probe
 from controller.routing import RoutingTable, build_routing_table
+from controller.scaling import NodeSource, ScaleReport, scale_shards
 from controller.status import build_status
+from controller.topology import ClusterNotStable, Connect, connector
 
 __all__ = ["Controller"]
 
 log = logging.getLogger("slotpilot.controller")
 decisions_log = logging.getLogger("slotpilot.decision")
+migration_log = logging.getLogger("slotpilot.migration")
 
 
 class Controller:
@@ -53,13 +57,13 @@ class Controller:
         platform: Platform,
         clock: Callable[[], float] = time.monotonic,
         metrics: Any = None,
-        act_on_shards: bool = False,
+        nodes: NodeSource | None = None,
     ) -> None:
         self.cfg = cfg
         self.platform = platform
         self.clock = clock
         self.metrics = metrics
-        self.act_on_shards = act_on_shards  # shard changes need slot migration (topology)
+        self.nodes = nodes  # where shard nodes come from; None: shard decisions are advice
         tls = cfg.cluster.tls
         connection: dict[str, Any] = {
             "username": cfg.cluster.username,
@@ -74,6 +78,9 @@ class Controller:
                 ssl_cert_reqs="required" if tls.verify else "none",
             )
         self._connection = connection
+        self._admin: Connect | None = None
+        self.migrating = False
+        self.scale_history: list[ScaleReport] = []
         self.probe = Probe(cfg.cluster.seeds, timeout=cfg.probe.timeout_seconds, **connection)
         self._client: ClusterClient | None = None
         capacity = cfg.shards.capacity
@@ -137,7 +144,9 @@ class Controller:
         view = self.view
         shards_now = len(view.shard_utilization) if view is not None else 0
         gates = tuple(g.name for g in view.gates) if view is not None else ("no_probe_yet",)
-        shard_obs = ShardObservation(shards_now, view.utilization if view else None, gates)
+        shard_obs = ShardObservation(
+            shards_now, view.utilization if view else None, gates, self.migrating
+        )
         out.append(decide_shards(self.cfg.shards.policy(), self.shard_state, shard_obs, now))
         for consumer in self.cfg.consumers:
             try:
@@ -152,7 +161,9 @@ class Controller:
         return out
 
     def reconcile_once(self) -> list[Decision]:
-        """Decide for every target and act on the decisions that can be carried out."""
+        """Finish an interrupted shard change, then decide for every target and act on the
+        decisions that can be carried out."""
+        self._repair_shards()
         decided = self._decide()
         for decision, new_state in decided:
             acted = self._act(decision)
@@ -170,15 +181,87 @@ class Controller:
     def _act(self, decision: Decision) -> bool:
         if decision.direction == "none":
             return False
-        if decision.target == "shards" and not self.act_on_shards:
-            return False
-        target = SHARDS if decision.target == "shards" else decision.target
+        if decision.target == "shards":
+            return self.nodes is not None and self.scale_shards(decision.desired)
         try:
-            self.platform.set_replicas(target, decision.desired)
+            self.platform.set_replicas(decision.target, decision.desired)
         except PlatformError as exc:
             log.error("scaling %s to %d failed: %s", decision.target, decision.desired, exc)
             return False
         return True
+
+    # -- shards ----------------------------------------------------------------------------
+
+    def _seed(self) -> str:
+        view = self.view
+        if view is not None:
+            for address, node in sorted(view.nodes.items()):
+                if node.health.state == "up" and node.role == "primary":
+                    return address
+        return self.cfg.cluster.seeds[0]
+
+    def _repair_shards(self) -> None:
+        """What the cluster says, not memory: open slots (a crash mid-migration) or a
+        primary without slots (a crash between join and rebalance) mean a shard change was
+        cut off; finish it at the current shard count before deciding anything new."""
+        view = self.view
+        if self.nodes is None or view is None or self.migrating:
+            return
+        primaries = [n for n in view.nodes.values() if n.role == "primary" and n.node_id]
+        empty = [n for n in primaries if n.node_id not in view.shard_utilization]
+        open_slots = any(g.name == "open_slots" for g in view.gates)
+        ignorable = ("open_slots", "failover_recent")
+        other_gates = [g.name for g in view.gates if g.name not in ignorable]
+        if (open_slots or empty) and not other_gates:
+            log.info(json.dumps({"event": "repair", "open_slots": open_slots,
+                                 "empty_primaries": [n.address for n in empty]}))  # fmt: skip
+            self.scale_shards(len(primaries))
+
+    def scale_shards(self, desired: int) -> bool:
+        """Reshard to ``desired`` shards now (blocking); False if refused or failed, in
+        which case the cluster is left consistent and the next cycle resumes."""
+        assert self.nodes is not None
+        if self._admin is None:
+            self._admin = connector(**self._connection)
+        self.migrating = True
+        if self.metrics is not None:
+            self.metrics.set_migration_in_progress(True)
+        started = time.monotonic()
+        try:
+            report = scale_shards(
+                self._admin, self._seed(), desired, self.nodes,
+                replicas_per_shard=self.cfg.shards.replicas_per_shard,
+                engine=self.cfg.shards.engine, progress=self._on_progress,
+                on_draining=self._mark_draining,
+            )  # fmt: skip
+        except (ClusterNotStable, MigrationError, redis.RedisError, OSError, ValueError) as exc:
+            log.error(json.dumps({"event": "scale_failed", "desired": desired,
+                                  "error": f"{type(exc).__name__}: {exc}"}))  # fmt: skip
+            return False
+        finally:
+            self.migrating = False
+            with self._lock:
+                self.draining = set()
+            if self.metrics is not None:
+                self.metrics.set_migration_in_progress(False)
+                self.metrics.migration_duration.observe(time.monotonic() - started)
+        self.scale_history.append(report)
+        log.info(json.dumps({"event": "scaled", **report.as_dict()}, default=str))
+        self.probe_once()
+        return True
+
+    def _mark_draining(self, addresses: list[str]) -> None:
+        """Publish the leaving nodes with weight 0 before any of their slots move."""
+        with self._lock:
+            self.draining = set(addresses)
+            if self.view is not None:
+                self.routing = build_routing_table(self.view, self.draining, self.routing)
+
+    def _on_progress(self, event: dict[str, Any]) -> None:
+        migration_log.info(json.dumps(event))  # one line per batch and per step
+        if self.metrics is not None and event.get("event") == "moved":
+            self.metrics.migrated_slots.inc(event.get("slots", 0))
+            self.metrics.migrated_keys.inc(event.get("keys", 0))
 
     def _log(self, decision: Decision, acted: bool) -> None:
         record = asdict(decision) | {"direction": decision.direction, "acted": acted}
@@ -199,6 +282,8 @@ class Controller:
     def start(self) -> None:
         """Probe once now, then run probe and reconcile jobs in the background."""
         self.probe_once()
+        # A reshard holds the reconcile job for seconds; the skipped runs are expected.
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
         scheduler = BackgroundScheduler()
         interval = self.cfg.probe.interval_seconds
         common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}

@@ -60,6 +60,7 @@ class NodeSample:
     latency_seconds: float | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
     cluster_info: Mapping[str, Any] = field(default_factory=dict)
+    open_slots: tuple[tuple[int, str, str], ...] = ()  # the node's own migrating/importing
 
     @property
     def ok(self) -> bool:
@@ -121,6 +122,15 @@ def _error_reason(exc: BaseException) -> str:
     if isinstance(exc, redis.ResponseError):
         return "error_reply"
     return "malformed"
+
+
+def _own_open_slots(raw: Any) -> tuple[tuple[int, str, str], ...]:
+    """The ``myself`` line's open slots, parsing only that line of ``CLUSTER NODES``."""
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    mine = next((line for line in text.splitlines() if "myself" in line), None)
+    if mine is None or "[" not in mine:
+        return ()
+    return parse_node_entries(mine)[0].open_slots
 
 
 class Probe:
@@ -203,6 +213,10 @@ class Probe:
             cluster_info = client.cluster("info")
             if not isinstance(info, Mapping) or not isinstance(cluster_info, Mapping):
                 raise ValueError("INFO reply is not a mapping")
+            # A node lists only its own migrating/importing slots: ask every primary.
+            own: tuple[tuple[int, str, str], ...] = ()
+            if info.get("role") == "master":
+                own = _own_open_slots(client.execute_command("CLUSTER", "NODES"))
         except Exception as exc:  # any failure is a reason on the sample
             breaker.record(exc, trial)
             return NodeSample(address, started, error=_error_reason(exc))
@@ -213,6 +227,7 @@ class Probe:
             latency_seconds=latency,
             info=dict(info),
             cluster_info=dict(cluster_info),
+            open_slots=own,
         )
 
     def run(self) -> ProbeResult:

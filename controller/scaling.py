@@ -404,10 +404,10 @@ def wait_converged(connect: Connect, seed: str, timeout: float = 60.0) -> None:
     last = "no answer"
     while time.monotonic() < deadline:
         with contextlib.suppress(redis.RedisError, OSError):
-            live = live_entries(read_topology(connect, seed).entries)
+            live = live_entries(read_topology(connect, seed, False).entries)
             views = set()
             for entry in live:
-                view = live_entries(read_topology(connect, entry.address).entries)
+                view = live_entries(read_topology(connect, entry.address, False).entries)
                 views.add(frozenset((e.node_id, e.is_primary, e.primary_id, e.slots) for e in view))
                 state = _text(connect(entry.address).cluster("info").get("cluster_state"))
                 if state != "ok":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 
@@ -67,10 +67,30 @@ class Topology:
         return [slot for e in self.entries for slot in e.open_slots]
 
 
-def read_topology(connect: Connect, seed: str) -> Topology:
-    raw = connect(seed).execute_command("CLUSTER", "NODES")
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    return Topology(seed, parse_node_entries(text))
+def _nodes_text(connect: Connect, address: str) -> str:
+    raw = connect(address).execute_command("CLUSTER", "NODES")
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def read_topology(connect: Connect, seed: str, own_open_slots: bool = True) -> Topology:
+    """The cluster as ``seed`` sees it. A node lists only its *own* migrating/importing
+    slots, so with ``own_open_slots`` every other reachable primary is asked for its own
+    (a gate that trusted one node's view would miss a slot left open elsewhere)."""
+    entries = list(parse_node_entries(_nodes_text(connect, seed)))
+    if own_open_slots:
+        for i, entry in enumerate(entries):
+            if not entry.is_primary or not entry.address or "myself" in entry.flags:
+                continue
+            if entry.flags & {"fail", "fail?", "noaddr", "handshake"}:
+                continue
+            try:
+                own = [e for e in parse_node_entries(_nodes_text(connect, entry.address))
+                       if "myself" in e.flags]  # fmt: skip
+            except (redis.RedisError, OSError):
+                continue  # unreachable: the gates report it
+            if own and own[0].node_id == entry.node_id:
+                entries[i] = replace(entry, open_slots=own[0].open_slots)
+    return Topology(seed, tuple(entries))
 
 
 def check_gates(topology: Topology, connect: Connect) -> None:
@@ -291,7 +311,7 @@ def join(
         info = node.cluster("info")
         state = info.get("cluster_state")
         state = state.decode() if isinstance(state, bytes) else state
-        known = read_topology(connect, seed).entries
+        known = read_topology(connect, seed, False).entries
         if state == "ok" and any(e.node_id == node_id for e in known):
             break
         if time.monotonic() > deadline:
