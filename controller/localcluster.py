@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,22 +126,19 @@ _reserved_lock = threading.Lock()
 def free_port(cluster_bus: bool = True, above: int | None = None) -> int:
     """A free port on 127.0.0.1 (and, for cluster nodes, a free bus port at +10000).
 
-    Client ports come from 20000-29999, so they never collide with a bus port (30000+) of
-    a node that has not bound it yet; ports handed out by this process are not reused.
+    Client ports come from 20000-29999 (random ones below 26000), so they never collide
+    with a bus port (30000+) of a node that has not bound it yet; ports handed out by this
+    process are not reused.
     With ``above``, the lowest free port above it: new nodes then sort after the existing
     ones, which is how the shard scaler tells the newest (highest "ordinal") nodes.
     """
+    candidates: Iterable[int] = (
+        range(max(above + 1, 20000), 30000)
+        if above is not None
+        else (random.randint(20000, 25999) for _ in range(500))  # headroom for "above"
+    )
     with _reserved_lock:
-        if above is not None:
-            for port in range(max(above + 1, 20000), 30000):
-                if port in _reserved or not _port_is_free(port):
-                    continue
-                if cluster_bus and not _port_is_free(port + 10000):
-                    continue
-                _reserved.add(port)
-                return port
-        for _ in range(500):
-            port = random.randint(20000, 29999)
+        for port in candidates:
             if port in _reserved or not _port_is_free(port):
                 continue
             if cluster_bus and not _port_is_free(port + 10000):

@@ -186,3 +186,42 @@ def test_missing_password_env_exits_2(tmp_path: Path, cluster: LocalCluster) -> 
         result.returncode == 2
         and "cluster.password_env: environment variable NO_SUCH_VAR_SET" in result.stderr
     )
+
+
+def test_run_with_autoscale_reshards_an_idle_cluster_down(
+    tmp_path: Path, cluster: LocalCluster
+) -> None:
+    """`shards.autoscale: true`: the controller process drains, forgets and stops a shard."""
+    path = tmp_path / "autoscale.yaml"
+    path.write_text(
+        f'cluster: {{seeds: ["{cluster.seed}"]}}\n'
+        "probe: {interval_seconds: 0.5, timeout_seconds: 0.3, rise: 1, fall: 2}\n"
+        "shards: {min_shards: 2, max_shards: 3, autoscale: true, node_timeout_ms: 2000,\n"
+        f"         state_dir: '{tmp_path / 'nodes'}',\n"
+        "         capacity: {ops_per_second: 1000000, cpu_cores: null}}\n"
+    )
+    proc = subprocess.Popen([*CLI, "run", "--config", str(path), "--port", "0"],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(
+        target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True
+    ).start()  # type: ignore[union-attr]
+    try:
+        wait_for(lambda: any('"event": "scaled"' in line for line in lines), seconds=90)
+        scaled = json.loads(next(line for line in lines if '"event": "scaled"' in line))
+        assert (scaled["before"], scaled["after"], len(scaled["removed"])) == (3, 2, 2)
+        url = next(json.loads(x)["url"] for x in lines if '"listening"' in x)
+        metrics = {
+            f.name: f for f in text_string_to_metric_families(get(f"{url}/metrics")[2].decode())
+        }
+        moved = metrics["slotpilot_migrated_slots"].samples[0].value
+        assert moved == scaled["slots_moved"] > 5000
+        batches = [json.loads(x) for x in lines if x.startswith('{"event": "moved"')]
+        assert sum(b["slots"] for b in batches) == moved
+        assert len([n for n in cluster.nodes if n.running]) == 4  # the leaving shard stopped
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
