@@ -202,15 +202,7 @@ def _admin_connect(args: argparse.Namespace) -> Any:
 def _rebalance(args: argparse.Namespace) -> int:
     from controller.topology import ClusterNotStable, rebalance
 
-    moved = {"slots": 0, "keys": 0}
-
-    def progress(event: dict[str, Any]) -> None:
-        moved["slots"] += event.get("slots", 0)
-        moved["keys"] += event.get("keys", 0)
-        if sys.stderr.isatty():
-            print(f"\r{moved['slots']} slots, {moved['keys']} keys moved", end="", file=sys.stderr)
-        else:
-            print(json.dumps(event), file=sys.stderr)
+    progress = _ProgressPrinter()
 
     try:
         plan, report = rebalance(
@@ -218,10 +210,10 @@ def _rebalance(args: argparse.Namespace) -> int:
             dry_run=args.dry_run, progress=progress,
         )  # fmt: skip
     except ClusterNotStable as exc:
+        progress.close()
         print(f"refused: {exc}", file=sys.stderr)
         return 3
-    if sys.stderr.isatty() and report is not None:
-        print(file=sys.stderr)
+    progress.close()
     summary: dict[str, Any] = {
         "dry_run": args.dry_run,
         "slots_to_move": plan.slot_count,

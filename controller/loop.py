@@ -271,6 +271,8 @@ class Controller:
         with self._lock:
             status = build_status(self.view, self.decisions, sorted(self.draining))
         status["backlogs"] = dict(self.backlogs)
+        last = self.scale_history[-1].as_dict() if self.scale_history else None
+        status["resharding"] = {"in_progress": self.migrating, "last": last}
         return status
 
     @property

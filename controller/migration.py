@@ -155,7 +155,8 @@ class MigrationExecutor:
         by_source: dict[str, list[SlotMove]] = {}
         for move in moves:
             by_source.setdefault(move.source, []).append(move)
-        report.keys = sum(self._count_keys(m) for m in moves)
+        keys = [self._count_keys(m) for m in moves]
+        report.keys = sum(keys)
         for source, source_moves in by_source.items():
             args: list[Any] = ["CLUSTER", "MIGRATESLOTS"]
             for move in source_moves:
@@ -185,10 +186,11 @@ class MigrationExecutor:
                 self._cancel(by_source)
                 raise MigrationError(f"atomic migration not done in {self.deadline_seconds}s")
             time.sleep(0.01)
-        for move in moves:
+        for move, count in zip(moves, keys, strict=True):
             report.slots += move.slot_count
             self._progress({"event": "moved", "engine": "atomic", "source": move.source,
-                            "target": move.target, "slots": move.slot_count})  # fmt: skip
+                            "target": move.target, "slots": move.slot_count,
+                            "keys": count})  # fmt: skip
 
     def _cancel(self, by_source: Mapping[str, Any]) -> None:
         for source in by_source:
@@ -289,19 +291,24 @@ class MigrationExecutor:
             )
 
     def _close_slots(self, move: SlotMove, slots: Sequence[int]) -> None:
-        """SETSLOT NODE on the target first, then the source, then every other primary."""
+        """SETSLOT NODE on the target first, then the source, then every other primary
+        (those at once: each SETSLOT NODE costs a server a config save, and the others'
+        copies only speed up what gossip would tell them anyway)."""
         others = [n for n in self.addresses if n not in (move.target, move.source)]
         commands = [("CLUSTER", "SETSLOT", s, "NODE", move.target) for s in slots]
-        for node_id in [move.target, move.source, *others]:
+        for node_id in (move.target, move.source):
             errors = [r for r in self._batch(node_id, commands) if isinstance(r, Exception)]
             if node_id == move.source:
                 # A source that just gave away its last slot may already have turned into
                 # a replica of the target (cluster-allow-replica-migration): that is fine.
                 errors = [e for e in errors if "only with masters" not in str(e)]
-            if errors and node_id in (move.target, move.source):
+            if errors:
                 raise MigrationError(
                     f"SETSLOT NODE on {node_id}: {errors[0]}", move.source, move.target
                 )
+        if others:
+            with ThreadPoolExecutor(max_workers=len(others)) as pool:
+                list(pool.map(lambda node_id: self._batch(node_id, commands), others))
 
     def _rollback(self, move: SlotMove, slots: Sequence[int]) -> None:
         """Close slots whose keys are all still on the source (``STABLE`` both sides).

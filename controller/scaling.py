@@ -325,13 +325,18 @@ def _scale_in(
     # Survivors that are neither keepers nor their replicas become replicas of keepers
     # now, so forgetting the leaving nodes cannot take a survivor's primary with it.
     topology = read_topology(connect, seed)
+    repointed = False
     for entry in live_entries(topology.entries):
         if entry.node_id in keepers or entry.node_id in plan.leave:
             continue
         if entry.is_primary or entry.primary_id not in keepers:
             _replicate(connect, entry.address, _fewest_replicas(topology, keepers))
             topology = read_topology(connect, seed)
-    report.removed = forget(connect, seed, list(plan.leave))
+            repointed = True
+    if repointed:
+        wait_converged(connect, seed, timeout)
+    # exactly the leaving nodes: a survivor may still look like a leaver's replica
+    report.removed = forget(connect, seed, list(plan.leave), with_replicas=False)
     emit({"event": "forgotten", "nodes": report.removed})
     nodes.remove_nodes(report.removed)
     wait_converged(connect, seed, timeout)

@@ -262,14 +262,18 @@ def drain(
     return executor.execute(plan)
 
 
-def forget(connect: Connect, seed: str, node_ids: list[str]) -> list[str]:
+def forget(
+    connect: Connect, seed: str, node_ids: list[str], with_replicas: bool = True
+) -> list[str]:
     """Remove nodes from the cluster: ``CLUSTER FORGET`` on every remaining node (inside
     the 60 s ban window, so gossip cannot bring them back), then ``CLUSTER RESET HARD`` on
-    the removed nodes that still answer. Replicas of a removed primary are removed too.
-    Returns the addresses of the removed nodes."""
+    the removed nodes that still answer. With ``with_replicas``, replicas of a removed
+    primary are removed too. Returns the addresses of the removed nodes."""
     topology = read_topology(connect, seed)
     by_id = {e.node_id: e for e in topology.entries}
-    removing = set(node_ids) | {e.node_id for e in topology.entries if e.primary_id in node_ids}
+    removing = set(node_ids)
+    if with_replicas:
+        removing |= {e.node_id for e in topology.entries if e.primary_id in node_ids}
     for node_id in removing:
         entry = by_id.get(node_id)
         if entry is not None and entry.slots:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from balancer import ClusterClient
 from controller.config import SlotpilotConfig
 from controller.localcluster import LocalCluster
 from controller.loop import Controller
@@ -42,6 +43,8 @@ def test_scale_in_marks_leaving_nodes_draining_before_slots_move(make_cluster: A
     metrics = ControllerMetrics()
     controller = Watching(_config(cluster), LocalPlatform({}), metrics=metrics, nodes=cluster)
     controller.tables = []
+    with ClusterClient(cluster.seed) as client:
+        client.mset({f"k:{i}": i for i in range(2000)})
     try:
         controller.probe_once()
         decisions = {d.target: d for d in controller.reconcile_once()}
@@ -62,7 +65,11 @@ def test_scale_in_marks_leaving_nodes_draining_before_slots_move(make_cluster: A
         assert controller.view is not None and len(controller.view.shard_utilization) == 2
         text = metrics.render().decode()
         assert f"slotpilot_migrated_slots_total {report.slots_moved:.1f}" in text
+        assert report.keys_moved > 300  # counted by both engines, batch by batch
+        assert f"slotpilot_migrated_keys_total {report.keys_moved:.1f}" in text
         assert "slotpilot_migration_in_progress 0.0" in text
+        status = controller.status()["resharding"]
+        assert status["in_progress"] is False and status["last"]["after"] == 2
         assert "slotpilot_migration_duration_seconds_count 1.0" in text
         # at min_shards now (and in the cooldown): the next cycle holds
         again = {d.target: d for d in controller.reconcile_once()}
