@@ -39,7 +39,7 @@ from controller.probe import Probe
 from controller.routing import RoutingTable, build_routing_table
 from controller.scaling import NodeSource, ScaleReport, scale_shards
 from controller.status import build_status
-from controller.topology import ClusterNotStable, Connect, connector
+from controller.topology import ClusterNotStable, Connect, connector, fix
 
 __all__ = ["Controller"]
 
@@ -170,6 +170,8 @@ class Controller:
             if decision.target == "shards":
                 if acted:
                     self.shard_state = new_state
+                else:
+                    self._fill_empty_primaries(decision)
             elif acted or decision.direction == "none":
                 self.consumer_states[decision.target] = new_state
             self.decisions[decision.target] = decision
@@ -201,35 +203,56 @@ class Controller:
         return self.cfg.cluster.seeds[0]
 
     def _repair_shards(self) -> None:
-        """What the cluster says, not memory: open slots (a crash mid-migration) or a
-        primary without slots (a crash between join and rebalance) mean a shard change was
-        cut off; finish it at the current shard count before deciding anything new."""
+        """What the cluster says, not memory: slots left open by a crash mid-migration are
+        closed (``fix``: toward the side holding keys, else back) before anything is
+        decided; the policy then takes the change up again from the resulting state."""
         view = self.view
         if self.nodes is None or view is None or self.migrating:
             return
+        if not any(g.name == "open_slots" for g in view.gates) or self._other_gates(view):
+            return
+        log.info(json.dumps({"event": "repair", "reason": "open slots"}))
+        try:
+            report = fix(self._admin_connect(), self._seed())
+        except (redis.RedisError, OSError) as exc:
+            log.error(json.dumps({"event": "repair_failed", "error": f"{exc}"}))
+            return
+        log.info(json.dumps({"event": "repaired", **asdict(report)}))
+        self.probe_once()
+
+    def _fill_empty_primaries(self, decision: Decision) -> None:
+        """A primary without slots (a scale-out cut off between join and rebalance, or a
+        node joined by hand) gets its share when the policy wants no change."""
+        view = self.view
+        if self.nodes is None or view is None or decision.direction != "none":
+            return
         primaries = [n for n in view.nodes.values() if n.role == "primary" and n.node_id]
-        empty = [n for n in primaries if n.node_id not in view.shard_utilization]
-        open_slots = any(g.name == "open_slots" for g in view.gates)
-        ignorable = ("open_slots", "failover_recent")
-        other_gates = [g.name for g in view.gates if g.name not in ignorable]
-        if (open_slots or empty) and not other_gates:
-            log.info(json.dumps({"event": "repair", "open_slots": open_slots,
-                                 "empty_primaries": [n.address for n in empty]}))  # fmt: skip
+        empty = [n.address for n in primaries if n.node_id not in view.shard_utilization]
+        if empty and not view.gates:
+            log.info(json.dumps({"event": "repair", "empty_primaries": empty}))
             self.scale_shards(len(primaries))
+
+    @staticmethod
+    def _other_gates(view: ClusterView) -> list[str]:
+        ignorable = ("open_slots", "failover_recent")
+        return [g.name for g in view.gates if g.name not in ignorable]
+
+    def _admin_connect(self) -> Connect:
+        if self._admin is None:
+            self._admin = connector(**self._connection)
+        return self._admin
 
     def scale_shards(self, desired: int) -> bool:
         """Reshard to ``desired`` shards now (blocking); False if refused or failed, in
         which case the cluster is left consistent and the next cycle resumes."""
         assert self.nodes is not None
-        if self._admin is None:
-            self._admin = connector(**self._connection)
         self.migrating = True
         if self.metrics is not None:
             self.metrics.set_migration_in_progress(True)
         started = time.monotonic()
         try:
             report = scale_shards(
-                self._admin, self._seed(), desired, self.nodes,
+                self._admin_connect(), self._seed(), desired, self.nodes,
                 replicas_per_shard=self.cfg.shards.replicas_per_shard,
                 engine=self.cfg.shards.engine, progress=self._on_progress,
                 on_draining=self._mark_draining,

@@ -80,7 +80,9 @@ def test_scale_in_marks_leaving_nodes_draining_before_slots_move(make_cluster: A
 
 
 def test_restart_repairs_an_open_slot_and_fills_an_empty_primary(make_cluster: Any) -> None:
-    """A controller that starts on a half-done change finishes it from what the cluster says."""
+    """A controller that starts on a half-done change finishes it from what the cluster says:
+    the open slot is closed first, then the idle policy (at min) holds and the primary that
+    joined but never got slots receives its share and a replica."""
     cluster: LocalCluster = make_cluster(3, 1)
     connect = connector()
     cluster.add_node()  # joined, never given slots: a crash between join and rebalance
@@ -90,16 +92,18 @@ def test_restart_repairs_an_open_slot_and_fills_an_empty_primary(make_cluster: A
     slot = owner.slots[0][0]
     connect(other.address).execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", owner.node_id)
     connect(owner.address).execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", other.node_id)
-    cfg = _config(cluster, min_shards=4, max_shards=4)  # no policy move: repair only
-    controller = Controller(cfg, LocalPlatform({}), nodes=cluster)
+    controller = Controller(_config(cluster, min_shards=3, max_shards=4), LocalPlatform({}),
+                            nodes=cluster)  # fmt: skip
     try:
         controller.probe_once()
         assert {g.name for g in controller.view.gates} >= {"open_slots"}  # type: ignore[union-attr]
-        controller.reconcile_once()
+        decisions = {d.target: d for d in controller.reconcile_once()}
+        assert decisions["shards"].direction == "none"  # at min: the policy holds
         after = read_topology(connect, cluster.seed)
         assert after.open_slots() == []
         shares = sorted(sum(hi - lo + 1 for lo, hi in p.slots) for p in after.primaries)
         assert shares == [4096, 4096, 4096, 4096]
-        assert controller.scale_history[-1].repaired is not None
+        filled = controller.scale_history[-1]
+        assert (filled.before, filled.after, len(filled.added)) == (3, 4, 1)  # + its replica
     finally:
         controller.stop()
