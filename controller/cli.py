@@ -313,9 +313,12 @@ def _scale(args: argparse.Namespace) -> int:
                 print(f"{where}: {message}", file=sys.stderr)
             return 2
         seeds, replicas = list(cfg.cluster.seeds), cfg.shards.replicas_per_shard
+        workdir = args.workdir or cfg.shards.state_dir
+        engine = args.engine or cfg.shards.engine
     else:
         username, password = args.user, os.environ.get("REDISCLI_AUTH")
-        seeds, replicas = [args.seed], args.replicas
+        seeds, replicas, workdir = [args.seed], args.replicas, args.workdir
+        engine = args.engine or "auto"
     connect = connector(username=username, password=password)
     seed = next((s for s in seeds if _answers(connect, s)), None)
     if seed is None:
@@ -328,9 +331,9 @@ def _scale(args: argparse.Namespace) -> int:
     auth = ClusterAuth(password, username) if password else None
     progress = _ProgressPrinter()
     try:
-        nodes = local_node_source(connect(seed), args.workdir or _state_dir(), auth)
+        nodes = local_node_source(connect(seed), workdir or _state_dir(), auth)
         report = scale_shards(connect, seed, args.shards, nodes, replicas_per_shard=replicas,
-                              engine=args.engine, progress=progress)  # fmt: skip
+                              engine=engine, progress=progress)  # fmt: skip
     except ClusterNotStable as exc:
         progress.close()
         print(f"refused: {exc}", file=sys.stderr)
@@ -432,7 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     where = scale.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", help="controller config (seeds, credentials, replicas)")
     where.add_argument("--seed", help="HOST:PORT of any node of a cluster to adopt")
-    scale.add_argument("--engine", choices=["auto", "atomic", "classic"], default="auto")
+    scale.add_argument(
+        "--engine", choices=["auto", "atomic", "classic"], default=None,
+        help="default: the config's shards.engine, else auto",
+    )  # fmt: skip
     scale.add_argument(
         "--replicas", type=int, default=None, help="replicas per shard (default: the cluster's)"
     )

@@ -4,7 +4,9 @@ Consumer targets run N copies of a configured command (each gets ``SLOTPILOT_TAR
 and ``SLOTPILOT_REPLICA`` in its environment); scaling down stops the highest replica
 numbers first, like a StatefulSet, with SIGTERM and a grace period. The ``shards``
 target reports the server processes of a :class:`~controller.localcluster.LocalCluster`;
-changing it needs slot migration (the topology issue), so it refuses for now.
+it is not changed through :meth:`LocalPlatform.set_replicas`: a shard count changes by
+resharding (:func:`controller.scaling.scale_shards`, which the controller runs with a
+``LocalCluster`` or :func:`~controller.localcluster.local_node_source` as node source).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class LocalPlatform:
         if replicas < 0:
             raise PlatformError(f"{target}: replicas must be >= 0, got {replicas}")
         if target == SHARDS:
-            raise PlatformError("changing the shard count needs slot migration (not available)")
+            raise PlatformError("shard counts change by resharding: controller.scaling")
         with self._lock:
             procs = self._target(target)
             while len(procs) < replicas:

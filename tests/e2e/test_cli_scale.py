@@ -65,7 +65,13 @@ def test_scale_out_then_in_adopting_a_cluster(cluster: LocalCluster, workdir: Pa
     # the added nodes are detached processes with pidfiles: they outlived the command
     assert len(list(workdir.glob("*/server.pid"))) == 2
 
-    back = _scale(cluster.seed, 3, workdir)
+    config = workdir / "slotpilot.yaml"  # the same cluster through a config file
+    config.write_text(
+        f'cluster: {{seeds: ["{cluster.seed}"]}}\nshards: {{replicas_per_shard: 1}}\n'
+    )
+    back = subprocess.run([*CLI, "scale", "--shards", "3", "--config", str(config),
+                           "--workdir", str(workdir), "--json"],
+                          capture_output=True, text=True, timeout=300, env=ENV)  # fmt: skip
     assert back.returncode == 0, back.stderr
     summary = json.loads(back.stdout)
     assert sorted(summary["removed"]) == sorted(json.loads(out.stdout)["added"])
@@ -74,6 +80,16 @@ def test_scale_out_then_in_adopting_a_cluster(cluster: LocalCluster, workdir: Pa
         assert client.mget([f"k:{i}" for i in range(2000)]) == [
             str(i).encode() for i in range(2000)
         ]
+
+
+def test_scale_rejects_bad_input(cluster: LocalCluster, workdir: Path) -> None:
+    zero = _scale(cluster.seed, 0, workdir)
+    assert zero.returncode == 2 and "--shards: must be >= 1" in zero.stderr
+    bad = workdir / "bad.yaml"
+    bad.write_text("cluster: {seeds: []}\n")
+    result = subprocess.run([*CLI, "scale", "--shards", "3", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2 and "cluster.seeds" in result.stderr
 
 
 def test_scale_refuses_while_a_node_is_failing(cluster: LocalCluster, workdir: Path) -> None:

@@ -45,5 +45,5 @@ def test_errors_name_the_problem() -> None:
         platform.get_replicas("sms")
     with pytest.raises(PlatformError, match=">= 0"):
         platform.set_replicas("email", -1)
-    with pytest.raises(PlatformError, match="slot migration"):
+    with pytest.raises(PlatformError, match="resharding"):
         platform.set_replicas("shards", 4)
