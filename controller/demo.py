@@ -199,7 +199,7 @@ def run_reshard_demo(
                 i += 1
                 next_at += workers / rate[0]
                 time.sleep(max(0.0, next_at - time.monotonic()))
-                next_at = max(next_at, time.monotonic() - 1.0)  # no burst after a stall
+                next_at = max(next_at, time.monotonic())  # no catching up after a stall
 
         def shards_now() -> int:
             view = controller.view
@@ -207,13 +207,15 @@ def run_reshard_demo(
 
         def wait_for(done: Any, what: str) -> bool:
             deadline = time.monotonic() + phase_timeout
-            last = -1
+            last, said = -1, 0.0
             while time.monotonic() < deadline:
                 count = shards_now()
                 if count != last:
                     result.shards_over_time.append((round(time.monotonic() - t0, 1), count))
-                    say(f"{count} shards, cluster utilization {_pct(controller)}")
-                    last = count
+                if count != last or time.monotonic() - said >= 1.0:
+                    moving = ", resharding" if controller.migrating else ""
+                    say(f"{count} shards, cluster utilization {_pct(controller)}{moving}")
+                    last, said = count, time.monotonic()
                 if done(count) and not controller.migrating:
                     return True
                 time.sleep(0.2)
