@@ -76,6 +76,9 @@ def _shard_nodes(cfg: Any) -> Any:
     from controller.localcluster import ClusterAuth, ClusterStartError, local_node_source
     from controller.topology import connector
 
+    if cfg.cluster.tls.enabled:  # new local nodes would need server certificates
+        print("shards.autoscale: the local platform cannot start TLS nodes yet", file=sys.stderr)
+        raise SystemExit(2)
     try:
         password = resolve_password(cfg)
     except ConfigError as exc:

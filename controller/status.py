@@ -101,4 +101,12 @@ def render_status(status: Mapping[str, Any]) -> str:
             )
             counts = f"{d.get('current', '?'):>7} {d.get('desired', '?'):>7}"
             lines.append(f"{target:<16} {counts}  {d.get('reason', '')}{blocked}")
+    resharding = status.get("resharding") or {}
+    if resharding.get("in_progress"):
+        lines += ["", "resharding: in progress"]
+    elif resharding.get("last"):
+        last = resharding["last"]
+        lines += ["", f"last reshard: {last['before']} -> {last['after']} shards in "
+                      f"{last['seconds']:.1f}s, {last['slots_moved']} slots, "
+                      f"{last['keys_moved']} keys moved"]  # fmt: skip
     return "\n".join(lines) + "\n"

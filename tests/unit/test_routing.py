@@ -60,3 +60,17 @@ def test_status_document_and_table() -> None:
     assert "127.0.0.1:7001" in text and "timeout" in text and "draining" in text
     assert "blocked: at_min" in text and "max" in text
     assert render_status(build_status(None, {})).startswith("controller not ready")
+
+
+def test_status_table_shows_resharding() -> None:
+    from controller.status import build_status, render_status
+
+    status = build_status(view_with(), {})
+    assert "reshard" not in render_status(status)
+    status["resharding"] = {"in_progress": True, "last": None}
+    assert "resharding: in progress" in render_status(status)
+    last = {"before": 3, "after": 4, "seconds": 2.46, "slots_moved": 4096, "keys_moved": 2812}
+    status["resharding"] = {"in_progress": False, "last": last}
+    assert "last reshard: 3 -> 4 shards in 2.5s, 4096 slots, 2812 keys moved" in render_status(
+        status
+    )
