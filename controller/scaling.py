@@ -258,6 +258,22 @@ def _scale_out(
     emit({"event": "add_nodes", "count": count, "primaries": new_primaries})
     added = nodes.add_nodes(count, [e.address for e in live])
     report.added = list(added)
+    try:
+        _join_all(connect, seed, added, new_primaries, emit, timeout)
+    except BaseException:
+        # Stop what never made it into the cluster: a re-run starts fresh nodes, and
+        # an unjoined server would otherwise run on, unseen by anyone.
+        with contextlib.suppress(redis.RedisError, OSError):
+            topology = read_topology(connect, seed, False)
+            known = {e.address for e in live_entries(topology.entries)}
+            nodes.remove_nodes([a for a in added if a not in known])
+        raise
+    wait_converged(connect, seed, timeout)
+    return seed
+
+
+def _join_all(connect: Connect, seed: str, added: Sequence[str], new_primaries: int,
+              emit: Progress, timeout: float) -> None:  # fmt: skip
     for address in added:  # MEET them all first: their rejoin delays then overlap
         host, _, port = address.rpartition(":")
         connect(seed).execute_command("CLUSTER", "MEET", host.strip("[]"), int(port))
@@ -281,8 +297,6 @@ def _scale_out(
         counts[primary] += 1
         join(connect, seed, address, replica_of=primary, timeout=timeout)
         emit({"event": "joined", "node": address, "role": "replica", "primary": primary})
-    wait_converged(connect, seed, timeout)
-    return seed
 
 
 def _scale_in(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+import redis
+
 from balancer import ClusterClient
 from controller.localcluster import LocalCluster
 from controller.scaling import live_entries, scale_shards
@@ -105,3 +108,33 @@ def test_scale_in_promotes_a_surviving_replica_instead_of_moving_slots(
     client.refresh_topology()
     assert [client.get(f"p:{i}") for i in range(300)] == [str(i).encode() for i in range(300)]
     client.close()
+
+
+class NonClusterNodes:
+    """A node source whose nodes cannot join (cluster support off): join must fail."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.removed: list[str] = []
+
+    def add_nodes(self, count: int, existing: Any) -> list[str]:
+        node = self.cluster.spawn_node(extra_args=["--cluster-enabled", "no"])
+        self.cluster._wait_all_answer([node])
+        return [node.address]
+
+    def remove_nodes(self, addresses: Any) -> None:
+        self.removed += list(addresses)
+        self.cluster.remove_nodes(addresses)
+
+    def ordinal(self, address: str) -> Any:
+        return self.cluster.ordinal(address)
+
+
+def test_a_node_that_cannot_join_is_stopped_and_the_error_raised(make_cluster: Any) -> None:
+    cluster: LocalCluster = make_cluster(3, 0)
+    source = NonClusterNodes(cluster)
+    with pytest.raises(redis.ResponseError, match="cluster support disabled"):
+        scale_shards(connector(), cluster.seed, 4, source, replicas_per_shard=0, timeout=5)
+    stray = cluster.nodes[-1]
+    assert source.removed == [stray.address] and not stray.running
+    assert _shape(connector(), cluster.seed) == (3, [0, 0, 0], 16384)
