@@ -388,6 +388,17 @@ def _fix(args: argparse.Namespace) -> int:
     return 0
 
 
+def _address(text: str) -> str:
+    """argparse type: a HOST:PORT, checked before anything connects (exit 2 otherwise)."""
+    from balancer.endpoint import parse_address
+
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slotpilot",
@@ -423,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     reb = commands.add_parser(
         "rebalance", help="give every primary, empty ones included, its share of the slots"
     )
-    reb.add_argument("--seed", required=True, help="HOST:PORT of any cluster node")
+    reb.add_argument("--seed", required=True, type=_address, help="HOST:PORT of any node")
     reb.add_argument("--engine", choices=["auto", "atomic", "classic"], default="auto")
     reb.add_argument("--dry-run", action="store_true", help="show the plan, move nothing")
     reb.add_argument("--threshold", type=float, default=2.0, help="percent off share tolerated")
@@ -437,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--shards", type=int, required=True, help="the shard count to reach")
     where = scale.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", help="controller config (seeds, credentials, replicas)")
-    where.add_argument("--seed", help="HOST:PORT of any node of a cluster to adopt")
+    where.add_argument("--seed", type=_address, help="HOST:PORT of a node of a cluster to adopt")
     scale.add_argument(
         "--engine", choices=["auto", "atomic", "classic"], default=None,
         help="default: the config's shards.engine, else auto",
@@ -455,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     fixer = commands.add_parser(
         "fix", help="close open slots, cover uncovered slots, forget ghost nodes"
     )
-    fixer.add_argument("--seed", required=True, help="HOST:PORT of any cluster node")
+    fixer.add_argument("--seed", required=True, type=_address, help="HOST:PORT of any node")
     fixer.add_argument("--user", default=None, help="ACL user (password: $REDISCLI_AUTH)")
     fixer.add_argument("--json", action="store_true")
     fixer.set_defaults(func=_fix)

@@ -90,6 +90,11 @@ def test_scale_rejects_bad_input(cluster: LocalCluster, workdir: Path) -> None:
     result = subprocess.run([*CLI, "scale", "--shards", "3", "--config", str(bad)],
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2 and "cluster.seeds" in result.stderr
+    garbled = subprocess.run([*CLI, "scale", "--shards", "3", "--seed", "nonsense"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert garbled.returncode == 2 and "--seed: endpoint address 'nonsense'" in garbled.stderr
+    negative = _scale(cluster.seed, 3, workdir, "--replicas", "-1")
+    assert negative.returncode == 2 and "replicas_per_shard >= 0" in negative.stderr
 
 
 def test_scale_refuses_while_a_node_is_failing(cluster: LocalCluster, workdir: Path) -> None:
