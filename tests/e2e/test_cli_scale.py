@@ -112,12 +112,8 @@ def test_scale_refuses_while_a_node_is_failing(cluster: LocalCluster, workdir: P
     assert list(workdir.glob("*/server.pid")) == []  # refused before starting anything
 
 
-def test_sigkill_mid_migration_then_rerun_resumes(
-    make_cluster: Any, server_flavor: str, workdir: Path
-) -> None:
-    """The classic engine is killed between batches with slots open; the same command run
-    again closes them, finishes the move, and every key is where the cluster says."""
-    if server_flavor != "redis":
+def _loaded_redis_cluster(make_cluster: Any, flavor: str) -> tuple[LocalCluster, dict[str, str]]:
+    if flavor != "redis":
         pytest.skip("the classic engine is Redis 7's (Valkey moves slots atomically)")
     cluster: LocalCluster = make_cluster(3, 1)
     values = {f"key:{i}": f"v{i}" * 8 for i in range(40_000)}
@@ -125,6 +121,24 @@ def test_sigkill_mid_migration_then_rerun_resumes(
         items = list(values.items())
         for i in range(0, len(items), 2000):
             client.mset(dict(items[i : i + 2000]))
+    return cluster, values
+
+
+def _assert_all_keys_back(seed: str, values: dict[str, str]) -> None:
+    with ClusterClient(seed) as client:
+        keys = list(values)
+        for i in range(0, len(keys), 2000):
+            chunk = keys[i : i + 2000]
+            assert client.mget(chunk) == [values[k].encode() for k in chunk]
+        assert client.dbsize() == len(values)
+
+
+def test_sigkill_mid_migration_then_rerun_resumes(
+    make_cluster: Any, server_flavor: str, workdir: Path
+) -> None:
+    """The classic engine is killed between batches with slots open; the same command run
+    again closes them, finishes the move, and every key is where the cluster says."""
+    cluster, values = _loaded_redis_cluster(make_cluster, server_flavor)
     cmd = [*CLI, "scale", "--shards", "5", "--seed", cluster.seed, "--workdir", str(workdir),
            "--engine", "classic"]  # fmt: skip
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
@@ -149,12 +163,7 @@ def test_sigkill_mid_migration_then_rerun_resumes(
     again = _scale(cluster.seed, 5, workdir, "--engine", "classic")
     assert again.returncode == 0, again.stderr
     assert _shape(cluster.seed) == (5, [1, 1, 1, 1, 1], 16384, 0)
-    with ClusterClient(cluster.seed) as client:
-        keys = list(values)
-        for i in range(0, len(keys), 2000):
-            chunk = keys[i : i + 2000]
-            assert client.mget(chunk) == [values[k].encode() for k in chunk]
-        assert client.dbsize() == len(values)
+    _assert_all_keys_back(cluster.seed, values)
 
 
 def test_controller_sigkilled_mid_migration_resumes_after_restart(
@@ -162,14 +171,7 @@ def test_controller_sigkilled_mid_migration_resumes_after_restart(
 ) -> None:
     """`slotpilot run` (autoscale, classic engine) is killed while draining a shard; the
     restarted controller closes what was left open and reaches the target: 2 shards."""
-    if server_flavor != "redis":
-        pytest.skip("the classic engine is Redis 7's (Valkey moves slots atomically)")
-    cluster: LocalCluster = make_cluster(3, 1)
-    values = {f"key:{i}": f"v{i}" * 8 for i in range(40_000)}
-    with ClusterClient(cluster.seed) as client:
-        items = list(values.items())
-        for i in range(0, len(items), 2000):
-            client.mset(dict(items[i : i + 2000]))
+    cluster, values = _loaded_redis_cluster(make_cluster, server_flavor)
     config = workdir / "slotpilot.yaml"
     config.write_text(
         f'cluster: {{seeds: ["{cluster.seed}"]}}\n'
@@ -215,9 +217,4 @@ def test_controller_sigkilled_mid_migration_resumes_after_restart(
         second.wait(timeout=30)
     seed = next(n.address for n in cluster.nodes if n.running)
     assert _shape(seed) == (2, [1, 1], 16384, 0)
-    with ClusterClient(seed) as client:
-        keys = list(values)
-        for i in range(0, len(keys), 2000):
-            chunk = keys[i : i + 2000]
-            assert client.mget(chunk) == [values[k].encode() for k in chunk]
-        assert client.dbsize() == len(values)
+    _assert_all_keys_back(seed, values)
