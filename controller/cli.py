@@ -8,7 +8,7 @@ import sys
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -36,15 +36,29 @@ def _validate(args: argparse.Namespace) -> int:
     return validate_command(args.file, sys.stdout)
 
 
+def _config_exit(exc: Any) -> NoReturn:
+    """Exit 2 naming each bad field (a ConfigError's problems)."""
+    for where, message in exc.problems:
+        print(f"{where}: {message}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+def _password(cfg: Any) -> str | None:
+    from controller.config import ConfigError, resolve_password
+
+    try:
+        return resolve_password(cfg)
+    except ConfigError as exc:
+        _config_exit(exc)
+
+
 def _load(path: str) -> Any:
     from controller.config import ConfigError, load_config
 
     try:
         return load_config(path)
     except ConfigError as exc:
-        for where, message in exc.problems:
-            print(f"{where}: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _config_exit(exc)
 
 
 def _controller(cfg: Any, platform: Any, **kwargs: Any) -> Any:
@@ -54,9 +68,7 @@ def _controller(cfg: Any, platform: Any, **kwargs: Any) -> Any:
     try:
         return Controller(cfg, platform, **kwargs)
     except ConfigError as exc:  # e.g. the password's env var is not set
-        for where, message in exc.problems:
-            print(f"{where}: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _config_exit(exc)
 
 
 def _platform(cfg: Any) -> Any:
@@ -72,19 +84,13 @@ def _shard_nodes(cfg: Any) -> Any:
     """The local platform's shard nodes: detached server processes (``shards.state_dir``)."""
     import redis
 
-    from controller.config import ConfigError, resolve_password
     from controller.localcluster import ClusterAuth, ClusterStartError, local_node_source
     from controller.topology import connector
 
     if cfg.cluster.tls.enabled:  # new local nodes would need server certificates
         print("shards.autoscale: the local platform cannot start TLS nodes yet", file=sys.stderr)
         raise SystemExit(2)
-    try:
-        password = resolve_password(cfg)
-    except ConfigError as exc:
-        for where, message in exc.problems:
-            print(f"{where}: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+    password = _password(cfg)
     connect = connector(username=cfg.cluster.username, password=password)
     auth = ClusterAuth(password, cfg.cluster.username) if password else None
     for seed in cfg.cluster.seeds:
@@ -303,18 +309,11 @@ def _scale(args: argparse.Namespace) -> int:
         print("--shards: must be >= 1", file=sys.stderr)
         return 2
     if args.config:
-        from controller.config import ConfigError, resolve_password
-
         cfg = _load(args.config)
         if cfg.shards.platform != "local":
             print("shards.platform: `scale` drives the local platform only", file=sys.stderr)
             return 2
-        try:
-            username, password = cfg.cluster.username, resolve_password(cfg)
-        except ConfigError as exc:
-            for where, message in exc.problems:
-                print(f"{where}: {message}", file=sys.stderr)
-            return 2
+        username, password = cfg.cluster.username, _password(cfg)
         seeds, replicas = list(cfg.cluster.seeds), cfg.shards.replicas_per_shard
         workdir = args.workdir or cfg.shards.state_dir
         engine = args.engine or cfg.shards.engine

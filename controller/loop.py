@@ -209,8 +209,9 @@ class Controller:
         view = self.view
         if self.nodes is None or view is None or self.migrating:
             return
-        if not any(g.name == "open_slots" for g in view.gates) or self._other_gates(view):
-            return
+        gates = {g.name for g in view.gates}
+        if "open_slots" not in gates or gates - {"open_slots", "failover_recent"}:
+            return  # nothing to repair, or the cluster is not sound enough to touch
         log.info(json.dumps({"event": "repair", "reason": "open slots"}))
         try:
             report = fix(self._admin_connect(), self._seed())
@@ -231,11 +232,6 @@ class Controller:
         if empty and not view.gates:
             log.info(json.dumps({"event": "repair", "empty_primaries": empty}))
             self.scale_shards(len(primaries))
-
-    @staticmethod
-    def _other_gates(view: ClusterView) -> list[str]:
-        ignorable = ("open_slots", "failover_recent")
-        return [g.name for g in view.gates if g.name not in ignorable]
 
     def _admin_connect(self) -> Connect:
         if self._admin is None:

@@ -29,6 +29,7 @@ __all__ = [
     "NodeSample",
     "Probe",
     "ProbeResult",
+    "myself_entry",
     "parse_node_entries",
 ]
 
@@ -124,13 +125,12 @@ def _error_reason(exc: BaseException) -> str:
     return "malformed"
 
 
-def _own_open_slots(raw: Any) -> tuple[tuple[int, str, str], ...]:
-    """The ``myself`` line's open slots, parsing only that line of ``CLUSTER NODES``."""
+def myself_entry(raw: Any) -> ClusterNodeEntry | None:
+    """The answering node's own line of ``CLUSTER NODES`` (the only line that lists its
+    migrating/importing slots), parsing only that line."""
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
     mine = next((line for line in text.splitlines() if "myself" in line), None)
-    if mine is None or "[" not in mine:
-        return ()
-    return parse_node_entries(mine)[0].open_slots
+    return parse_node_entries(mine)[0] if mine is not None else None
 
 
 class Probe:
@@ -216,7 +216,8 @@ class Probe:
             # A node lists only its own migrating/importing slots: ask every primary.
             own: tuple[tuple[int, str, str], ...] = ()
             if info.get("role") == "master":
-                own = _own_open_slots(client.execute_command("CLUSTER", "NODES"))
+                mine = myself_entry(client.execute_command("CLUSTER", "NODES"))
+                own = mine.open_slots if mine is not None else ()
         except Exception as exc:  # any failure is a reason on the sample
             breaker.record(exc, trial)
             return NodeSample(address, started, error=_error_reason(exc))

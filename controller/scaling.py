@@ -44,6 +44,7 @@ from controller.topology import (
     forget,
     join,
     read_topology,
+    replica_counts,
 )
 
 __all__ = [
@@ -227,7 +228,7 @@ def scale_shards(
         emit({"event": "rebalance", "slots": plan.slot_count, "moves": len(plan.moves)})
         report.migrations.append(_execute(connect, topology, plan, engine, emit))
     _balance_replicas(connect, seed, replicas_per_shard, emit, timeout)
-    final = read_topology(connect, seed)
+    final = read_topology(connect, seed, False)
     report.after = sum(1 for p in final.primaries if p.slots)
     report.seconds = time.monotonic() - started
     emit({"event": "done", "shards": report.after, "seconds": round(report.seconds, 3)})
@@ -282,16 +283,10 @@ def _join_all(connect: Connect, seed: str, added: Sequence[str], new_primaries: 
         emit({"event": "joined", "node": address, "role": "primary"})
     # Decide every new replica's primary from one reading: a node that was just told to
     # REPLICATE can still look like an empty primary in gossip for a moment.
-    topology = read_topology(connect, seed)
+    live = live_entries(read_topology(connect, seed, False).entries)
     to_attach = set(added[new_primaries:])
-    counts = {
-        p.node_id: 0
-        for p in live_entries(topology.entries)
-        if p.is_primary and p.address not in to_attach
-    }
-    for entry in live_entries(topology.entries):
-        if entry.primary_id in counts:
-            counts[entry.primary_id] += 1
+    primaries = [p.node_id for p in live if p.is_primary and p.address not in to_attach]
+    counts = replica_counts(live, primaries)
     for address in added[new_primaries:]:
         primary = min(counts, key=lambda n: (counts[n], n))
         counts[primary] += 1
@@ -338,16 +333,15 @@ def _scale_in(
         report.migrations.append(_execute(connect, topology, drain_plan, engine, emit))
     # Survivors that are neither keepers nor their replicas become replicas of keepers
     # now, so forgetting the leaving nodes cannot take a survivor's primary with it.
-    topology = read_topology(connect, seed)
-    repointed = False
-    for entry in live_entries(topology.entries):
-        if entry.node_id in keepers or entry.node_id in plan.leave:
-            continue
-        if entry.is_primary or entry.primary_id not in keepers:
-            _replicate(connect, entry.address, _fewest_replicas(topology, keepers))
-            topology = read_topology(connect, seed)
-            repointed = True
-    if repointed:
+    live = live_entries(read_topology(connect, seed, False).entries)
+    counts = replica_counts(live, sorted(keepers))
+    spares = [e for e in live if e.node_id not in keepers and e.node_id not in plan.leave
+              and (e.is_primary or e.primary_id not in keepers)]  # fmt: skip
+    for entry in spares:
+        primary = min(counts, key=lambda n: (counts[n], n))
+        _replicate(connect, entry.address, primary)
+        counts[primary] += 1
+    if spares:
         wait_converged(connect, seed, timeout)
     # exactly the leaving nodes: a survivor may still look like a leaver's replica
     report.removed = forget(connect, seed, list(plan.leave), with_replicas=False)
@@ -355,14 +349,6 @@ def _scale_in(
     nodes.remove_nodes(report.removed)
     wait_converged(connect, seed, timeout)
     return seed
-
-
-def _fewest_replicas(topology: Topology, primaries: set[str]) -> str:
-    counts = dict.fromkeys(sorted(primaries), 0)
-    for entry in live_entries(topology.entries):
-        if entry.primary_id in counts:
-            counts[entry.primary_id] += 1
-    return min(counts, key=lambda n: counts[n])
 
 
 def _replicate(connect: Connect, address: str, primary_id: str) -> None:
@@ -374,8 +360,7 @@ def _balance_replicas(
 ) -> None:
     """Give every primary with slots ``per_primary`` replicas, taking them from empty
     primaries, replicas of empty primaries and primaries with too many."""
-    topology = read_topology(connect, seed)
-    live = live_entries(topology.entries)
+    live = live_entries(read_topology(connect, seed, False).entries)
     owners = {e.node_id for e in live if e.is_primary and e.slots}
     if not owners:
         return

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 import redis
 
 from controller.migration import MigrationExecutor, MigrationReport, Progress
-from controller.probe import ClusterNodeEntry, parse_node_entries
+from controller.probe import ClusterNodeEntry, myself_entry, parse_node_entries
 from controller.rebalance import RebalancePlan, SlotMove, plan_rebalance
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "join",
     "read_topology",
     "rebalance",
+    "replica_counts",
 ]
 
 Connect = Callable[[str], redis.Redis]
@@ -72,6 +73,15 @@ def _nodes_text(connect: Connect, address: str) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+def replica_counts(entries: Iterable[ClusterNodeEntry], primaries: Iterable[str]) -> dict[str, int]:
+    """Primary id → how many of ``entries`` replicate it (0 for those with none)."""
+    counts = dict.fromkeys(primaries, 0)
+    for entry in entries:
+        if entry.primary_id in counts:
+            counts[entry.primary_id] += 1
+    return counts
+
+
 def read_topology(connect: Connect, seed: str, own_open_slots: bool = True) -> Topology:
     """The cluster as ``seed`` sees it. A node lists only its *own* migrating/importing
     slots, so with ``own_open_slots`` every other reachable primary is asked for its own
@@ -84,12 +94,11 @@ def read_topology(connect: Connect, seed: str, own_open_slots: bool = True) -> T
             if entry.flags & {"fail", "fail?", "noaddr", "handshake"}:
                 continue
             try:
-                own = [e for e in parse_node_entries(_nodes_text(connect, entry.address))
-                       if "myself" in e.flags]  # fmt: skip
+                own = myself_entry(_nodes_text(connect, entry.address))
             except (redis.RedisError, OSError):
                 continue  # unreachable: the gates report it
-            if own and own[0].node_id == entry.node_id:
-                entries[i] = replace(entry, open_slots=own[0].open_slots)
+            if own is not None and own.node_id == entry.node_id:
+                entries[i] = replace(entry, open_slots=own.open_slots)
     return Topology(seed, tuple(entries))
 
 
@@ -269,7 +278,7 @@ def forget(
     the 60 s ban window, so gossip cannot bring them back), then ``CLUSTER RESET HARD`` on
     the removed nodes that still answer. With ``with_replicas``, replicas of a removed
     primary are removed too. Returns the addresses of the removed nodes."""
-    topology = read_topology(connect, seed)
+    topology = read_topology(connect, seed, False)
     by_id = {e.node_id: e for e in topology.entries}
     removing = set(node_ids)
     if with_replicas:
@@ -325,11 +334,10 @@ def join(
         topology = read_topology(connect, seed)
         if replica_of == "auto":
             # every primary counts, empty ones too: a new shard gets its replica first
-            counts = {p.node_id: 0 for p in topology.primaries if p.node_id != node_id}
-            for e in topology.entries:
-                if e.primary_id in counts:
-                    counts[e.primary_id] += 1
-            replica_of = min(counts, key=lambda n: counts[n])
+            counts = replica_counts(
+                topology.entries, [p.node_id for p in topology.primaries if p.node_id != node_id]
+            )
+            replica_of = min(counts, key=lambda n: (counts[n], n))
         node.execute_command("CLUSTER", "REPLICATE", replica_of)
     return node_id
 

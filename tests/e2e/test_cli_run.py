@@ -1,5 +1,4 @@
 """`slotpilot run / status / plan / validate` as a user runs them: real processes, HTTP."""
-# ruff: noqa: E501
 
 from __future__ import annotations
 
@@ -53,16 +52,22 @@ def wait_for(check: object, seconds: float = 20.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
-@pytest.fixture
-def running(
-    tmp_path: Path, cluster: LocalCluster
-) -> Iterator[tuple[subprocess.Popen[str], str, list[str]]]:
-    proc = subprocess.Popen([*CLI, "run", "--config", str(_config(tmp_path, cluster)), "--port", "0"],
+def _start_run(config: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    """`slotpilot run` on any free port; its stderr lines collect in the list as they come."""
+    proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--port", "0"],
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     lines: list[str] = []
     threading.Thread(
         target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True
     ).start()  # type: ignore[union-attr]
+    return proc, lines
+
+
+@pytest.fixture
+def running(
+    tmp_path: Path, cluster: LocalCluster
+) -> Iterator[tuple[subprocess.Popen[str], str, list[str]]]:
+    proc, lines = _start_run(_config(tmp_path, cluster))
     url: list[str] = []
 
     def listening() -> bool:
@@ -200,12 +205,7 @@ def test_run_with_autoscale_reshards_an_idle_cluster_down(
         f"         state_dir: '{tmp_path / 'nodes'}',\n"
         "         capacity: {ops_per_second: 1000000, cpu_cores: null}}\n"
     )
-    proc = subprocess.Popen([*CLI, "run", "--config", str(path), "--port", "0"],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    lines: list[str] = []
-    threading.Thread(
-        target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True
-    ).start()  # type: ignore[union-attr]
+    proc, lines = _start_run(path)
     try:
         wait_for(lambda: any('"event": "scaled"' in line for line in lines), seconds=90)
         scaled = json.loads(next(line for line in lines if '"event": "scaled"' in line))

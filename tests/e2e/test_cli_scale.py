@@ -133,6 +133,25 @@ def _assert_all_keys_back(seed: str, values: dict[str, str]) -> None:
         assert client.dbsize() == len(values)
 
 
+def _sigkill_inside_a_batch(cmd: list[str]) -> None:
+    """Run ``cmd``; 50 ms after its first migration batch lands (the next one likely
+    half-way, slots open), SIGKILL it."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=ENV)  # fmt: skip
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    try:
+        for line in proc.stderr:
+            if line.startswith('{"event": "moved"'):
+                time.sleep(0.05)
+                proc.send_signal(signal.SIGKILL)
+                break
+            assert time.monotonic() < deadline, "no batch was moved in time"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def test_sigkill_mid_migration_then_rerun_resumes(
     make_cluster: Any, server_flavor: str, workdir: Path
 ) -> None:
@@ -141,20 +160,7 @@ def test_sigkill_mid_migration_then_rerun_resumes(
     cluster, values = _loaded_redis_cluster(make_cluster, server_flavor)
     cmd = [*CLI, "scale", "--shards", "5", "--seed", cluster.seed, "--workdir", str(workdir),
            "--engine", "classic"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env=ENV)  # fmt: skip
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 120
-    try:
-        for line in proc.stderr:
-            if line.startswith("{") and json.loads(line)["event"] == "moved":
-                time.sleep(0.05)  # one batch done, the next one (likely) half-way
-                proc.send_signal(signal.SIGKILL)
-                break
-            assert time.monotonic() < deadline, "no batch was moved in time"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+    _sigkill_inside_a_batch(cmd)
     assert _shape(cluster.seed)[2] == 16384
     partial = read_topology(connector(), cluster.seed)
     shares = sorted(sum(hi - lo + 1 for lo, hi in p.slots) for p in partial.primaries)
@@ -181,19 +187,7 @@ def test_controller_sigkilled_mid_migration_resumes_after_restart(
         "         capacity: {ops_per_second: 1000000, cpu_cores: null}}\n"
     )
     run = [*CLI, "run", "--config", str(config), "--port", "0"]
-    first = subprocess.Popen(run, stderr=subprocess.PIPE, text=True, env=ENV)
-    assert first.stderr is not None
-    deadline = time.monotonic() + 120
-    try:
-        for line in first.stderr:
-            if line.startswith('{"event": "moved"'):
-                time.sleep(0.05)  # one batch drained, the next (likely) half-way
-                first.send_signal(signal.SIGKILL)
-                break
-            assert time.monotonic() < deadline, "no batch was moved in time"
-    finally:
-        first.kill()
-        first.wait(timeout=10)
+    _sigkill_inside_a_batch(run)
     partial = read_topology(connector(), cluster.seed)
     owners = [p for p in partial.primaries if p.slots]
     assert partial.open_slots() or len(owners) == 3, "killed too late: the drain had finished"
