@@ -28,6 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from balancer.endpoint import parse_address
 from balancer.slots import parse_cluster_shards
 
 __all__ = [
@@ -150,8 +151,7 @@ def free_port(cluster_bus: bool = True, above: int | None = None) -> int:
 
 def port_ordinal(address: str) -> tuple[str, int]:
     """Sort key of a node by address: on one host, new nodes get higher ports."""
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
+    return parse_address(address)
 
 
 def _die_with_parent() -> None:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import redis
 
+from balancer.endpoint import parse_address
 from controller.migration import MigrationExecutor, MigrationReport, Progress
 from controller.probe import ClusterNodeEntry
 from controller.rebalance import plan_rebalance
@@ -276,8 +277,8 @@ def _scale_out(
 def _join_all(connect: Connect, seed: str, added: Sequence[str], new_primaries: int,
               emit: Progress, timeout: float) -> None:  # fmt: skip
     for address in added:  # MEET them all first: their rejoin delays then overlap
-        host, _, port = address.rpartition(":")
-        connect(seed).execute_command("CLUSTER", "MEET", host.strip("[]"), int(port))
+        host, port = parse_address(address)
+        connect(seed).execute_command("CLUSTER", "MEET", host, port)
     for address in added[:new_primaries]:
         join(connect, seed, address, timeout=timeout)
         emit({"event": "joined", "node": address, "role": "primary"})
