@@ -9,10 +9,11 @@ appears in logs or reprs.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal, TextIO
+from typing import Annotated, Any, Literal, TextIO
 
 import yaml
 from pydantic import (
@@ -31,7 +32,17 @@ from balancer.strategies import STRATEGIES
 from controller.backlog import BacklogSource
 from controller.policy import ConsumerPolicy, ShardPolicy
 
-__all__ = ["ConfigError", "SlotpilotConfig", "load_config", "resolve_password", "validate_command"]
+log = logging.getLogger("slotpilot.config")
+
+__all__ = [
+    "ConfigError",
+    "SlotpilotConfig",
+    "TLSConfig",
+    "check_runnable",
+    "load_config",
+    "resolve_password",
+    "validate_command",
+]
 
 
 class ConfigError(ValueError):
@@ -52,6 +63,22 @@ class TLSConfig(_Section):
     cert_file: str | None = Field(None, description="client certificate (mutual TLS)")
     key_file: str | None = Field(None, description="client key (mutual TLS)")
     verify: bool = Field(True, description="verify the nodes' certificates")
+    check_hostname: bool = Field(
+        True, description="match the node's address against its certificate (false: warned)"
+    )
+
+    def redis_options(self) -> dict[str, Any]:
+        """redis-py connection options for these settings, hostname checking explicit (a
+        disabled check is logged as a warning every time the options are built)."""
+        if not self.enabled:
+            return {}
+        check = self.verify and self.check_hostname
+        if self.verify and not self.check_hostname:
+            log.warning("cluster.tls.check_hostname is false: node certificates are verified "
+                        "but not matched to the node's address")  # fmt: skip
+        return {"ssl": True, "ssl_ca_certs": self.ca_file, "ssl_certfile": self.cert_file,
+                "ssl_keyfile": self.key_file, "ssl_check_hostname": check,
+                "ssl_cert_reqs": "required" if self.verify else "none"}  # fmt: skip
 
 
 class ClusterConfig(_Section):
@@ -294,13 +321,20 @@ class SlotpilotConfig(BaseSettings):
 def load_config(path: str | Path) -> SlotpilotConfig:
     """Read, merge env overrides, validate; raise :class:`ConfigError` with dotted paths."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ConfigError([("<file>", f"cannot read {path}: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        where = f"byte {exc.object[exc.start]:#04x} at offset {exc.start}"
+        raise ConfigError([("<file>", f"{path} is not UTF-8 text ({where})")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([("<file>", f"invalid YAML: {exc}")]) from None
-    if not isinstance(data, dict):
-        raise ConfigError([("<file>", "the top level must be a mapping")])
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ConfigError([("<file>", "the top level must be a mapping of section names")])
+    cluster = data.get("cluster")
+    if isinstance(cluster, dict) and "password" in cluster:  # env or file only (README)
+        hint = "use password_env, password_file or the SLOTPILOT_CLUSTER__PASSWORD variable"
+        raise ConfigError([("cluster.password", f"not allowed in a file: {hint}")])
     try:
         return SlotpilotConfig(**data)
     except ValidationError as exc:
@@ -330,18 +364,43 @@ def resolve_password(cfg: SlotpilotConfig, env: Mapping[str, str] | None = None)
         return environ[c.password_env]
     if c.password_file:
         try:
-            return Path(c.password_file).read_text().rstrip("\n")
+            return Path(c.password_file).read_text(encoding="utf-8").rstrip("\n")
         except OSError as exc:
             raise ConfigError(
                 [("cluster.password_file", f"cannot read {c.password_file}: {exc.strerror}")]
             ) from None
+        except UnicodeDecodeError:
+            raise ConfigError([("cluster.password_file", "is not UTF-8 text")]) from None
     return None
 
 
-def validate_command(path: str, out: TextIO) -> int:
-    """``slotpilot validate FILE``: 0 and "ok", or 2 and one line per problem."""
+def check_runnable(cfg: SlotpilotConfig, env: Mapping[str, str] | None = None) -> None:
+    """What ``run`` would refuse beyond the schema (so ``validate`` refuses it too): an
+    unavailable platform, a password that cannot be read, TLS files that are missing, and
+    autoscale with TLS (new local nodes would need server certificates)."""
+    problems: list[tuple[str, str]] = []
+    if cfg.shards.platform != "local":
+        problems.append(("shards.platform", "only 'local' is available in this release"))
     try:
-        load_config(path)
+        resolve_password(cfg, env)
+    except ConfigError as exc:
+        problems += exc.problems
+    tls = cfg.cluster.tls
+    for name in ("ca_file", "cert_file", "key_file"):
+        file = getattr(tls, name)
+        if tls.enabled and file is not None and not os.access(file, os.R_OK):
+            problems.append((f"cluster.tls.{name}", f"cannot read {file}"))
+    if tls.enabled and cfg.shards.autoscale:
+        problems.append(("shards.autoscale", "the local platform cannot start TLS nodes yet"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def validate_command(path: str, out: TextIO) -> int:
+    """``slotpilot validate FILE``: 0 and "ok", or 2 and one line per problem (the schema's,
+    then what ``run`` would refuse: :func:`check_runnable`)."""
+    try:
+        check_runnable(load_config(path))
     except ConfigError as exc:
         for where, message in exc.problems:
             out.write(f"{where}: {message}\n")

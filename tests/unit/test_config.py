@@ -128,3 +128,67 @@ def test_reference_lists_every_field() -> None:
                 "cluster.tls.ca_file", "routing.breaker.fail_max", "consumers[].source"):  # fmt: skip
         assert f"| `{key}` |" in table
     assert "| `shards.platform` | `local` \\| `kubernetes` |" in table
+
+
+def test_password_in_a_file_is_rejected_naming_the_field(tmp_path: Path) -> None:
+    found = problems(tmp_path, "cluster: {seeds: ['a:1'], password: hunter2}")
+    assert list(found) == ["cluster.password"]
+    assert "not allowed in a file" in found["cluster.password"]
+    assert "hunter2" not in found["cluster.password"]
+    out = io.StringIO()
+    bad = write(tmp_path, "cluster: {seeds: ['a:1'], password: hunter2}")
+    assert validate_command(str(bad), out) == 2
+    assert out.getvalue().startswith("cluster.password: not allowed in a file")
+
+
+def test_non_utf8_file_and_non_string_keys_are_file_errors(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("cluster: {seeds: ['a:1']}\n# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "not UTF-8" in dict(info.value.problems)["<file>"]
+    assert "0xe9" in dict(info.value.problems)["<file>"]
+    assert "mapping" in problems(tmp_path, "1: 2")["<file>"]
+
+
+def test_tls_hostname_check_is_explicit_and_on_by_default(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = load_config(write(tmp_path, "cluster: {seeds: ['a:1'], tls: {enabled: true}}"))
+    with caplog.at_level("WARNING", logger="slotpilot.config"):
+        options = cfg.cluster.tls.redis_options()
+    assert options["ssl"] is True and options["ssl_check_hostname"] is True
+    assert options["ssl_cert_reqs"] == "required" and not caplog.records
+    off = load_config(
+        write(tmp_path, "cluster: {seeds: ['a:1'], tls: {enabled: true, check_hostname: false}}")
+    )
+    with caplog.at_level("WARNING", logger="slotpilot.config"):
+        options = off.cluster.tls.redis_options()
+    assert options["ssl_check_hostname"] is False and options["ssl_cert_reqs"] == "required"
+    assert "check_hostname is false" in caplog.text
+    plain = load_config(write(tmp_path, "cluster: {seeds: ['a:1']}"))
+    assert plain.cluster.tls.redis_options() == {}
+
+
+def test_check_runnable_refuses_what_run_refuses(tmp_path: Path) -> None:
+    from controller.config import check_runnable
+
+    cfg = load_config(
+        write(
+            tmp_path,
+            "cluster: {seeds: ['a:1'], password_env: NOT_SET_HERE,"
+            " tls: {enabled: true, ca_file: /nonexistent/ca.pem}}\n"
+            "shards: {platform: kubernetes, autoscale: true}",
+        )
+    )
+    with pytest.raises(ConfigError) as info:
+        check_runnable(cfg, env={})
+    found = dict(info.value.problems)
+    assert set(found) == {
+        "shards.platform", "cluster.password_env", "cluster.tls.ca_file", "shards.autoscale"
+    }  # fmt: skip
+    assert "NOT_SET_HERE is not set" in found["cluster.password_env"]
+    check_runnable(load_config(write(tmp_path, "cluster: {seeds: ['a:1']}")), env={})
+    out = io.StringIO()
+    bad = write(tmp_path, "cluster: {seeds: ['a:1'], password_env: NOT_SET_HERE}")
+    assert validate_command(str(bad), out) == 2 and "NOT_SET_HERE" in out.getvalue()
