@@ -4,7 +4,12 @@ Nothing here reads a clock or a socket: the time is an argument and the state is
 frozen value returned anew (urllib3's ``Retry`` style), so every rule is a table test.
 
 Shards follow the seed's thresholds and per-direction cooldowns and never move while a
-cluster gate is closed or data is missing. Consumers follow the Kubernetes HPA
+cluster gate is closed or data is missing. A scale-up needs sustained evidence: the
+lowest utilization over a stabilization window must exceed the threshold, so a one-second
+burst does not add a shard, and samples taken during or just after our own migrations
+(which make idle nodes look busy) do not count. Out-of-range shard counts move one
+configured step at a time with cooldowns; a change that keeps failing backs off
+exponentially (:func:`retry_backoff`). Consumers follow the Kubernetes HPA
 algorithm (``ceil(backlog / target per replica)``, tolerance, stabilization windows,
 rate policies) with KEDA's activation (0 ↔ 1) and fallback on a failing source.
 A failing or missing metric holds; it never scales anything down.
@@ -26,6 +31,8 @@ __all__ = [
     "ShardPolicyState",
     "decide_consumers",
     "decide_shards",
+    "record_shard_outcome",
+    "retry_backoff",
 ]
 
 Direction = Literal["up", "down", "none"]
@@ -62,6 +69,11 @@ class ShardPolicy:
     scale_up_cooldown_seconds: float = 300.0
     scale_down_cooldown_seconds: float = 600.0
     max_step: int = 1  # > 1: add ceil(current * util / threshold) - current, at most this
+    scale_up_stabilization_seconds: float = 0.0  # lowest util over this window must be > up
+    scale_up_stabilization_probes: int = 1  # ... and over at least this many samples
+    settle_seconds: float = 0.0  # after our own change ends, samples don't count
+    retry_base_seconds: float = 10.0  # first wait after a failed change, doubled each time
+    retry_max_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_shards <= self.max_shards:
@@ -70,6 +82,10 @@ class ShardPolicy:
             raise ValueError("ShardPolicy: need 0 < scale_down_threshold < scale_up_threshold")
         if self.max_step < 1:
             raise ValueError("ShardPolicy: max_step must be >= 1")
+        if self.scale_up_stabilization_seconds < 0 or self.scale_up_stabilization_probes < 1:
+            raise ValueError("ShardPolicy: stabilization needs seconds >= 0 and probes >= 1")
+        if not 0 < self.retry_base_seconds <= self.retry_max_seconds:
+            raise ValueError("ShardPolicy: need 0 < retry_base_seconds <= retry_max_seconds")
 
 
 @dataclass(frozen=True)
@@ -78,16 +94,44 @@ class ShardObservation:
     utilization: float | None  # cluster mean; None = missing or failed data
     gates: tuple[str, ...] = ()  # names of closed cluster gates
     migration_in_progress: bool = False
+    missing: tuple[str, ...] = ()  # signals unknown this cycle, e.g. "cpu@host:port"
+    own_change_ended_at: float | None = None  # when our last reshard finished
 
 
 @dataclass(frozen=True)
 class ShardPolicyState:
+    """Cooldown clocks, the scale-up evidence window and the failure backoff."""
+
     last_up_at: float | None = None
     last_down_at: float | None = None
+    samples: tuple[tuple[float, float], ...] = ()  # (time, utilization) counted so far
+    failures: int = 0  # consecutive failed changes
+    last_failure_at: float | None = None
+
+
+def retry_backoff(failures: int, base: float, cap: float) -> float:
+    """Seconds to wait after ``failures`` consecutive failures: base·2^(n-1), capped."""
+    if failures <= 0:
+        return 0.0
+    return min(cap, base * 2.0 ** min(failures - 1, 62))
+
+
+def record_shard_outcome(state: ShardPolicyState, ok: bool, now: float) -> ShardPolicyState:
+    """The state after a shard change was tried: success clears the backoff, a failure
+    extends it (the cooldown clocks are those of the decision that was tried)."""
+    if ok:
+        return replace(state, failures=0, last_failure_at=None, samples=())
+    return replace(state, failures=state.failures + 1, last_failure_at=now)
 
 
 def _since(then: float | None, now: float) -> float:
     return math.inf if then is None else now - then
+
+
+def _last_change(state: ShardPolicyState) -> float | None:
+    """The later of the two cooldown clocks (0.0 is a time, not "never")."""
+    times = [t for t in (state.last_up_at, state.last_down_at) if t is not None]
+    return max(times) if times else None
 
 
 def decide_shards(
@@ -103,38 +147,76 @@ def decide_shards(
     blockers = tuple(obs.gates) + (("migration_in_progress",) if obs.migration_in_progress else ())
     if blockers:
         return hold(f"cluster not stable: {', '.join(blockers)}", *blockers)
+    backoff = retry_backoff(state.failures, policy.retry_base_seconds, policy.retry_max_seconds)
+    wait = backoff - _since(state.last_failure_at, now)
+    if wait > 0:
+        why = f"last {state.failures} shard change(s) failed: retry in {wait:.0f}s"
+        return hold(why, "backoff")
     if current < policy.min_shards or current > policy.max_shards:
-        desired = min(max(current, policy.min_shards), policy.max_shards)
-        return _move(
-            state,
-            current,
-            desired,
-            f"{current} shards outside {policy.min_shards}..{policy.max_shards}",
-            now,
-        )
+        return _out_of_range(policy, state, current, now)
     util = obs.utilization
     if util is None or math.isnan(util):
         return hold("utilization unknown: holding", "missing_data")
+    if obs.missing:
+        shown = ", ".join(obs.missing[:5]) + (", ..." if len(obs.missing) > 5 else "")
+        why = f"utilization signal unknown this cycle ({shown}): holding, never lower"
+        return hold(why, "missing_data")
     up, down = policy.scale_up_threshold, policy.scale_down_threshold
+    settling = obs.own_change_ended_at is not None and (
+        now - obs.own_change_ended_at < policy.settle_seconds
+    )
     if util > up:
         why = f"cluster utilization {util:.2f} > {up:.2f} scale-up threshold"
         if current >= policy.max_shards:
             return hold(f"{why}, already at max {policy.max_shards}", "at_max")
+        if settling:
+            why += " right after our own migration: sample discounted"
+            return hold(why, "settling")
+        window = policy.scale_up_stabilization_seconds
+        samples = (*(s for s in state.samples if now - s[0] <= window), (now, util))
+        state = replace(state, samples=samples)
+        sustained = min(u for _, u in samples)
+        span = now - samples[0][0]
+        if span < window or len(samples) < policy.scale_up_stabilization_probes:
+            why += f", not yet sustained ({span:.0f}/{window:.0f}s, {len(samples)} samples)"
+            return hold(why, "stabilization")
+        if sustained <= up:
+            why += f", lowest over {window:.0f}s {sustained:.2f}: not sustained"
+            return hold(why, "stabilization")
+        if window > 0:
+            why += f" for {span:.0f}s (lowest {sustained:.2f})"
         wait = policy.scale_up_cooldown_seconds - _since(state.last_up_at, now)
         if wait > 0:
             return hold(f"{why}, scale-up cooldown {wait:.0f}s left", "cooldown")
-        step = min(policy.max_step, max(1, math.ceil(current * util / up) - current))
+        step = min(policy.max_step, max(1, math.ceil(current * sustained / up) - current))
         return _move(state, current, min(policy.max_shards, current + step), why, now)
+    state = replace(state, samples=())  # the evidence for a scale-up starts again
     if util < down:
         why = f"cluster utilization {util:.2f} < {down:.2f} scale-down threshold"
         if current <= policy.min_shards:
             return hold(f"{why}, already at min {policy.min_shards}", "at_min")
-        last = max(state.last_up_at or -math.inf, state.last_down_at or -math.inf)
-        wait = policy.scale_down_cooldown_seconds - (now - last)
+        wait = policy.scale_down_cooldown_seconds - _since(_last_change(state), now)
         if wait > 0:
             return hold(f"{why}, scale-down cooldown {wait:.0f}s left", "cooldown")
         return _move(state, current, current - 1, why, now)
     return hold(f"cluster utilization {util:.2f} within {down:.2f}..{up:.2f}")
+
+
+def _out_of_range(
+    policy: ShardPolicy, state: ShardPolicyState, current: int, now: float
+) -> tuple[Decision, ShardPolicyState]:
+    """Back into min..max one configured step at a time, each step after its cooldown."""
+    why = f"{current} shards outside {policy.min_shards}..{policy.max_shards}"
+    if current < policy.min_shards:
+        wait = policy.scale_up_cooldown_seconds - _since(state.last_up_at, now)
+        desired = min(policy.min_shards, current + policy.max_step)
+    else:
+        wait = policy.scale_down_cooldown_seconds - _since(_last_change(state), now)
+        desired = max(policy.max_shards, current - policy.max_step)
+    if wait > 0:
+        return Decision("shards", current, current, f"{why}, cooldown {wait:.0f}s left",
+                        ("cooldown",)), state  # fmt: skip
+    return _move(state, current, desired, f"{why}: step to {desired}", now)
 
 
 def _move(

@@ -33,7 +33,7 @@ SEED = ShardPolicy()  # min 2, max 10, 0.8 / 0.3, 300 s / 600 s
         (3, 0.95, ("open_slots",), 3, ("open_slots",)),
         (3, 0.10, ("cluster_state", "failover_recent"), 3, ("cluster_state", "failover_recent")),
         (1, 0.50, (), 2, ()),  # below min: raise to min whatever the load
-        (12, 0.50, (), 10, ()),  # above max: lower to max
+        (12, 0.50, (), 11, ()),  # above max: one step toward max (item 5)
     ],
 )
 def test_shard_table(current: int, util: float | None, gates: tuple[str, ...], desired: int,
