@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -90,7 +92,7 @@ def test_shard_policy_validation() -> None:
 EMAIL = ConsumerPolicy(name="email", target_backlog_per_replica=100)
 
 
-def run(policy: ConsumerPolicy, steps: list[tuple[float, int, float | None]]) -> list[int]:
+def run(policy: ConsumerPolicy, steps: Sequence[tuple[float, int, float | None]]) -> list[int]:
     state = ConsumerPolicyState()
     out = []
     for now, current, backlog in steps:
