@@ -128,6 +128,10 @@ class RoutingConfig(_Section):
         "least_connections", description=f"one of {', '.join(sorted(STRATEGIES))}"
     )
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)  # type: ignore[arg-type]
+    max_replica_lag_seconds: float = Field(
+        30, gt=0, description="a replica silent from its primary longer than this "
+        "(master_last_io_seconds_ago; keep above repl-ping-replica-period) gets weight 0",
+    )  # fmt: skip
 
     @field_validator("strategy")
     @classmethod
@@ -166,6 +170,30 @@ class ShardsConfig(_Section):
     state_dir: str | None = Field(
         None, description="local platform: where new shard processes live (default ~/.local/state)"
     )
+    scale_up_stabilization_seconds: float = Field(
+        60, ge=0, description="utilization must stay above the threshold this long to add a shard"
+    )
+    scale_up_stabilization_probes: int = Field(
+        3, ge=1, description="... and over at least this many probes"
+    )
+    settle_seconds: float = Field(
+        30, ge=0, description="after our own reshard, utilization samples are not evidence"
+    )
+    max_step: int = Field(1, ge=1, description="shards added or removed per change")
+    retry_base_seconds: float = Field(
+        10, gt=0, description="wait after a failed shard change, doubled per failure"
+    )
+    retry_max_seconds: float = Field(600, gt=0, description="longest wait between retries")
+    forget_failed_after_seconds: float = Field(
+        60, ge=0, description="a failed node owning no slots is forgotten after this long"
+    )
+    lease_ttl_seconds: float = Field(
+        15, gt=0, description="one actor per cluster: lease lifetime without renewal"
+    )
+    intent_file: str | None = Field(
+        None, description="where interrupted changes and cooldowns are kept "
+        "(default <state_dir>/intent-<first seed>.json)",
+    )  # fmt: skip
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
@@ -176,12 +204,17 @@ class ShardsConfig(_Section):
             )
         if self.scale_down_threshold >= self.scale_up_threshold:
             raise ValueError("scale_down_threshold must be < scale_up_threshold")
+        if self.retry_base_seconds > self.retry_max_seconds:
+            raise ValueError("retry_base_seconds must be <= retry_max_seconds")
         return self
 
     def policy(self) -> ShardPolicy:
         return ShardPolicy(self.min_shards, self.max_shards, self.scale_up_threshold,
                            self.scale_down_threshold, self.scale_up_cooldown_seconds,
-                           self.scale_down_cooldown_seconds)  # fmt: skip
+                           self.scale_down_cooldown_seconds, self.max_step,
+                           self.scale_up_stabilization_seconds,
+                           self.scale_up_stabilization_probes, self.settle_seconds,
+                           self.retry_base_seconds, self.retry_max_seconds)  # fmt: skip
 
 
 class ListSource(_Section):
