@@ -2,10 +2,14 @@
 
 prometheus-client's own WSGI app answers on any path, so the routing is ours: a small
 WSGI app in front of the metrics registry, served by the stdlib's wsgiref with a thread
-per request (no extra dependency, and a slow scraper cannot hold up a probe). Every
-response is built in full before ``start_response`` is called, so a handler that raises
-still gets a clean 500 and is logged; it never stops the server. Request lines are
-logged at debug level only: Prometheus and kubelet probes would flood the log otherwise.
+per connection (no extra dependency, and a slow scraper cannot hold up a probe). The
+threads are bounded (``max_workers``; a connection beyond them gets a 503 at once) and
+every connection has a socket timeout (``request_timeout``), so idle or trickling
+clients can neither pile up threads nor hold one forever. Every response is built in
+full before ``start_response`` is called, so a handler that raises still gets a clean
+500 and is logged; it never stops the server. HEAD answers what GET would, without the
+body. Request lines are logged at debug level only: Prometheus and kubelet probes would
+flood the log otherwise. Error bodies never echo the request (a 404 says "not found").
 """
 
 from __future__ import annotations
@@ -55,9 +59,42 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 26\r\n\r\n"
+    b'{"error": "server busy"}\r\n'
+)
+
+
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most ``max_workers`` at once."""
+
     daemon_threads = True  # a hung client must not keep the process alive
     block_on_close = False  # nor make stop() wait for it
+    request_timeout: float = 10.0
+    workers: threading.BoundedSemaphore = threading.BoundedSemaphore(16)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.workers.acquire(blocking=False):
+            log.debug("connection from %s refused: %s busy", client_address, "all workers")
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # the thread did not start: its slot is free again
+            self.workers.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.workers.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection from %s failed", client_address, exc_info=True)
@@ -68,6 +105,10 @@ class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(getattr(self.server, "request_timeout", None))
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
@@ -76,7 +117,8 @@ class ControllerHTTPServer:
     """Serves ``/healthz``, ``/readyz``, ``/metrics``, ``/v1/status`` and ``/v1/routing``.
 
     The socket is bound at construction, so :attr:`port` is known (port 0 picks a free
-    one) before :meth:`start` serves it from a daemon thread. The callables are read on
+    one) before :meth:`start` serves it from a daemon thread; binding errors (a port in
+    use, an unknown host) are ``OSError`` from the constructor. The callables are read on
     every request; they must be cheap and thread-safe.
     """
 
@@ -89,12 +131,19 @@ class ControllerHTTPServer:
         ready: Callable[[], bool],
         status: Callable[[], dict[str, Any]],
         routing: Callable[[], RoutingTable | None],
+        request_timeout: float = 10.0,
+        max_workers: int = 16,
     ) -> None:
+        if request_timeout <= 0 or max_workers < 1:
+            raise ValueError("request_timeout must be > 0 and max_workers >= 1")
         self.host = host
         self.metrics = metrics
         self._ready, self._status, self._routing = ready, status, routing
         server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
         self._server = make_server(host, port, self.app, server_class, _QuietHandler)
+        assert isinstance(self._server, _ThreadingWSGIServer)
+        self._server.request_timeout = request_timeout
+        self._server.workers = threading.BoundedSemaphore(max_workers)
         self._thread: threading.Thread | None = None
         self._routes: dict[str, Callable[[WSGIEnvironment], _Response]] = {
             "/healthz": lambda _: _text("200 OK", "ok\n"),
@@ -147,26 +196,27 @@ class ControllerHTTPServer:
             response = _json("500 Internal Server Error", {"error": "internal error"})
         headers = [*response.headers, ("Content-Length", str(len(response.body)))]
         start_response(response.status, headers)
-        return [response.body]
+        # HEAD: what GET would answer, its Content-Length included, without the body
+        return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else response.body]
 
     def _respond(self, environ: WSGIEnvironment) -> _Response:
         path = str(environ.get("PATH_INFO") or "/")
         handler = self._routes.get(path)
         if handler is None:
-            return _json("404 Not Found", {"error": f"no such path: {path}"})
+            return _json("404 Not Found", {"error": "not found"})
         method = environ.get("REQUEST_METHOD", "GET")
-        if method != "GET":
+        if method not in ("GET", "HEAD"):
             return _json(
                 "405 Method Not Allowed",
-                {"error": f"{method} not allowed on {path}; use GET"},
-                (("Allow", "GET"),),
+                {"error": "method not allowed; use GET or HEAD"},
+                (("Allow", "GET, HEAD"),),
             )
         return handler(environ)
 
     def _readyz(self, environ: WSGIEnvironment) -> _Response:
         if self._ready():
             return _text("200 OK", "ready\n")
-        reason = "configuration not loaded or no probe cycle completed yet"
+        reason = "no probe cycle has reached a node yet"
         return _json("503 Service Unavailable", {"ready": False, "reason": reason})
 
     def _metrics(self, environ: WSGIEnvironment) -> _Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.error
@@ -81,7 +82,7 @@ def test_healthz_always_and_readyz_once_ready(
     assert get(f"{server.url}/healthz")[::2] == (200, b"ok\n")
     status, headers, body = get(f"{server.url}/readyz")
     assert status == 503 and headers["Content-Type"] == "application/json"
-    assert json.loads(body)["ready"] is False and "probe cycle" in json.loads(body)["reason"]
+    assert json.loads(body)["ready"] is False and "reached a node" in json.loads(body)["reason"]
     state.ready = True
     assert get(f"{server.url}/readyz")[0] == 200
     assert get(f"{server.url}/healthz")[0] == 200
@@ -129,12 +130,78 @@ def test_routing_table_etag_and_304(server: ControllerHTTPServer, state: Publish
 
 
 def test_unknown_paths_and_methods(server: ControllerHTTPServer) -> None:
-    status, headers, body = get(f"{server.url}/nope")
-    assert status == 404 and json.loads(body)["error"] == "no such path: /nope"
+    status, headers, body = get(f"{server.url}/nope%3Cscript%3E")
+    assert status == 404 and json.loads(body) == {"error": "not found"}  # path not echoed
     assert get(f"{server.url}/metrics/extra")[0] == 404  # not prometheus' answer-anything app
     status, headers, body = get(f"{server.url}/v1/status", method="POST")
-    assert status == 405 and headers["Allow"] == "GET" and "POST" in json.loads(body)["error"]
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
+    assert "GET or HEAD" in json.loads(body)["error"]
     assert get(f"{server.url}/healthz", method="DELETE")[0] == 405
+
+
+def test_head_answers_what_get_does_without_a_body(
+    server: ControllerHTTPServer, state: Published
+) -> None:
+    state.status = {"ready": True}
+    for ready in (False, True):
+        state.ready = ready
+        state.table = build_routing_table(view_with()) if ready else None
+        for path in ("/healthz", "/readyz", "/metrics", "/v1/status", "/v1/routing", "/nope"):
+            got_status, got_headers, got_body = get(f"{server.url}{path}")
+            status, headers, body = get(f"{server.url}{path}", method="HEAD")
+            assert (status, body) == (got_status, b""), path
+            assert headers["Content-Type"] == got_headers["Content-Type"], path
+            if path != "/metrics":  # the metrics body changes between two scrapes
+                assert headers["Content-Length"] == str(len(got_body)), path
+    etag = get(f"{server.url}/v1/routing")[1]["ETag"]
+    assert get(f"{server.url}/v1/routing", {"If-None-Match": etag}, method="HEAD")[0] == 304
+
+
+def _raw_connection(server: ControllerHTTPServer) -> socket.socket:
+    conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    return conn
+
+
+def test_an_idle_connection_is_closed_after_the_request_timeout(state: Published) -> None:
+    server = ControllerHTTPServer(
+        "127.0.0.1", 0, metrics=ControllerMetrics(), ready=lambda: state.ready,
+        status=state.get_status, routing=lambda: state.table, request_timeout=0.3,
+    ).start()  # fmt: skip
+    try:
+        with _raw_connection(server) as idle:
+            idle.sendall(b"GET /healthz HTTP/1.1\r\n")  # ...and never the rest
+            started = time.monotonic()
+            try:
+                closed = idle.recv(100) == b""
+            except ConnectionResetError:
+                closed = True
+            assert closed and time.monotonic() - started < 4
+        assert get(f"{server.url}/healthz")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_worker_threads_are_bounded_and_freed(state: Published) -> None:
+    server = ControllerHTTPServer(
+        "127.0.0.1", 0, metrics=ControllerMetrics(), ready=lambda: state.ready,
+        status=state.get_status, routing=lambda: state.table, max_workers=2,
+    ).start()  # fmt: skip
+    threads_before = threading.active_count()
+    try:
+        idle = [_raw_connection(server) for _ in range(2)]  # hold both workers
+        time.sleep(0.2)
+        status, headers, body = get(f"{server.url}/healthz")
+        assert status == 503 and json.loads(body) == {"error": "server busy"}
+        assert headers["Retry-After"] == "1"
+        assert threading.active_count() <= threads_before + 2
+        for conn in idle:
+            conn.close()
+        deadline = time.monotonic() + 5
+        while get(f"{server.url}/healthz")[0] != 200:
+            assert time.monotonic() < deadline, "workers were not freed"
+            time.sleep(0.05)
+    finally:
+        server.stop()
 
 
 def test_a_failing_handler_answers_500_and_the_server_lives_on(
