@@ -6,6 +6,11 @@ after ``rise`` good probes in a row and down after ``fall`` bad ones, so one los
 neither ejects a node nor does one good reply trust it again. Cluster gates name the
 reasons no topology change may start now; utilization is the max of the configured
 signals per node, a shard's is its primary's, the cluster's the mean over shards.
+A configured signal that is unknown this cycle (the first CPU sample has no rate yet) is
+named in ``missing_signals`` so the policy holds rather than reads a low number. A failed
+node that owns no slots (a dead replica, a primary whose replica took over) does not
+close the ``node_failing`` gate: it is listed in ``failed_nodes`` with the time it was
+first seen failing, so the controller can forget it after a grace period.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ __all__ = [
     "NodeView",
     "build_view",
     "cluster_gates",
+    "missing_signals",
     "next_health",
     "node_utilization",
+    "shards_without_replica",
 ]
 
 
@@ -96,6 +103,8 @@ class ClusterView:
     epoch: int
     last_epoch_change: float
     probe: ProbeResult | None = None
+    missing_signals: tuple[str, ...] = ()  # "cpu@host:port": unknown this cycle
+    failed_nodes: Mapping[str, float] = field(default_factory=dict)  # slotless id -> since
 
     @property
     def primaries(self) -> list[NodeView]:
@@ -130,6 +139,40 @@ def node_utilization(
     return max(signals.values()), signals
 
 
+def missing_signals(
+    sample: NodeSample, previous: NodeSample | None, capacity: Capacity
+) -> tuple[str, ...]:
+    """Configured signals that have no value this cycle (a failed sample: all of them)."""
+    wanted = {
+        "ops": ("instantaneous_ops_per_sec",) if capacity.ops_per_second else (),
+        "cpu": ("used_cpu_sys", "used_cpu_user") if capacity.cpu_cores else (),
+        "memory": ("used_memory",),
+    }
+    if not sample.ok:
+        return tuple(name for name, fields in wanted.items() if fields)
+    missing = [
+        name for name, fields in wanted.items() if any(sample.number(f) is None for f in fields)
+    ]
+    if capacity.cpu_cores and "cpu" not in missing:
+        if previous is None or not previous.ok or _cpu_seconds(previous) is None:
+            missing.append("cpu")  # a rate needs two samples: the first one says nothing
+    return tuple(missing)
+
+
+def shards_without_replica(view: ClusterView) -> list[str]:
+    """Addresses of primaries owning slots that have no replica up (failed ones don't count)."""
+    probe = view.probe
+    if probe is None:
+        return []
+    with_slots = {e.node_id: e.address for e in probe.entries if e.is_primary and e.slots}
+    alive = {
+        e.primary_id
+        for e in probe.entries
+        if e.primary_id and not e.flags & {"fail", "fail?", "noaddr", "handshake"}
+    }
+    return sorted(address for node_id, address in with_slots.items() if node_id not in alive)
+
+
 def _int(value: object) -> int:
     """An INFO integer field; 0 when absent or malformed (gates must not crash on it)."""
     try:
@@ -156,7 +199,8 @@ def cluster_gates(
     bad = sorted(a for a, state in states.items() if state != "ok")
     if bad:
         gates.append(Gate("cluster_state", f"cluster_state not ok on {', '.join(bad)}"))
-    failing = [e for e in result.entries if e.flags & {"fail", "fail?"}]
+    # A failing node that owns no slots holds no data: it must not stop scaling.
+    failing = [e for e in result.entries if e.flags & {"fail", "fail?"} and e.slots]
     if failing:
         names = ", ".join(
             f"{e.address or e.node_id[:8]} ({','.join(sorted(e.flags))})" for e in failing
@@ -200,14 +244,23 @@ def build_view(
     fall: int,
     now: float,
     node_timeout_ms: float = 15_000,
+    own_change: bool = False,
 ) -> ClusterView:
-    """The next :class:`ClusterView` from this cycle's probe and the previous view."""
+    """The next :class:`ClusterView` from this cycle's probe and the previous view.
+
+    ``own_change``: our own reshard ran since the previous view, so an epoch change is
+    from our SETSLOT/MEET/FAILOVER, not a failover (``failover_recent`` stays open)."""
     by_address: dict[str, ClusterNodeEntry] = {e.address: e for e in result.entries if e.address}
     old_nodes = previous.nodes if previous else {}
     nodes: dict[str, NodeView] = {}
+    missing: list[str] = []
     for address, sample in result.samples.items():
         entry = by_address.get(address)
         old = old_nodes.get(address)
+        if entry is not None and entry.is_primary and entry.slots:
+            previous_sample = old.sample if old else None
+            gaps = missing_signals(sample, previous_sample, capacity)
+            missing.extend(f"{name}@{address}" for name in gaps)
         health = next_health(
             old.health if old else NodeHealth(), sample.ok, sample.error, rise, fall, now
         )
@@ -239,9 +292,16 @@ def build_view(
         default=0,
     )
     last_change = previous.last_epoch_change if previous else 0.0
-    if previous is not None and epoch != previous.epoch:
+    if previous is not None and epoch != previous.epoch and not own_change:
         last_change = now
+    failed_before = previous.failed_nodes if previous else {}
+    failed = {
+        e.node_id: failed_before.get(e.node_id, now)
+        for e in result.entries
+        if "fail" in e.flags and not e.slots
+    }
     gates = cluster_gates(result, node_timeout_ms, epoch, last_change, now)
     return ClusterView(
-        now, nodes, shard_util, utilization, max_util, gates, epoch, last_change, result
-    )
+        now, nodes, shard_util, utilization, max_util, gates, epoch, last_change, result,
+        tuple(sorted(missing)), failed,
+    )  # fmt: skip

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from controller.health import Capacity, NodeHealth, build_view, next_health, node_utilization
+from controller.health import (
+    Capacity,
+    NodeHealth,
+    build_view,
+    next_health,
+    node_utilization,
+    shards_without_replica,
+)
 from controller.probe import NodeSample, ProbeResult, parse_node_entries
 
 NODES = """\
@@ -127,3 +134,62 @@ def test_cluster_state_and_failover_gates() -> None:
     later = build_view(ProbeResult(0, 0, r.source, r.entries, settled), second, Capacity(), 1, 3,
                        now=20.0 + 31.0, node_timeout_ms=15_000)  # fmt: skip
     assert later.gates == ()  # epoch settled for > 2 x node timeout
+
+
+# -- issue 9: unknown signals, slotless failed nodes, our own epoch bumps -------------------
+
+AAAA, BBBB, CCCC = ("aaaa" + "0" * 36, "bbbb" + "0" * 36, "cccc" + "0" * 36)
+
+
+def test_first_cpu_sample_is_a_missing_signal() -> None:
+    first = build_view(result(), None, Capacity(cpu_cores=1), 1, 3, now=10.0)
+    assert first.utilization is not None  # the other signals give a number ...
+    assert first.missing_signals == ("cpu@127.0.0.1:7000", "cpu@127.0.0.1:7001")  # ... but not all
+    second = build_view(result(), first, Capacity(cpu_cores=1), 1, 3, now=20.0)
+    assert second.missing_signals == ()
+    no_cpu = build_view(result(), None, Capacity(cpu_cores=None), 1, 3, now=10.0)
+    assert no_cpu.missing_signals == ()  # not configured, so not missing
+
+
+def test_missing_signal_from_a_primary_that_stops_answering() -> None:
+    r = result()
+    first = build_view(r, None, Capacity(cpu_cores=1), 1, 3, now=10.0)
+    samples = dict(r.samples)
+    samples["127.0.0.1:7001"] = NodeSample("127.0.0.1:7001", 20.0, error="timeout")
+    second = build_view(ProbeResult(0, 0, r.source, r.entries, samples), first,
+                        Capacity(cpu_cores=1), 1, 3, now=20.0)  # fmt: skip
+    assert "ops@127.0.0.1:7001" in second.missing_signals
+    assert second.missing_signals == tuple(sorted(second.missing_signals))
+
+
+def test_failed_node_without_slots_does_not_gate_and_is_timed() -> None:
+    dead_replica = NODES.replace("slave aaaa", "slave,fail aaaa")
+    first = build_view(result(dead_replica), None, Capacity(), 1, 3, now=10.0)
+    assert "node_failing" not in [g.name for g in first.gates]
+    assert first.failed_nodes == {CCCC: 10.0}
+    later = build_view(result(dead_replica), first, Capacity(), 1, 3, now=70.0)
+    assert later.failed_nodes == {CCCC: 10.0}  # first seen, not last seen
+    healed = build_view(result(), later, Capacity(), 1, 3, now=80.0)
+    assert healed.failed_nodes == {}
+
+
+def test_shard_without_replica() -> None:
+    view = build_view(result(), None, Capacity(), 1, 3, now=10.0)
+    assert shards_without_replica(view) == ["127.0.0.1:7001"]  # bbbb never had one
+    dead = build_view(result(NODES.replace("slave aaaa", "slave,fail aaaa")), None, Capacity(),
+                      1, 3, now=10.0)  # fmt: skip
+    assert shards_without_replica(dead) == ["127.0.0.1:7000", "127.0.0.1:7001"]
+
+
+def test_own_epoch_bump_is_not_a_failover() -> None:
+    r = result()
+    first = build_view(r, None, Capacity(), 1, 3, now=10.0)
+    bumped = {a: NodeSample(x.address, x.taken_at, None, 0.001, x.info,
+                            {**x.cluster_info, "cluster_current_epoch": "9"})
+              for a, x in r.samples.items()}  # fmt: skip
+    ours = build_view(ProbeResult(0, 0, r.source, r.entries, bumped), first, Capacity(), 1, 3,
+                      now=20.0, own_change=True)  # fmt: skip
+    assert ours.epoch == 9 and ours.gates == ()
+    theirs = build_view(ProbeResult(0, 0, r.source, r.entries, bumped), first, Capacity(), 1, 3,
+                        now=20.0)  # fmt: skip
+    assert [g.name for g in theirs.gates] == ["failover_recent"]
