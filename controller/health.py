@@ -153,9 +153,9 @@ def missing_signals(
     missing = [
         name for name, fields in wanted.items() if any(sample.number(f) is None for f in fields)
     ]
-    if capacity.cpu_cores and "cpu" not in missing:
-        if previous is None or not previous.ok or _cpu_seconds(previous) is None:
-            missing.append("cpu")  # a rate needs two samples: the first one says nothing
+    no_rate = previous is None or not previous.ok or _cpu_seconds(previous) is None
+    if capacity.cpu_cores and "cpu" not in missing and no_rate:
+        missing.append("cpu")  # a rate needs two samples: the first one says nothing
     return tuple(missing)
 
 
