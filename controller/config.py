@@ -194,6 +194,10 @@ class ShardsConfig(_Section):
         None, description="where interrupted changes and cooldowns are kept "
         "(default <state_dir>/intent-<first seed>.json)",
     )  # fmt: skip
+    scale_in_max_memory_share: float = Field(
+        0.8, gt=0, le=1, description="refuse a scale-in leaving a survivor above this share "
+        "of capacity.memory_bytes (else maxmemory) once the leavers' data has moved",
+    )  # fmt: skip
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
@@ -282,7 +286,20 @@ class ConsumerConfig(_Section):
     )
     fallback_after_failures: int = Field(3, ge=1, description="failed reads before the fallback")
     command: list[str] | None = Field(None, description="local platform: what each replica runs")
+    env: list[str] = Field(
+        default_factory=list, description="local platform: the only environment a replica gets "
+        "besides PATH/HOME/LANG/TZ/TMPDIR/USER: NAME (copied from the controller) or NAME=value",
+    )  # fmt: skip
     behavior: BehaviorConfig = Field(default_factory=BehaviorConfig)  # type: ignore[arg-type]
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        for item in value:
+            name = item.partition("=")[0]
+            if not name.isidentifier() or not name.isascii():
+                raise ValueError(f"env: {item!r} is not NAME or NAME=value")
+        return value
 
     @model_validator(mode="after")
     def _bounds(self) -> ConsumerConfig:
