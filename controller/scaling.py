@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -33,7 +33,7 @@ import redis
 
 from balancer.endpoint import parse_address
 from controller.migration import MigrationExecutor, MigrationReport, Progress
-from controller.probe import ClusterNodeEntry
+from controller.probe import ClusterNodeEntry, myself_entry
 from controller.rebalance import plan_rebalance
 from controller.topology import (
     ClusterNotStable,
@@ -42,22 +42,48 @@ from controller.topology import (
     Topology,
     check_gates,
     fix,
-    forget,
     join,
     read_topology,
     replica_counts,
 )
 
 __all__ = [
+    "MemoryFacts",
+    "NodeNotEmpty",
     "NodeSource",
     "ScaleInPlan",
+    "ScaleInRefused",
     "ScaleReport",
+    "check_scale_in_capacity",
     "choose_leaving",
     "live_entries",
     "plan_scale_in",
+    "prove_empty",
+    "plan_replicas",
+    "read_memory_facts",
+    "repair_structure",
+    "retire_nodes",
     "scale_shards",
     "wait_converged",
 ]
+
+
+class ScaleInRefused(ClusterNotStable):
+    """A scale-in gate refused; ``gate`` names it (as the policy's gates are named), the
+    reasons say why. Nothing was changed by the refused step."""
+
+    def __init__(self, gate: str, reasons: list[str]) -> None:
+        super().__init__([f"{gate}: {r}" for r in reasons])
+        self.gate = gate
+
+
+class NodeNotEmpty(ScaleInRefused):
+    """A leaving node still holds keys or slots (or could not be proven empty): it is
+    neither reset nor shut down, and the scale-in stops there."""
+
+    def __init__(self, address: str, why: str, keys: int | None = None, slots: int = 0) -> None:
+        super().__init__("scale_in_not_empty", [f"{address} {why}; it was left running"])
+        self.address, self.keys, self.slots = address, keys, slots
 
 
 class NodeSource(Protocol):
@@ -151,6 +177,65 @@ def plan_scale_in(
     )
 
 
+@dataclass(frozen=True)
+class MemoryFacts:
+    """One primary's memory as ``INFO memory`` reports it (``maxmemory`` 0 = no limit)."""
+
+    node_id: str
+    used_bytes: int
+    maxmemory: int
+    policy: str
+
+
+def check_scale_in_capacity(
+    keepers: Sequence[MemoryFacts],
+    leavers: Sequence[MemoryFacts],
+    max_share: float = 0.8,
+    capacity_bytes: int | None = None,
+) -> list[str]:
+    """Why the survivors could not take the leavers' data (empty list: they can).
+
+    The leavers' ``used_memory`` is spread evenly over the keepers (that is what the drain
+    does); each keeper must then stay at or below ``max_share`` of ``capacity_bytes``, or
+    of its own ``maxmemory`` when no capacity is configured. Without any limit there is
+    nothing to exceed, except under an ``allkeys-*`` policy: a cache-like cluster there
+    silently evicts instead of refusing writes, so its headroom must be shown."""
+    if not keepers:
+        return ["no surviving primary"]
+    moved = sum(f.used_bytes for f in leavers)
+    share = -(-moved // len(keepers))  # ceil
+    reasons = []
+    for keeper in keepers:
+        limit = capacity_bytes or keeper.maxmemory
+        evicting = keeper.policy.startswith("allkeys-")
+        if not limit:
+            if evicting:
+                reasons.append(
+                    f"{keeper.node_id[:8]}: {keeper.policy} with no memory limit to check "
+                    "headroom against (set shards.capacity.memory_bytes)"
+                )
+            continue
+        after = keeper.used_bytes + share
+        if after > max_share * limit:
+            evicts = f"; {keeper.policy} would evict keys" if evicting else ""
+            reasons.append(
+                f"{keeper.node_id[:8]} would use {after} bytes > {max_share:g} of {limit}{evicts}"
+            )
+    return reasons
+
+
+def read_memory_facts(connect: Connect, entries: Sequence[ClusterNodeEntry]) -> list[MemoryFacts]:
+    """``INFO memory`` of each entry (raises on a node that does not answer: no facts, no
+    scale-in)."""
+    facts = []
+    for entry in entries:
+        info = connect(entry.address).info("memory")
+        facts.append(MemoryFacts(entry.node_id, int(info.get("used_memory", 0)),
+                                 int(info.get("maxmemory", 0)),
+                                 _text(info.get("maxmemory_policy", "noeviction"))))  # fmt: skip
+    return facts
+
+
 # -- execution ----------------------------------------------------------------------------
 
 
@@ -196,11 +281,16 @@ def scale_shards(
     progress: Progress | None = None,
     on_draining: Callable[[list[str]], None] | None = None,
     timeout: float = 60.0,
+    max_memory_share: float = 0.8,
+    capacity_bytes: int | None = None,
 ) -> ScaleReport:
     """Bring the cluster at ``seed`` to ``desired`` balanced shards (see the module doc).
 
     Raises :class:`ClusterNotStable` when a gate refuses (a node failing, the cluster not
-    ok); everything done up to then is consistent, and calling again resumes.
+    ok) — :class:`ScaleInRefused` with gate ``scale_in_capacity`` when the survivors would
+    hold more than ``max_memory_share`` of their memory (``capacity_bytes``, else their
+    ``maxmemory``), :class:`NodeNotEmpty` when a leaving node cannot be proven empty;
+    everything done up to then is consistent, and calling again resumes.
     """
     if desired < 1 or replicas_per_shard < 0:
         raise ValueError("need desired >= 1 and replicas_per_shard >= 0")
@@ -220,8 +310,9 @@ def scale_shards(
         seed = _scale_out(connect, seed, topology, desired, per_shard, nodes, report, emit,
                           timeout)  # fmt: skip
     elif len(primaries) > desired or len(live) > desired * per_shard:
+        limits = (max_memory_share, capacity_bytes)
         seed = _scale_in(connect, seed, topology, desired, per_shard, nodes, report, emit,
-                         engine, on_draining, timeout)  # fmt: skip
+                         engine, on_draining, timeout, limits)  # fmt: skip
     topology = read_topology(connect, seed)
     check_gates(topology, connect)
     plan = plan_rebalance(topology.ownership(), None, threshold)
@@ -307,12 +398,19 @@ def _scale_in(
     engine: str,
     on_draining: Callable[[list[str]], None] | None,
     timeout: float,
+    limits: tuple[float, int | None] = (0.8, None),
 ) -> str:
     check_gates(topology, connect)
     live = live_entries(topology.entries)
     leaving = choose_leaving(live, max(0, len(live) - desired * per_shard), nodes.ordinal)
     plan = plan_scale_in(live, desired, [e.node_id for e in leaving])
     by_id = {e.node_id: e for e in live}
+    refused = check_scale_in_capacity(
+        read_memory_facts(connect, [by_id[n] for n in plan.keepers]),
+        read_memory_facts(connect, [by_id[n] for n in plan.drain]), *limits,
+    )  # fmt: skip
+    if refused:
+        raise ScaleInRefused("scale_in_capacity", refused)
     seed = next(e.address for e in live if e.node_id not in plan.leave)
     draining = sorted({by_id[n].address for n in (*plan.drain, *plan.leave)})
     emit({"event": "draining", "nodes": draining, "promote": len(plan.promote),
@@ -345,11 +443,56 @@ def _scale_in(
     if spares:
         wait_converged(connect, seed, timeout)
     # exactly the leaving nodes: a survivor may still look like a leaver's replica
-    report.removed = forget(connect, seed, list(plan.leave), with_replicas=False)
+    report.removed = retire_nodes(connect, seed, list(plan.leave))
     emit({"event": "forgotten", "nodes": report.removed})
     nodes.remove_nodes(report.removed)
     wait_converged(connect, seed, timeout)
     return seed
+
+
+def prove_empty(connect: Connect, address: str, leaving: Collection[str] = ()) -> None:
+    """Raise :class:`NodeNotEmpty` unless the node at ``address`` owns no slot (in its own
+    view) and, as a primary, holds no key (``DBSIZE == 0``). A replica holds a copy of its
+    primary's data, so it passes while that primary is not leaving too (a leaving
+    primary is proven on its own). A node that cannot answer cannot be proven empty."""
+    node = connect(address)
+    try:
+        own = myself_entry(_text(node.execute_command("CLUSTER", "NODES")))
+        keys = int(node.dbsize())
+    except (redis.RedisError, OSError) as exc:
+        raise NodeNotEmpty(address, f"cannot be proven empty: {exc}") from exc
+    slots = _slot_count(own) if own is not None else 0
+    copy = own is not None and not own.is_primary and own.primary_id not in leaving
+    if slots or (keys and not copy):
+        raise NodeNotEmpty(address, f"still holds {keys} keys and {slots} slots", keys, slots)
+
+
+def retire_nodes(connect: Connect, seed: str, node_ids: Sequence[str]) -> list[str]:
+    """Take drained nodes out of the cluster: prove each empty (:func:`prove_empty`,
+    before anything changes), ``CLUSTER FORGET`` them on every remaining node (inside the
+    60 s ban window), then ``CLUSTER RESET HARD`` each. A reset that fails raises
+    (Redis refuses it on a primary holding keys: a safety check, never swallowed).
+    Returns their addresses, for the node source to shut down."""
+    topology = read_topology(connect, seed, False)
+    by_id = {e.node_id: e for e in topology.entries}
+    leaving = [by_id[n] for n in node_ids if n in by_id and by_id[n].address]
+    for entry in leaving:
+        prove_empty(connect, entry.address, set(node_ids))
+    for node in topology.entries:
+        if node.node_id in node_ids or not node.address or node.flags & {"fail", "noaddr"}:
+            continue
+        for node_id in sorted(node_ids):
+            with contextlib.suppress(redis.ResponseError):  # "Unknown node": already gone
+                connect(node.address).execute_command("CLUSTER", "FORGET", node_id)
+    for entry in leaving:
+        try:
+            connect(entry.address).execute_command("CLUSTER", "RESET", "HARD")
+        except redis.ResponseError as exc:
+            raise NodeNotEmpty(entry.address, f"refused CLUSTER RESET: {exc}") from exc
+        except (redis.RedisError, OSError) as exc:
+            why = f"{entry.address}: CLUSTER RESET failed: {exc}"
+            raise ScaleInRefused("scale_in_reset_failed", [why]) from exc
+    return sorted(e.address for e in leaving)
 
 
 def _replicate(connect: Connect, address: str, primary_id: str) -> None:
@@ -386,6 +529,175 @@ def _balance_replicas(
             moved = True
     if moved:
         wait_converged(connect, seed, timeout)
+
+
+def repair_structure(
+    connect: Connect,
+    seed: str,
+    nodes: NodeSource | None,
+    replicas_per_shard: int,
+    forget: Collection[str] = (),
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> list[str]:
+    """Mend the cluster's shape without moving a slot (slot balance is the rebalance
+    path's job): ``CLUSTER FORGET`` on every node the failed, slot-less nodes in
+    ``forget``; give every shard ``replicas_per_shard`` replicas — from spare nodes (empty
+    slot-less primaries, replicas of slot-less primaries), surplus replicas, or new nodes
+    of ``nodes`` — and even out the replicas when there are too few. Returns one line per
+    thing done or skipped (empty: the structure was fine). Never raises for a dead node."""
+    done: list[str] = []
+
+    def note(line: str) -> None:
+        done.append(line)
+        if progress is not None:
+            progress({"event": "repair_structure", "action": line})
+
+    try:
+        topology = read_topology(connect, seed, False)
+        if forget:
+            _forget_failed(connect, topology, forget, note)
+            topology = read_topology(connect, seed, False)
+    except (redis.RedisError, OSError) as exc:
+        note(f"skipped: {seed} did not answer ({exc})")
+        return done
+    changed = _fill_replicas(connect, seed, topology, nodes, replicas_per_shard, note)
+    if changed:
+        try:
+            wait_converged(connect, seed, 30.0)
+        except ClusterNotStable as exc:
+            note(f"not converged yet: {exc}")
+    return done
+
+
+def _forget_failed(
+    connect: Connect, topology: Topology, forget: Collection[str], note: Callable[[str], None]
+) -> None:
+    by_id = {e.node_id: e for e in topology.entries}
+    alive = [e for e in topology.entries if e.address and not e.flags & {"fail", "noaddr"}]
+    for node_id in sorted(forget):
+        entry = by_id.get(node_id)
+        name = f"{node_id[:8]} ({entry.address if entry else 'unknown'})"
+        if entry is not None and entry.slots:
+            note(f"kept {name}: it still owns {_slot_count(entry)} slots")
+            continue
+        if entry is not None and not entry.flags & {"fail", "fail?", "noaddr"}:
+            note(f"kept {name}: it is not failing")
+            continue
+        unreached = []
+        for node in alive:
+            if node.node_id == node_id:
+                continue
+            try:
+                connect(node.address).execute_command("CLUSTER", "FORGET", node_id)
+            except redis.ResponseError:
+                pass  # unknown there already, or that node's own primary
+            except (redis.RedisError, OSError):
+                unreached.append(node.address)
+        missed = f" (not reached: {', '.join(unreached)})" if unreached else ""
+        note(f"forgot failed node {name}{missed}")
+
+
+def plan_replicas(
+    replicas: dict[str, list[str]], spares: Sequence[str], per_shard: int, even_out: bool = True
+) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """Which node should replicate which shard: ``(address, primary id)`` moves, and how
+    many replicas each shard still lacks. Spares fill the shards with the fewest first,
+    then replicas above ``per_shard`` move; with ``even_out`` (no new nodes can be
+    started), while a shard lacks one, a shard with two more gives one up."""
+    have = {o: list(r) for o, r in replicas.items()}
+    pool = list(spares)
+    moves: list[tuple[str, str]] = []
+    for _ in range(len(pool) + sum(map(len, have.values()))):
+        if not have:
+            break
+        short = min(have, key=lambda o: (len(have[o]), o))
+        if len(have[short]) >= per_shard:
+            break
+        fullest = max(have, key=lambda o: (len(have[o]), o))
+        if pool:
+            node = pool.pop(0)
+        elif len(have[fullest]) > per_shard or (
+            even_out and len(have[fullest]) > len(have[short]) + 1
+        ):
+            node = have[fullest].pop()
+        else:
+            break
+        have[short].append(node)
+        moves.append((node, short))
+    missing = {o: per_shard - len(r) for o, r in have.items() if len(r) < per_shard}
+    return moves, missing
+
+
+def _fill_replicas(
+    connect: Connect,
+    seed: str,
+    topology: Topology,
+    nodes: NodeSource | None,
+    per_shard: int,
+    note: Callable[[str], None],
+) -> bool:
+    """Attach spares, surplus replicas, then new nodes to the shards short of replicas."""
+    live = live_entries(topology.entries)
+    owning = {e.node_id for e in topology.entries if e.is_primary and e.slots}
+    replicas = {e.node_id: [] for e in live if e.node_id in owning}  # type: dict[str, list[str]]
+    for entry in sorted(live, key=lambda e: e.address):
+        if entry.primary_id in replicas:
+            replicas[entry.primary_id].append(entry.address)
+    spares = [e.address for e in live if not e.is_primary and e.primary_id not in owning]
+    spares += [
+        e.address for e in live if e.is_primary and not e.slots and _holds_no_key(connect, e)
+    ]
+    moves, missing = plan_replicas(replicas, spares, per_shard)
+    changed = False
+    for address, owner in moves:
+        try:
+            _replicate(connect, address, owner)
+        except (redis.RedisError, OSError) as exc:
+            note(f"skipped {address}: CLUSTER REPLICATE failed ({exc})")
+            missing[owner] = missing.get(owner, 0) + 1
+            continue
+        changed = True
+        note(f"{address} now replicates shard {owner[:8]}")
+    if missing and nodes is not None:
+        changed |= _start_replicas(connect, seed, topology, nodes, missing, note)
+    else:
+        for owner, count in sorted(missing.items()):
+            note(f"shard {owner[:8]} is short of {count} replicas: no spare node")
+    return changed
+
+
+def _holds_no_key(connect: Connect, entry: ClusterNodeEntry) -> bool:
+    try:
+        return int(connect(entry.address).dbsize()) == 0
+    except (redis.RedisError, OSError):
+        return False
+
+
+def _start_replicas(
+    connect: Connect,
+    seed: str,
+    topology: Topology,
+    nodes: NodeSource,
+    missing: dict[str, int],
+    note: Callable[[str], None],
+) -> bool:
+    existing = [e.address for e in topology.entries if e.address]
+    try:
+        added = nodes.add_nodes(sum(missing.values()), existing)
+    except (OSError, RuntimeError) as exc:
+        note(f"could not start {sum(missing.values())} nodes: {exc}")
+        return False
+    wanted = [owner for owner, count in sorted(missing.items()) for _ in range(count)]
+    for address, owner in zip(added, wanted, strict=False):
+        try:
+            join(connect, seed, address, replica_of=owner, timeout=30.0)
+        except (redis.RedisError, OSError, ClusterNotStable) as exc:
+            note(f"new node {address} did not join: {exc}; stopped")
+            with contextlib.suppress(redis.RedisError, OSError, RuntimeError):
+                nodes.remove_nodes([address])
+            continue
+        note(f"started {address} as a replica of shard {owner[:8]}")
+    return bool(added)
 
 
 def _failover(connect: Connect, address: str, timeout: float) -> None:

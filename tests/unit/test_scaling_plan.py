@@ -11,7 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.probe import ClusterNodeEntry
-from controller.scaling import ScaleInPlan, choose_leaving, live_entries, plan_scale_in
+from controller.scaling import (
+    MemoryFacts,
+    ScaleInPlan,
+    check_scale_in_capacity,
+    choose_leaving,
+    live_entries,
+    plan_replicas,
+    plan_scale_in,
+)
 
 TOTAL_SLOTS = 16384
 Slots = tuple[tuple[int, int], ...]
@@ -351,3 +359,94 @@ def test_every_slot_holder_is_kept_promoted_away_or_drained(layout: Layout) -> N
     passed_over = [p for p in promotable if p.node_id not in promoted_from]
     if plan.promote and passed_over:
         assert min(count(by_id[p]) for p in promoted_from if p) >= max(map(count, passed_over))
+
+
+# -- check_scale_in_capacity ------------------------------------------------------------
+
+MB = 1 << 20
+
+
+def mem(node_id: str, used_mb: float, max_mb: float = 0, policy: str = "noeviction") -> MemoryFacts:
+    return MemoryFacts(node_id, int(used_mb * MB), int(max_mb * MB), policy)
+
+
+def test_capacity_allows_a_scale_in_that_fits_under_the_share() -> None:
+    keepers = [mem("a", 30, 100), mem("b", 30, 100)]
+    assert check_scale_in_capacity(keepers, [mem("c", 60, 100)], 0.8) == []  # 60 each
+
+
+def test_capacity_refuses_when_the_moved_data_exceeds_the_share_and_names_the_node() -> None:
+    keepers = [mem("aaaaaaaa1", 30, 100), mem("bbbbbbbb2", 10, 100)]
+    reasons = check_scale_in_capacity(keepers, [mem("c", 100, 100)], 0.75)
+    assert len(reasons) == 1 and reasons[0].startswith("aaaaaaaa would use")  # 80 > 75
+
+
+def test_configured_capacity_wins_over_maxmemory() -> None:
+    keepers, leavers = [mem("a", 10, 0), mem("b", 10, 0)], [mem("c", 20)]
+    assert check_scale_in_capacity(keepers, leavers, 0.8) == []  # no limit anywhere
+    assert len(check_scale_in_capacity(keepers, leavers, 0.8, capacity_bytes=20 * MB)) == 2
+    assert check_scale_in_capacity(keepers, leavers, 0.8, capacity_bytes=30 * MB) == []
+
+
+def test_allkeys_policy_needs_shown_headroom() -> None:
+    unlimited = [mem("a", 10, 0, "allkeys-lru"), mem("b", 10, 0)]
+    assert len(check_scale_in_capacity(unlimited, [mem("c", 1)], 0.8)) == 1
+    assert check_scale_in_capacity(unlimited, [mem("c", 1)], 0.8, capacity_bytes=100 * MB) == []
+    full = check_scale_in_capacity([mem("a", 70, 100, "allkeys-lfu")], [mem("c", 20)], 0.8)
+    assert full and "allkeys-lfu would evict" in full[0]
+
+
+def test_no_keeper_is_refused() -> None:
+    assert check_scale_in_capacity([], [mem("c", 1)]) == ["no surviving primary"]
+
+
+# -- plan_replicas ----------------------------------------------------------------------
+
+
+def test_spares_fill_the_shard_without_replica_first() -> None:
+    moves, missing = plan_replicas({"p1": ["r1"], "p2": []}, ["s1", "s2"], 1)
+    assert (moves, missing) == ([("s1", "p2")], {})
+
+
+def test_surplus_replicas_move_to_shards_without_one() -> None:
+    moves, missing = plan_replicas({"p1": ["r1", "r2", "r3"], "p2": [], "p3": ["r4"]}, [], 1)
+    assert moves == [("r3", "p2")] and missing == {}
+
+
+def test_missing_replicas_are_counted_when_nothing_can_move() -> None:
+    moves, missing = plan_replicas({"p1": ["r1"], "p2": []}, [], 1)
+    assert (moves, missing) == ([], {"p2": 1})
+
+
+def test_replicas_are_evened_out_only_when_no_node_can_be_started() -> None:
+    layout = {"p1": ["r1", "r2"], "p2": []}
+    assert plan_replicas(layout, [], 2, even_out=True) == ([("r2", "p2")], {"p1": 1, "p2": 1})
+    assert plan_replicas(layout, [], 2, even_out=False) == ([], {"p2": 2})
+
+
+@FAST
+@given(
+    counts=st.lists(st.integers(0, 4), min_size=1, max_size=6),
+    spares=st.integers(0, 6),
+    per_shard=st.integers(0, 3),
+)
+def test_planned_replicas_end_as_even_as_the_nodes_allow(
+    counts: list[int], spares: int, per_shard: int
+) -> None:
+    names = itertools.count()
+    layout = {f"p{i}": [f"r{next(names)}" for _ in range(n)] for i, n in enumerate(counts)}
+    pool = [f"s{i}" for i in range(spares)]
+    moves, missing = plan_replicas(layout, pool, per_shard, even_out=True)
+    final = {p: len(r) for p, r in layout.items()}
+    for node, target in moves:
+        source = next((p for p, r in layout.items() if node in r), None)
+        if source is not None:
+            final[source] -= 1
+        final[target] += 1
+    assert sum(missing.values()) == sum(max(0, per_shard - n) for n in final.values())
+    total = sum(counts) + spares
+    if total >= per_shard * len(counts):  # enough nodes: every shard gets its replicas
+        assert missing == {}
+    else:  # too few: as even as they allow, no spare left unused
+        assert max(final.values()) - min(final.values()) <= 1 or min(final.values()) >= per_shard
+        assert len([m for m in moves if m[0].startswith("s")]) == spares
