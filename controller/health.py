@@ -31,7 +31,7 @@ __all__ = [
     "missing_signals",
     "next_health",
     "node_utilization",
-    "shards_without_replica",
+    "shards_short_of_replicas",
 ]
 
 
@@ -159,18 +159,19 @@ def missing_signals(
     return tuple(missing)
 
 
-def shards_without_replica(view: ClusterView) -> list[str]:
-    """Addresses of primaries owning slots that have no replica up (failed ones don't count)."""
+def shards_short_of_replicas(view: ClusterView, want: int = 1) -> list[str]:
+    """Addresses of primaries owning slots with fewer than ``want`` replicas that are
+    not failing (``want=1``: the shards without a replica)."""
     probe = view.probe
-    if probe is None:
+    if probe is None or want <= 0:
         return []
-    with_slots = {e.node_id: e.address for e in probe.entries if e.is_primary and e.slots}
-    alive = {
-        e.primary_id
-        for e in probe.entries
-        if e.primary_id and not e.flags & {"fail", "fail?", "noaddr", "handshake"}
-    }
-    return sorted(address for node_id, address in with_slots.items() if node_id not in alive)
+    bad = {"fail", "fail?", "noaddr", "handshake"}
+    counts = {e.node_id: 0 for e in probe.entries if e.is_primary and e.slots}
+    for e in probe.entries:
+        if e.primary_id in counts and not e.flags & bad:
+            counts[e.primary_id] += 1
+    by_id = {e.node_id: e.address for e in probe.entries}
+    return sorted(by_id[n] for n, c in counts.items() if c < want)
 
 
 def _int(value: object) -> int:

@@ -3,18 +3,28 @@
 :class:`Controller` holds the state between cycles and exposes each step as a method,
 so tests drive it cycle by cycle; :meth:`Controller.start` runs the steps as APScheduler
 jobs (``max_instances=1`` and coalescing: a slow cycle is never run twice at once, and a
-missed one is not replayed in a burst). Every decision, taken or blocked, is logged as
-one JSON line with its reason.
+missed one is not replayed in a burst).
+
+One actor per cluster: every controller probes and publishes, but only the holder of
+the cluster's lease (:mod:`controller.lease`) acts; the others say who holds it and
+take over when it expires. Before a shard change its purpose is written down
+(:mod:`controller.intent`), so a restarted controller finishes an interrupted change
+instead of guessing from a half-moved cluster. A failing step is logged and counted
+(``slotpilot_errors_total{stage}``) and never stops the other targets; a shard change
+that keeps failing backs off. A decision line is logged when the decision or its reason
+changes, not every cycle.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from functools import partial
 from typing import Any
 
 import redis
@@ -23,7 +33,16 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from balancer import ClusterClient
 from controller.backlog import BacklogError, read_backlog
 from controller.config import SlotpilotConfig, resolve_password
-from controller.health import Capacity, ClusterView, build_view
+from controller.health import Capacity, ClusterView, build_view, shards_short_of_replicas
+from controller.intent import (
+    ChangeKind,
+    IntentError,
+    IntentFile,
+    IntentRecord,
+    PendingChange,
+    intent_path,
+)
+from controller.lease import ClusterLease, LeaseHeld
 from controller.migration import MigrationError
 from controller.platform import Platform, PlatformError
 from controller.policy import (
@@ -34,10 +53,13 @@ from controller.policy import (
     ShardPolicyState,
     decide_consumers,
     decide_shards,
+    record_shard_outcome,
+    resume_decision,
+    retry_backoff,
 )
 from controller.probe import Probe
 from controller.routing import RoutingTable, build_routing_table
-from controller.scaling import NodeSource, ScaleReport, scale_shards
+from controller.scaling import NodeSource, ScaleReport, repair_structure, scale_shards
 from controller.status import build_status
 from controller.topology import ClusterNotStable, Connect, connector, fix
 
@@ -46,6 +68,8 @@ __all__ = ["Controller"]
 log = logging.getLogger("slotpilot.controller")
 decisions_log = logging.getLogger("slotpilot.decision")
 migration_log = logging.getLogger("slotpilot.migration")
+SCALE_ERRORS = (ClusterNotStable, MigrationError, redis.RedisError, OSError, ValueError)
+_NUMBER = re.compile(r"\d+(\.\d+)?")
 
 
 class Controller:
@@ -58,10 +82,13 @@ class Controller:
         clock: Callable[[], float] = time.monotonic,
         metrics: Any = None,
         nodes: NodeSource | None = None,
+        lease: ClusterLease | None = None,
+        intent: IntentFile | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
         self.platform = platform
-        self.clock = clock
+        self.clock, self.wall = clock, wall
         self.metrics = metrics
         self.nodes = nodes  # where shard nodes come from; None: shard decisions are advice
         tls = cfg.cluster.tls
@@ -81,6 +108,7 @@ class Controller:
         self._admin: Connect | None = None
         self.migrating = False
         self.scale_history: list[ScaleReport] = []
+        self.last_scale_error: dict[str, Any] | None = None  # the refusing gate, if any
         self.probe = Probe(cfg.cluster.seeds, timeout=cfg.probe.timeout_seconds, **connection)
         self._client: ClusterClient | None = None
         capacity = cfg.shards.capacity
@@ -93,20 +121,106 @@ class Controller:
         self.decisions: dict[str, Decision] = {}
         self.backlogs: dict[str, float | None] = {}
         self._lock = threading.Lock()
+        self._probe_lock = threading.Lock()  # two probe jobs never run at once
         self._scheduler: BackgroundScheduler | None = None
+        self._own_change = False  # our reshard ran since the last view: epoch bumps are ours
+        self._own_change_ended_at: float | None = None
+        self._logged: dict[str, tuple[Any, ...]] = {}
+        self._structure_failures, self._structure_failed_at = 0, 0.0
+        self.lease = lease
+        self.holding = False
+        self.lease_holder: str | None = None
+        self.lease_expires_in: float | None = None
+        self.intent_store = intent if intent is not None else self._default_intent_store()
+        self.intent = IntentRecord()
+        self._load_intent()
+
+    # -- intent --------------------------------------------------------------------------
+
+    def _default_intent_store(self) -> IntentFile | None:
+        shards = self.cfg.shards
+        if shards.intent_file:
+            return IntentFile(shards.intent_file)
+        if shards.state_dir:
+            return IntentFile(intent_path(shards.state_dir, self.cfg.cluster.seeds[0]))
+        return None  # kept in memory only: a restart forgets it
+
+    def _to_clock(self, wall_time: float | None) -> float | None:
+        return None if wall_time is None else self.clock() - (self.wall() - wall_time)
+
+    def _to_wall(self, clock_time: float | None) -> float | None:
+        return None if clock_time is None else self.wall() - (self.clock() - clock_time)
+
+    def _load_intent(self) -> None:
+        if self.intent_store is None:
+            return
+        try:
+            record = self.intent_store.load()
+        except IntentError as exc:
+            log.error(json.dumps({"event": "intent_unreadable", "error": str(exc)}))
+            self._count_error("intent")
+            return
+        self.intent = record
+        self.shard_state = replace(self.shard_state, last_up_at=self._to_clock(record.last_up_at),
+                                   last_down_at=self._to_clock(record.last_down_at))  # fmt: skip
+        if record.change is not None:
+            log.info(json.dumps({"event": "intent_loaded", "change": asdict(record.change)}))
+
+    def _save_intent(self, change: PendingChange | None) -> None:
+        """Write the change in flight (None: none) and the cooldown clocks, before acting."""
+        state = self.shard_state
+        self.intent = IntentRecord(self._to_wall(state.last_up_at),
+                                   self._to_wall(state.last_down_at), change,
+                                   self.lease.owner if self.lease else None)  # fmt: skip
+        if self.intent_store is not None:
+            self.intent_store.save(self.intent)  # an error here stops the change: no record
+
+    # -- lease ---------------------------------------------------------------------------
+
+    def hold_lease(self) -> bool:
+        """Renew or take the cluster's lease; True while this controller may act."""
+        try:
+            if self.lease is None:
+                self.lease = ClusterLease(
+                    self.client(), ttl_seconds=self.cfg.shards.lease_ttl_seconds
+                )
+            lease = self.lease
+            if not (lease.held and lease.renew()):
+                lease.acquire()
+            holding, expires = True, None
+            holder: str | None = lease.owner
+        except LeaseHeld as exc:
+            holding, holder, expires = False, exc.holder, exc.expires_in
+        except Exception as exc:  # unreachable: act only while the lease is surely ours
+            self._count_error("lease")
+            log.warning(json.dumps({"event": "lease_unknown", "error": f"{exc}"}))
+            holding = self.lease is not None and self.lease.held
+            holder, expires = self.lease_holder, self.lease_expires_in
+        if holding != self.holding:
+            log.info(json.dumps({"event": "lease_acquired" if holding else "lease_not_held",
+                                 "holder": holder, "expires_in": expires}))  # fmt: skip
+        self.holding, self.lease_holder, self.lease_expires_in = holding, holder, expires
+        if self.metrics is not None:
+            self.metrics.set_leader(holding)
+        return holding
 
     # -- steps ---------------------------------------------------------------------------
 
     def probe_once(self) -> ClusterView:
-        """Probe every node and publish the new view and routing table."""
-        result = self.probe.run()
-        with self._lock:
-            self.view = build_view(
-                result, self.view, self.capacity, self.cfg.probe.rise, self.cfg.probe.fall,
-                self.clock(), self.cfg.shards.node_timeout_ms,
-            )  # fmt: skip
-            self.routing = build_routing_table(self.view, self.draining, self.routing)
-            view = self.view
+        """Probe every node and publish the new view and routing table (one at a time)."""
+        with self._probe_lock:
+            own = self.migrating or self._own_change
+            result = self.probe.run()
+            with self._lock:
+                self.view = build_view(
+                    result, self.view, self.capacity, self.cfg.probe.rise, self.cfg.probe.fall,
+                    self.clock(), self.cfg.shards.node_timeout_ms, own_change=own,
+                )  # fmt: skip
+                lag = self.cfg.routing.max_replica_lag_seconds
+                self.routing = build_routing_table(self.view, self.draining, self.routing, lag)
+                view = self.view
+            if not self.migrating:
+                self._own_change = False
         if self.metrics is not None:
             self.metrics.observe_probe(result)
             self.metrics.observe_view(view)
@@ -136,18 +250,30 @@ class Controller:
 
     def plan(self) -> list[Decision]:
         """What the controller would do now and why, without acting or changing state."""
-        return [d for d, _ in self._decide()]
+        return [d for d, _ in (self._decide_shards(), *self._decide_consumers())]
 
-    def _decide(self) -> list[tuple[Decision, Any]]:
+    def _decide_shards(self) -> tuple[Decision, ShardPolicyState]:
         now = self.clock()
-        out: list[tuple[Decision, Any]] = []
         view = self.view
         shards_now = len(view.shard_utilization) if view is not None else 0
         gates = tuple(g.name for g in view.gates) if view is not None else ("no_probe_yet",)
-        shard_obs = ShardObservation(
-            shards_now, view.utilization if view else None, gates, self.migrating
-        )
-        out.append(decide_shards(self.cfg.shards.policy(), self.shard_state, shard_obs, now))
+        gates += ("migration_in_progress",) if self.migrating else ()
+        change = self.intent.change
+        policy = self.cfg.shards.policy()
+        if change is not None and self.nodes is not None:
+            retry = (policy.retry_base_seconds, policy.retry_max_seconds)
+            return resume_decision(change, shards_now, gates, self.shard_state, retry, now), (
+                self.shard_state
+            )
+        obs = ShardObservation(
+            shards_now, view.utilization if view else None, gates, False,
+            view.missing_signals if view else (), self._own_change_ended_at,
+        )  # fmt: skip
+        return decide_shards(policy, self.shard_state, obs, now)
+
+    def _decide_consumers(self) -> list[tuple[Decision, ConsumerPolicyState]]:
+        now = self.clock()
+        out = []
         for consumer in self.cfg.consumers:
             try:
                 current = self.platform.get_replicas(consumer.name)
@@ -155,42 +281,96 @@ class Controller:
                 log.warning("replicas of %s unreadable: %s", consumer.name, exc)
                 continue
             obs = ConsumerObservation(current, self._backlog(consumer.name))
-            out.append(
-                decide_consumers(consumer.policy(), self.consumer_states[consumer.name], obs, now)
-            )
+            state = self.consumer_states[consumer.name]
+            out.append(decide_consumers(consumer.policy(), state, obs, now))
         return out
 
     def reconcile_once(self) -> list[Decision]:
-        """Finish an interrupted shard change, then decide for every target and act on the
-        decisions that can be carried out."""
-        self._repair_shards()
-        decided = self._decide()
-        for decision, new_state in decided:
-            acted = self._act(decision)
-            if decision.target == "shards":
-                if acted:
-                    self.shard_state = new_state
-                else:
-                    self._fill_empty_primaries(decision)
-            elif acted or decision.direction == "none":
-                self.consumer_states[decision.target] = new_state
-            self.decisions[decision.target] = decision
-            self._log(decision, acted)
-            if self.metrics is not None:
-                self.metrics.observe_decision(decision)
-        return [d for d, _ in decided]
+        """Hold the lease, mend what a crash or a dead node left, then decide for every
+        target and act on what can be carried out. Shards and consumers are separate
+        stages: an error in one is logged, counted and does not stop the other."""
+        holding = self.hold_lease()
+        out: list[Decision] = []
+        if holding:
+            self._guard("repair", self._repair_shards)
+            self._guard("structure", self._repair_structure)
+        shard = self._guard("shards", lambda: self._reconcile_shards(holding))
+        if shard is not None:
+            out.append(shard)
+        consumers = self._guard("consumers", lambda: self._reconcile_consumers(holding))
+        return out + (consumers or [])
 
-    def _act(self, decision: Decision) -> bool:
-        if decision.direction == "none":
-            return False
-        if decision.target == "shards":
-            return self.nodes is not None and self.scale_shards(decision.desired)
+    def _reconcile_shards(self, holding: bool) -> Decision:
+        decision, new_state = self._decide_shards()
+        old, now = self.shard_state, self.clock()
+        kept_clocks = replace(new_state, last_up_at=old.last_up_at, last_down_at=old.last_down_at)
+        acted = False
+        if decision.direction == "none" or self.nodes is None:
+            self.shard_state = new_state if decision.direction == "none" else kept_clocks
+        elif not holding:
+            self.shard_state = kept_clocks
+            decision = self._not_holding(decision)
+        else:
+            acted = self._guard("shards", lambda: self.scale_shards(decision.desired)) is True
+            self.shard_state = record_shard_outcome(new_state if acted else kept_clocks, acted, now)
+            if acted:
+                self._guard("intent", lambda: self._save_intent(None))
+            elif self.intent.change is not None:
+                self._guard("intent", lambda: self._save_intent(self.intent.change))
+        if decision.direction == "none" and holding and self.intent.change is None:
+            self._guard("repair", lambda: self._fill_empty_primaries(decision))
+        self._publish(decision, acted)
+        return decision
+
+    def _reconcile_consumers(self, holding: bool) -> list[Decision]:
+        out = []
+        for decision, new_state in self._decide_consumers():
+            acted = False
+            if decision.direction != "none" and not holding:
+                decision = self._not_holding(decision)
+            elif decision.direction != "none":
+                acted = self._guard("consumers", partial(self._set_replicas, decision)) is True
+            if acted or decision.direction == "none":
+                self.consumer_states[decision.target] = new_state
+            self._publish(decision, acted)
+            out.append(decision)
+        return out
+
+    def _not_holding(self, decision: Decision) -> Decision:
+        expires = (
+            ""
+            if self.lease_expires_in is None
+            else f" (lease expires in {self.lease_expires_in:.0f} s)"
+        )
+        why = f"{decision.reason}; not acting: cluster is managed by {self.lease_holder}{expires}"
+        return replace(decision, reason=why, blocked_by=(*decision.blocked_by, "lease"))
+
+    def _set_replicas(self, decision: Decision) -> bool:
         try:
             self.platform.set_replicas(decision.target, decision.desired)
         except PlatformError as exc:
             log.error("scaling %s to %d failed: %s", decision.target, decision.desired, exc)
             return False
         return True
+
+    def _guard(self, stage: str, step: Callable[[], Any]) -> Any:
+        """Run one stage; an exception is logged with its stage and counted, never raised."""
+        try:
+            return step()
+        except Exception as exc:
+            self._count_error(stage)
+            log.exception(json.dumps({"event": "stage_failed", "stage": stage, "error": f"{exc}"}))
+            return None
+
+    def _count_error(self, stage: str) -> None:
+        if self.metrics is not None:
+            self.metrics.count_error(stage)
+
+    def _publish(self, decision: Decision, acted: bool) -> None:
+        self.decisions[decision.target] = decision
+        self._log(decision, acted)
+        if self.metrics is not None:
+            self.metrics.observe_decision(decision)
 
     # -- shards ----------------------------------------------------------------------------
 
@@ -213,12 +393,50 @@ class Controller:
         if "open_slots" not in gates or gates - {"open_slots", "failover_recent"}:
             return  # nothing to repair, or the cluster is not sound enough to touch
         log.info(json.dumps({"event": "repair", "reason": "open slots"}))
+        self._own_change = True
         try:
             report = fix(self._admin_connect(), self._seed())
         except (redis.RedisError, OSError) as exc:
+            self._count_error("repair")
             log.error(json.dumps({"event": "repair_failed", "error": f"{exc}"}))
             return
         log.info(json.dumps({"event": "repaired", **asdict(report)}))
+        self.probe_once()
+
+    def _repair_structure(self) -> None:
+        """Forget failed nodes that own no slots once their grace period is over, and give
+        shards short of replicas new ones (``scaling.repair_structure``); backs off when
+        it keeps failing."""
+        view = self.view
+        if self.nodes is None or view is None or self.migrating or view.gates:
+            return
+        if self.intent.change is not None:
+            return  # an interrupted change comes first
+        policy, now = self.cfg.shards, self.clock()
+        wait = retry_backoff(self._structure_failures, policy.retry_base_seconds,
+                             policy.retry_max_seconds)  # fmt: skip
+        if now - self._structure_failed_at < wait:
+            return
+        grace = policy.forget_failed_after_seconds
+        failed = view.failed_nodes
+        if any(now - since < grace for since in failed.values()):
+            return  # a node just failed: it may come back; the shard waits meanwhile
+        short = shards_short_of_replicas(view, policy.replicas_per_shard)
+        if not failed and not short:
+            return
+        log.info(json.dumps({"event": "repair_structure", "forget": sorted(failed),
+                             "short_of_replicas": short}))  # fmt: skip
+        self._own_change = True
+        try:
+            done = repair_structure(self._admin_connect(), self._seed(), self.nodes,
+                                    policy.replicas_per_shard, forget=tuple(failed),
+                                    progress=self._on_progress)  # fmt: skip
+        except Exception:
+            self._structure_failures += 1
+            self._structure_failed_at = now
+            raise
+        self._structure_failures = 0
+        log.info(json.dumps({"event": "repaired_structure", "actions": done}))
         self.probe_once()
 
     def _fill_empty_primaries(self, decision: Decision) -> None:
@@ -231,7 +449,8 @@ class Controller:
         empty = [n.address for n in primaries if n.node_id not in view.shard_utilization]
         if empty and not view.gates:
             log.info(json.dumps({"event": "repair", "empty_primaries": empty}))
-            self.scale_shards(len(primaries))
+            if self.scale_shards(len(primaries)):
+                self._save_intent(None)
 
     def _admin_connect(self) -> Connect:
         if self._admin is None:
@@ -240,9 +459,21 @@ class Controller:
 
     def scale_shards(self, desired: int) -> bool:
         """Reshard to ``desired`` shards now (blocking); False if refused or failed, in
-        which case the cluster is left consistent and the next cycle resumes."""
+        which case the cluster is left consistent and the next cycle resumes. The purpose
+        is written down first and stays written until the caller clears it."""
         assert self.nodes is not None
-        self.migrating = True
+        view = self.view
+        current = len(view.shard_utilization) if view is not None else 0
+        pending = self.intent.change
+        kind: ChangeKind = "rebalance"
+        if desired != current:
+            kind = "scale_out" if desired > current else "scale_in"
+        if pending is not None and pending.to_shards == desired:
+            change = replace(pending, attempts=pending.attempts + 1)
+        else:
+            change = PendingChange(kind, current, desired, self.wall())
+        self._save_intent(change)
+        self.migrating = self._own_change = True
         if self.metrics is not None:
             self.metrics.set_migration_in_progress(True)
         started = time.monotonic()
@@ -252,29 +483,40 @@ class Controller:
                 replicas_per_shard=self.cfg.shards.replicas_per_shard,
                 engine=self.cfg.shards.engine, progress=self._on_progress,
                 on_draining=self._mark_draining,
+                max_memory_share=self.cfg.shards.scale_in_max_memory_share,
+                capacity_bytes=self.cfg.shards.capacity.memory_bytes,
             )  # fmt: skip
-        except (ClusterNotStable, MigrationError, redis.RedisError, OSError, ValueError) as exc:
+        except SCALE_ERRORS as exc:
+            self._count_error("shards")
+            self.last_scale_error = {"gate": getattr(exc, "gate", None), "desired": desired,
+                                     "error": f"{type(exc).__name__}: {exc}"}  # fmt: skip
             log.error(json.dumps({"event": "scale_failed", "desired": desired,
                                   "error": f"{type(exc).__name__}: {exc}"}))  # fmt: skip
             return False
         finally:
             self.migrating = False
+            self._own_change_ended_at = self.clock()
             with self._lock:
                 self.draining = set()
             if self.metrics is not None:
                 self.metrics.set_migration_in_progress(False)
                 self.metrics.migration_duration.observe(time.monotonic() - started)
         self.scale_history.append(report)
+        self.last_scale_error = None
         log.info(json.dumps({"event": "scaled", **report.as_dict()}, default=str))
         self.probe_once()
         return True
 
     def _mark_draining(self, addresses: list[str]) -> None:
-        """Publish the leaving nodes with weight 0 before any of their slots move."""
+        """Publish the leaving nodes with weight 0 before any of their slots move, and
+        write them into the intent record (a restart finishes their scale-in)."""
         with self._lock:
             self.draining = set(addresses)
             if self.view is not None:
-                self.routing = build_routing_table(self.view, self.draining, self.routing)
+                lag = self.cfg.routing.max_replica_lag_seconds
+                self.routing = build_routing_table(self.view, self.draining, self.routing, lag)
+        if self.intent.change is not None:
+            self._save_intent(replace(self.intent.change, leaving=tuple(sorted(addresses))))
 
     def _on_progress(self, event: dict[str, Any]) -> None:
         migration_log.info(json.dumps(event))  # one line per batch and per step
@@ -283,15 +525,36 @@ class Controller:
             self.metrics.migrated_keys.inc(event.get("keys", 0))
 
     def _log(self, decision: Decision, acted: bool) -> None:
+        """One line when the decision or its reason changes (numbers in the reason, such
+        as a utilization or a cooldown countdown, are not a change)."""
+        key = (decision.current, decision.desired, decision.blocked_by, acted,
+               _NUMBER.sub("#", decision.reason))  # fmt: skip
+        if not acted and self._logged.get(decision.target) == key:
+            return
+        self._logged[decision.target] = key
         record = asdict(decision) | {"direction": decision.direction, "acted": acted}
         decisions_log.info(json.dumps(record, sort_keys=True))
 
     def status(self) -> dict[str, Any]:
         with self._lock:
             status = build_status(self.view, self.decisions, sorted(self.draining))
+            view = self.view
         status["backlogs"] = dict(self.backlogs)
         last = self.scale_history[-1].as_dict() if self.scale_history else None
-        status["resharding"] = {"in_progress": self.migrating, "last": last}
+        status["resharding"] = {"in_progress": self.migrating, "last": last,
+                                "last_error": self.last_scale_error}  # fmt: skip
+        status["lease"] = {
+            "holding": self.holding,
+            "holder": self.lease_holder,
+            "expires_in": self.lease_expires_in,
+            "owner": self.lease.owner if self.lease is not None else None,
+        }
+        change = self.intent.change
+        status["intent"] = asdict(change) if change is not None else None
+        if view is not None:
+            status["shards_without_replica"] = shards_short_of_replicas(view)
+            status["failed_nodes"] = {n: round(self.clock() - t, 1)
+                                      for n, t in view.failed_nodes.items()}  # fmt: skip
         return status
 
     @property
@@ -301,36 +564,37 @@ class Controller:
     # -- running -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Probe once now, then run probe and reconcile jobs in the background."""
-        self.probe_once()
+        """Probe once now, then run probe, lease and reconcile jobs in the background."""
+        self._guard("probe", self.probe_once)
         # A reshard holds the reconcile job for seconds; the skipped runs are expected.
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
         scheduler = BackgroundScheduler()
         interval = self.cfg.probe.interval_seconds
+        renew = self.cfg.shards.lease_ttl_seconds / 3
         common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-        scheduler.add_job(
-            self._safe(self.probe_once), "interval", seconds=interval, id="probe", **common
-        )
-        scheduler.add_job(
-            self._safe(self.reconcile_once), "interval", seconds=interval, id="reconcile", **common
-        )
+        jobs = (("probe", self.probe_once, interval), ("lease", self.hold_lease, renew),
+                ("reconcile", self.reconcile_once, interval))  # fmt: skip
+        for name, step, every in jobs:
+            scheduler.add_job(
+                lambda n=name, s=step: self._guard(n, s), "interval", seconds=every, id=name,
+                **common,
+            )  # fmt: skip
         scheduler.start()
         self._scheduler = scheduler
 
-    def _safe(self, step: Callable[[], Any]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                step()
-            except Exception:  # a step failing must not stop the loop
-                log.exception("%s failed", step.__name__)
-
-        return run
-
     def stop(self) -> None:
-        """Stop scheduling and wait for a running step to finish (never mid-step)."""
+        """Stop scheduling, wait for a running step to finish (never mid-step), and give
+        the lease up so another controller can act at once."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
+        if self.lease is not None and self.holding:
+            try:
+                self.lease.release()
+            except Exception as exc:  # it expires on its own
+                log.warning(json.dumps({"event": "lease_not_released", "error": f"{exc}"}))
+            self.holding = False
         self.probe.close()
         if self._client is not None:
             self._client.close()

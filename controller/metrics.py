@@ -110,6 +110,14 @@ class ControllerMetrics:
             "slotpilot_scaling_decisions_total", "Decisions to scale a target up or down",
             ["target", "direction"], registry=r,
         )  # fmt: skip
+        self.decision_cycles = Counter(
+            "slotpilot_decisions_total", "Decisions taken per target, every cycle (moves or not)",
+            ["target", "direction"], registry=r,
+        )  # fmt: skip
+        self.errors = Counter(
+            "slotpilot_errors_total", "Controller steps that failed with an error, by stage",
+            ["stage"], registry=r,
+        )  # fmt: skip
         self.scaling_blocked = Gauge(
             "slotpilot_scaling_blocked", "1 while the reason keeps the target from scaling",
             ["target", "reason"], registry=r,
@@ -212,6 +220,7 @@ class ControllerMetrics:
         target = decision.target
         self.replicas.labels(target, "current").set(decision.current)
         self.replicas.labels(target, "desired").set(decision.desired)
+        self.decision_cycles.labels(target, decision.direction).inc()
         if decision.direction != "none":
             self.scaling_decisions.labels(target, decision.direction).inc()
         with self._lock:
@@ -224,6 +233,10 @@ class ControllerMetrics:
     def observe_backlog(self, target: str, value: float | None) -> None:
         """Last backlog read; None (the source failed) publishes NaN, not a stale value."""
         self.consumer_backlog.labels(target).set(_or_nan(value))
+
+    def count_error(self, stage: str) -> None:
+        """One failed step of the loop (probe, lease, repair, structure, shards, ...)."""
+        self.errors.labels(stage).inc()
 
     def set_leader(self, leader: bool) -> None:
         self.leader.set(1 if leader else 0)

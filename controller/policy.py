@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from controller.intent import PendingChange
+
 __all__ = [
     "ConsumerObservation",
     "ConsumerPolicy",
@@ -32,6 +34,7 @@ __all__ = [
     "decide_consumers",
     "decide_shards",
     "record_shard_outcome",
+    "resume_decision",
     "retry_backoff",
 ]
 
@@ -228,6 +231,23 @@ def _move(
     elif decision.direction == "down":
         state = replace(state, last_down_at=now)
     return decision, state
+
+
+def resume_decision(
+    change: PendingChange, current: int, gates: tuple[str, ...], state: ShardPolicyState,
+    retry: tuple[float, float], now: float,
+) -> Decision:  # fmt: skip
+    """The shard decision while an interrupted change is pending: finish it (the policy
+    is not asked again), unless a gate is closed or the last attempt failed recently."""
+    why = f"resuming interrupted {change.kind} {change.from_shards} -> {change.to_shards}"
+    if change.leaving:
+        why += f" (leaving: {', '.join(change.leaving)})"
+    if gates:
+        return Decision("shards", current, current, f"{why}; waiting: {', '.join(gates)}", gates)
+    wait = retry_backoff(state.failures, *retry) - _since(state.last_failure_at, now)
+    if wait > 0:
+        return Decision("shards", current, current, f"{why}; retry in {wait:.0f}s", ("backoff",))
+    return Decision("shards", current, change.to_shards, why)
 
 
 # -- consumers (HPA + KEDA) ------------------------------------------------------------

@@ -14,6 +14,7 @@ from balancer import ClusterClient
 from controller.config import load_config
 from controller.localcluster import LocalCluster
 from controller.loop import Controller
+from controller.metrics import ControllerMetrics
 from controller.platform import LocalPlatform
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(300)"]
@@ -47,13 +48,18 @@ def test_consumer_scales_with_the_list_and_back(
     cfg = load_config(_config(tmp_path, cluster))
     platform = LocalPlatform({"jobs": SLEEPER}, grace_seconds=2)
     clock = [1000.0]
-    controller = Controller(cfg, platform, clock=lambda: clock[0])
+    metrics = ControllerMetrics()
+    controller = Controller(cfg, platform, clock=lambda: clock[0], metrics=metrics)
     client = ClusterClient(cluster.seed)
     caplog.set_level(logging.INFO, logger="slotpilot.decision")
     try:
         controller.probe_once()
         assert controller.ready and controller.view is not None
         assert len(controller.view.nodes) == 6
+        first = controller.plan()[0]  # one CPU sample is no rate: hold, never lower
+        assert first.desired == 3 and first.blocked_by == ("missing_data",)
+        assert "utilization signal unknown this cycle (cpu@" in first.reason
+        controller.probe_once()
 
         def step(at: float, backlog: int) -> int:
             clock[0] = at
@@ -80,6 +86,11 @@ def test_consumer_scales_with_the_list_and_back(
         assert any("rate-limited" in line["reason"] for line in jobs)
         assert all({"reason", "blocked_by", "direction", "acted"} <= line.keys() for line in lines)
         assert not any(line["acted"] for line in lines if line["target"] == "shards")
+        # quiet log: the same shard decision six cycles running is one line; the metric
+        # still counts every cycle
+        assert len([line for line in lines if line["target"] == "shards"]) == 1
+        text = metrics.render().decode()
+        assert 'slotpilot_decisions_total{direction="down",target="shards"} 6.0' in text
     finally:
         controller.stop()
         platform.close()

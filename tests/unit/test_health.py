@@ -11,7 +11,7 @@ from controller.health import (
     build_view,
     next_health,
     node_utilization,
-    shards_without_replica,
+    shards_short_of_replicas,
 )
 from controller.probe import NodeSample, ProbeResult, parse_node_entries
 
@@ -175,10 +175,12 @@ def test_failed_node_without_slots_does_not_gate_and_is_timed() -> None:
 
 def test_shard_without_replica() -> None:
     view = build_view(result(), None, Capacity(), 1, 3, now=10.0)
-    assert shards_without_replica(view) == ["127.0.0.1:7001"]  # bbbb never had one
+    assert shards_short_of_replicas(view) == ["127.0.0.1:7001"]  # bbbb never had one
     dead = build_view(result(NODES.replace("slave aaaa", "slave,fail aaaa")), None, Capacity(),
                       1, 3, now=10.0)  # fmt: skip
-    assert shards_without_replica(dead) == ["127.0.0.1:7000", "127.0.0.1:7001"]
+    assert shards_short_of_replicas(dead) == ["127.0.0.1:7000", "127.0.0.1:7001"]
+    assert shards_short_of_replicas(view, want=2) == ["127.0.0.1:7000", "127.0.0.1:7001"]
+    assert shards_short_of_replicas(view, want=0) == []
 
 
 def test_own_epoch_bump_is_not_a_failover() -> None:

@@ -74,3 +74,27 @@ def test_status_table_shows_resharding() -> None:
     assert "last reshard: 3 -> 4 shards in 2.5s, 4096 slots, 2812 keys moved" in render_status(
         status
     )
+
+
+def _replica_with(**info: object) -> ClusterView:
+    r = result()
+    samples = dict(r.samples)
+    s = samples["127.0.0.1:7002"]
+    samples["127.0.0.1:7002"] = NodeSample(s.address, s.taken_at, None, 0.001,
+                                           {**s.info, **info}, s.cluster_info)  # fmt: skip
+    return build_view(ProbeResult(0, 0, r.source, r.entries, samples), None, Capacity(), 1, 1, 5.0)
+
+
+def test_stale_replica_gets_weight_zero() -> None:
+    def replica(view: ClusterView, lag: float = 30.0) -> tuple[str, float]:
+        table = build_routing_table(view, max_replica_lag_seconds=lag)
+        entry = next(n for n in table.nodes if n.address == "127.0.0.1:7002")
+        return entry.state, entry.weight
+
+    fresh = _replica_with(master_link_status="up", master_last_io_seconds_ago=1)
+    assert replica(fresh)[0] == "up" and replica(fresh)[1] > 0
+    assert replica(_replica_with(master_link_status="down")) == ("stale", 0.0)
+    silent = _replica_with(master_link_status="up", master_last_io_seconds_ago=12)
+    assert replica(silent, lag=10) == ("stale", 0.0)
+    assert replica(silent, lag=15)[0] == "up"
+    assert replica(view_with())[0] == "up"  # no replication fields: unknown, not stale
