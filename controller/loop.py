@@ -566,6 +566,7 @@ class Controller:
     def start(self) -> None:
         """Probe once now, then run probe, lease and reconcile jobs in the background."""
         self._guard("probe", self.probe_once)
+        self._guard("lease", self.hold_lease)
         # A reshard holds the reconcile job for seconds; the skipped runs are expected.
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
         logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
