@@ -57,9 +57,9 @@ def _start_run(config: Path) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--port", "0"],
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     lines: list[str] = []
-    threading.Thread(
-        target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True
-    ).start()  # type: ignore[union-attr]
+    stderr = proc.stderr
+    assert stderr is not None
+    threading.Thread(target=lambda: lines.extend(iter(stderr.readline, "")), daemon=True).start()
     return proc, lines
 
 
