@@ -3,17 +3,24 @@
 Two engines, chosen by capability (overridable):
 
 - **atomic** — Valkey ≥ 9 ``CLUSTER MIGRATESLOTS``: one command per source node carries
-  every (ranges → target) block; progress from ``CLUSTER GETSLOTMIGRATIONS``; cancelled
-  with ``CLUSTER CANCELSLOTMIGRATIONS`` if we give up.
+  every (ranges → target) block; progress from ``CLUSTER GETSLOTMIGRATIONS``. That list
+  keeps finished, failed and cancelled jobs of earlier runs too, so only the jobs this
+  run created (the names that were not listed before it sent the command) are judged,
+  and ``CLUSTER CANCELSLOTMIGRATIONS`` (which cancels every running job of a node) is
+  sent only where no job of anybody else is running.
 - **classic** — Redis 7: ``SETSLOT IMPORTING`` on the target, ``MIGRATING`` on the source,
   ``GETKEYSINSLOT`` + ``MIGRATE … KEYS``, then ``SETSLOT NODE`` on the target, the source
   and every other primary. redis-cli does this one slot and ten keys per round trip;
   here every per-slot command of a round of many slots goes in one pipeline, keys move
-  in large batches, and independent source → target pairs run in parallel.
+  in large batches, and independent source → target pairs run in parallel. ``MIGRATE``
+  carries the credentials of the admin connection (``AUTH2 user pass`` or ``AUTH pass``):
+  the source opens its own connection to the target, which would otherwise answer NOAUTH.
 
 A slot is never left open: every slot set IMPORTING/MIGRATING is closed with
 ``SETSLOT NODE`` before the pair returns, or, when a pair fails, set back to
-``STABLE`` on both sides (its keys stay where they are, so nothing is lost either way).
+``STABLE`` — the source first, so it stops sending clients to the target with ASK, then
+the target — after which keys that clients wrote to the target through ASK meanwhile are
+moved back to the source (:meth:`MigrationExecutor.roll_back_slot`).
 """
 
 from __future__ import annotations
@@ -28,22 +35,24 @@ from typing import Any
 import redis
 from redis.connection import SSLConnection
 
+from balancer.endpoint import parse_address
 from balancer.transport import NodeTransport, TransportOptions
 from controller.rebalance import RebalancePlan, SlotMove
 
 __all__ = [
     "ENGINES",
-    "Progress",
     "BusyKeyConflict",
     "MigrationError",
     "MigrationExecutor",
     "MigrationReport",
+    "Progress",
     "detect_engine",
 ]
 
 log = logging.getLogger("slotpilot.migration")
 ENGINES = ("auto", "atomic", "classic")
 _TERMINAL = {"success", "failed", "cancelled"}
+_STRAY_ROUNDS = 5  # a client's ASK that was already under way lands once, not forever
 
 
 class MigrationError(RuntimeError):
@@ -60,6 +69,8 @@ class BusyKeyConflict(MigrationError):
 
 @dataclass
 class MigrationReport:
+    """What one :meth:`MigrationExecutor.execute` moved, and how fast."""
+
     engine: str
     slots: int = 0
     keys: int = 0
@@ -91,8 +102,19 @@ def detect_engine(client: redis.Redis) -> str:
     return "classic"
 
 
-def _slots(move: SlotMove) -> list[int]:
-    return [s for start, end in move.slot_ranges for s in range(start, end + 1)]
+def migrate_auth(client: redis.Redis) -> list[Any]:
+    """The ``AUTH``/``AUTH2`` arguments of ``MIGRATE`` for the credentials ``client``
+    logs in with (its connection kwargs or credential provider); [] without a password.
+    The result holds the password: pass it to the server, never to a log or an error."""
+    kwargs = client.connection_pool.connection_kwargs
+    username, password = kwargs.get("username"), kwargs.get("password")
+    provider = kwargs.get("credential_provider")
+    if provider is not None:
+        credentials = tuple(provider.get_credentials())
+        username, password = credentials if len(credentials) == 2 else (None, credentials[0])
+    if not password:
+        return []
+    return ["AUTH2", username, password] if username else ["AUTH", password]
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -149,6 +171,36 @@ class MigrationExecutor:
         report.seconds = time.monotonic() - started
         return report
 
+    # -- single slots, for `fix` ------------------------------------------------------
+
+    def count_keys(self, node_id: str, slots: Sequence[int]) -> list[int]:
+        """Keys ``node_id`` holds in each of ``slots`` (owned or not), in one round trip."""
+        replies = self._batch(node_id, [("CLUSTER", "COUNTKEYSINSLOT", s) for s in slots])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise MigrationError(f"COUNTKEYSINSLOT on {node_id}: {reply}")
+        return [int(n) for n in replies]
+
+    def finish_slot(self, slot: int, source: str, target: str) -> int:
+        """Complete a half-done move of ``slot``: open it on both sides (again), move the
+        keys still on ``source``, hand the slot to ``target`` everywhere, then move any
+        key that reached ``source`` meanwhile. Returns the keys moved."""
+        move = SlotMove(((slot, slot),), source, target)
+        self._setslots(target, [slot], "IMPORTING", source)
+        self._setslots(source, [slot], "MIGRATING", target)
+        moved, _ = self._move_keys(move, [slot])
+        self._close_slots(move, [slot])
+        return moved + self._return_strays(slot, holder=source, owner=target)
+
+    def roll_back_slot(self, slot: int, source: str, target: str) -> int:
+        """Give an open ``slot`` back to ``source``: ``STABLE`` on the source first (it
+        stops sending clients to the target with ASK), then on the target, then move
+        back every key the target holds in the slot (clients wrote them through ASK
+        while it was open). Returns how many keys were moved back."""
+        self._stable(source, [slot])
+        self._stable(target, [slot])
+        return self._return_strays(slot, holder=target, owner=source)
+
     # -- atomic (Valkey 9) --------------------------------------------------------------
 
     def _atomic(self, moves: Sequence[SlotMove], report: MigrationReport) -> None:
@@ -157,58 +209,107 @@ class MigrationExecutor:
             by_source.setdefault(move.source, []).append(move)
         keys = [self._count_keys(m) for m in moves]
         report.keys = sum(keys)
-        for source, source_moves in by_source.items():
-            args: list[Any] = ["CLUSTER", "MIGRATESLOTS"]
-            for move in source_moves:
-                args.append("SLOTSRANGE")
-                for start, end in move.slot_ranges:
-                    args += [start, end]
-                args += ["NODE", move.target]
-            self.node(source).execute_command(*args)
-        deadline = time.monotonic() + self.deadline_seconds
-        pending = set(by_source)
-        while pending:
-            for source in list(pending):
-                jobs = self.node(source).execute_command("CLUSTER", "GETSLOTMIGRATIONS")
-                states = [_field(job, "state") for job in jobs or []]
-                failed = [
-                    job for job in jobs or [] if _field(job, "state") in ("failed", "cancelled")
-                ]
-                if failed:
-                    message = _field(failed[0], "message")
-                    self._cancel(by_source)
-                    raise MigrationError(
-                        f"atomic migration from {source} failed: {message}", source
-                    )
-                if all(state in _TERMINAL for state in states):
-                    pending.discard(source)
-            if pending and time.monotonic() > deadline:
-                self._cancel(by_source)
-                raise MigrationError(f"atomic migration not done in {self.deadline_seconds}s")
-            time.sleep(0.01)
+        ours: dict[str, set[str]] = {}
+        try:
+            for source, source_moves in by_source.items():
+                ours[source] = self._start_atomic(source, source_moves)
+            self._await_atomic(ours)
+        except BaseException:
+            self._cancel(ours)
+            raise
         for move, count in zip(moves, keys, strict=True):
             report.slots += move.slot_count
             self._progress({"event": "moved", "engine": "atomic", "source": move.source,
                             "target": move.target, "slots": move.slot_count,
                             "keys": count})  # fmt: skip
 
-    def _cancel(self, by_source: Mapping[str, Any]) -> None:
-        for source in by_source:
+    def _jobs(self, source: str) -> dict[str, dict[str, str]]:
+        """``CLUSTER GETSLOTMIGRATIONS`` of ``source``: job name → its text fields."""
+        jobs = self.node(source).execute_command("CLUSTER", "GETSLOTMIGRATIONS") or []
+        fields = ("operation", "state", "message", "target_node", "slot_ranges")
+        return {_field(job, "name"): {f: _field(job, f) for f in fields} for job in jobs}
+
+    def _start_atomic(self, source: str, moves: Sequence[SlotMove]) -> set[str]:
+        """Send one ``MIGRATESLOTS`` to ``source``; the names of the jobs it created."""
+        before = self._jobs(source)
+        running = sorted(n for n, job in before.items() if job["state"] not in _TERMINAL)
+        if running:  # not ours: cancelling on failure would cancel it too
+            raise MigrationError(
+                f"{source} is already migrating slots (job {running[0]}, not started by this "
+                "run): wait for it to end", source,
+            )  # fmt: skip
+        args: list[Any] = ["CLUSTER", "MIGRATESLOTS"]
+        for move in moves:
+            args.append("SLOTSRANGE")
+            for start, end in move.slot_ranges:
+                args += [start, end]
+            args += ["NODE", move.target]
+        self.node(source).execute_command(*args)
+        created = {
+            name for name, job in self._jobs(source).items()
+            if name not in before and job["operation"].upper() == "EXPORT"
+        }  # fmt: skip
+        if not created:
+            raise MigrationError(f"MIGRATESLOTS on {source} listed no new job", source)
+        return created
+
+    def _await_atomic(self, ours: Mapping[str, set[str]]) -> None:
+        """Wait until every job of ours succeeded; raise on the first that did not."""
+        deadline = time.monotonic() + self.deadline_seconds
+        pending = set(ours)
+        while pending:
+            for source in sorted(pending):
+                jobs = self._jobs(source)
+                states = {name: jobs.get(name, {}).get("state", "missing") for name in ours[source]}
+                bad = sorted(
+                    n for n, s in states.items() if s in ("failed", "cancelled", "missing")
+                )
+                if bad:
+                    job = jobs.get(bad[0], {})
+                    raise MigrationError(
+                        f"atomic migration job {bad[0]} from {source} {states[bad[0]]}: "
+                        f"{job.get('message') or 'no message'}", source, job.get("target_node", ""),
+                    )  # fmt: skip
+                if all(state == "success" for state in states.values()):
+                    pending.discard(source)
+            if pending and time.monotonic() > deadline:
+                raise MigrationError(f"atomic migration not done in {self.deadline_seconds}s")
+            if pending:
+                time.sleep(0.01)
+
+    def _cancel(self, ours: Mapping[str, set[str]]) -> None:
+        """Cancel our running jobs. The command cancels every running job of a node, so a
+        node that also runs a job of somebody else is left alone (logged): an atomic job
+        that goes on to finish moves its keys with the slots, losing nothing."""
+        for source, names in ours.items():
             try:
+                jobs = self._jobs(source)
+                running = {n for n, job in jobs.items() if job["state"] not in _TERMINAL}
+                if not running & names:
+                    continue
+                if running - names:
+                    log.warning("not cancelling on %s: job %s was not started by this run",
+                                source, sorted(running - names)[0])  # fmt: skip
+                    continue
                 self.node(source).execute_command("CLUSTER", "CANCELSLOTMIGRATIONS")
             except redis.RedisError as exc:
                 log.warning("cancel on %s failed: %s", source, exc)
 
     def _count_keys(self, move: SlotMove) -> int:
-        replies = self._batch(
-            move.source, [("CLUSTER", "COUNTKEYSINSLOT", s) for s in _slots(move)]
-        )
-        return sum(int(n) for n in replies if not isinstance(n, Exception))
+        return sum(self.count_keys(move.source, move.slots))
+
+    def _asking(self, node_id: str, *args: Any) -> Any:
+        """One command after ``ASKING``: answered for a slot the node imports, too."""
+        return self._transport(node_id).execute(args, asking=True)
 
     def _batch(self, node_id: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Many commands to one node in one round trip; error replies come back in place.
         Uses the SDK's transport: redis-py's Pipeline costs more Python per command than
         the server needs to run a SETSLOT, and a rebalance sends tens of thousands."""
+        return self._transport(node_id).execute_many(commands) if commands else []
+
+    def _transport(self, node_id: str) -> NodeTransport:
+        """The SDK transport to ``node_id``, with the admin connection's settings."""
         transport = self._transports.get(node_id)
         if transport is None:
             kwargs = dict(self.node(node_id).connection_pool.connection_kwargs)
@@ -216,7 +317,7 @@ class MigrationExecutor:
             ssl = self.node(node_id).connection_pool.connection_class is SSLConnection
             options = TransportOptions(ssl=ssl, **kwargs)
             transport = self._transports.setdefault(node_id, NodeTransport(host, port, options, 64))
-        return transport.execute_many(commands) if commands else []
+        return transport
 
     # -- classic (Redis 7) --------------------------------------------------------------
 
@@ -229,13 +330,12 @@ class MigrationExecutor:
             report.batches += batches
 
     def _classic_pair(self, move: SlotMove) -> tuple[int, int, int]:
-        host, _, port = self.addresses[move.target].rpartition(":")
         moved_keys = batches = 0
-        for chunk in _chunks(_slots(move), self.slots_per_round):
+        for chunk in _chunks(move.slots, self.slots_per_round):
             self._setslots(move.target, chunk, "IMPORTING", move.source)
             try:
                 self._setslots(move.source, chunk, "MIGRATING", move.target)
-                keys, rounds = self._move_keys(move, chunk, host.strip("[]"), int(port))
+                keys, rounds = self._move_keys(move, chunk)
             except BaseException:
                 self._rollback(move, chunk)
                 raise
@@ -252,9 +352,19 @@ class MigrationExecutor:
         if errors:
             raise MigrationError(f"SETSLOT {state} on {node_id}: {errors[0]}")
 
-    def _move_keys(
-        self, move: SlotMove, slots: Sequence[int], host: str, port: int
-    ) -> tuple[int, int]:
+    def _stable(self, node_id: str, slots: Sequence[int]) -> None:
+        replies = self._batch(node_id, [("CLUSTER", "SETSLOT", s, "STABLE") for s in slots])
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            raise MigrationError(f"SETSLOT STABLE on {node_id}: {errors[0]}")
+
+    def _migrate_args(self, move: SlotMove, keys: Sequence[Any], *options: str) -> list[Any]:
+        """``MIGRATE … KEYS`` from the source to the target, with our credentials."""
+        host, port = parse_address(self.addresses[move.target])
+        auth = migrate_auth(self.node(move.source))
+        return [host, port, "", 0, self.migrate_timeout_ms, *options, *auth, "KEYS", *keys]
+
+    def _move_keys(self, move: SlotMove, slots: Sequence[int]) -> tuple[int, int]:
         moved = rounds = 0
         pending = list(slots)
         while pending:
@@ -263,32 +373,33 @@ class MigrationExecutor:
             batches = [(s, keys) for s, keys in zip(pending, keys_per_slot, strict=True) if keys]
             if not batches:
                 break
-            migrate = [("MIGRATE", host, port, "", 0, self.migrate_timeout_ms, "KEYS", *keys)
-                       for _, keys in batches]  # fmt: skip
+            migrate = [("MIGRATE", *self._migrate_args(move, keys)) for _, keys in batches]
             for (_, keys), reply in zip(batches, self._batch(move.source, migrate), strict=True):
                 if isinstance(reply, Exception):
                     if "BUSYKEY" not in str(reply):
                         raise MigrationError(f"MIGRATE failed: {reply}", move.source, move.target)
-                    self._resolve_busy(move, keys, host, port)
+                    self._resolve_busy(move, keys)
                 moved += len(keys)
             rounds += 1
             pending = [s for s, keys in batches if len(keys) >= self.key_batch]
         return moved, rounds
 
-    def _resolve_busy(self, move: SlotMove, keys: Sequence[Any], host: str, port: int) -> None:
+    def _resolve_busy(self, move: SlotMove, keys: Sequence[Any]) -> None:
         """As redis-cli does: the same value on both sides → REPLACE; different → stop."""
-        source, target = self.node(move.source), self.node(move.target)
         for key in keys:
-            if not source.exists(key):
+            if not self._asking(move.source, "EXISTS", key):
                 continue  # moved by the part of the batch that succeeded
-            if target.exists(key) and source.dump(key) != target.dump(key):
+            there = self._asking(move.target, "DUMP", key)
+            if there is not None and self._asking(move.source, "DUMP", key) != there:
                 raise BusyKeyConflict(
-                    f"key {key!r} differs between source and target; resolve it by hand",
-                    move.source, move.target,
+                    f"key {key!r} differs between {move.source} and {move.target}; "
+                    "resolve it by hand", move.source, move.target,
                 )  # fmt: skip
-            source.execute_command(
-                "MIGRATE", host, port, "", 0, self.migrate_timeout_ms, "REPLACE", "KEYS", key
+            reply = self._batch(
+                move.source, [("MIGRATE", *self._migrate_args(move, [key], "REPLACE"))]
             )
+            if isinstance(reply[0], Exception):
+                raise MigrationError(f"MIGRATE failed: {reply[0]}", move.source, move.target)
 
     def _close_slots(self, move: SlotMove, slots: Sequence[int]) -> None:
         """SETSLOT NODE on the target first, then the source, then every other primary
@@ -310,20 +421,50 @@ class MigrationExecutor:
             with ThreadPoolExecutor(max_workers=len(others)) as pool:
                 list(pool.map(lambda node_id: self._batch(node_id, commands), others))
 
+    def _return_strays(self, slot: int, holder: str, owner: str) -> int:
+        """Move the keys ``holder`` keeps in ``slot``, which ``owner`` serves, to ``owner``.
+
+        A node answers ``MIGRATE`` for a slot it does not serve only while the slot is
+        open there, so ``holder`` imports it for the moment (from ``owner``, which is
+        stable and sends nobody to it) and is set stable again afterwards. Counted again
+        until none is left: a write that was already on its way through ASK lands late.
+        """
+        moved = 0
+        for _ in range(_STRAY_ROUNDS):
+            if self.count_keys(holder, [slot])[0] == 0:
+                return moved
+            log.warning("slot %d: %s holds keys of %s's slot, moving them back",
+                        slot, holder, owner)  # fmt: skip
+            self._setslots(holder, [slot], "IMPORTING", owner)
+            try:
+                moved += self._move_keys(SlotMove(((slot, slot),), holder, owner), [slot])[0]
+            finally:
+                self._stable(holder, [slot])
+        if self.count_keys(holder, [slot])[0]:
+            raise MigrationError(
+                f"slot {slot}: keys keep arriving on {holder}, which does not serve it "
+                f"(owner {owner}); run `slotpilot fix` again", holder, owner,
+            )  # fmt: skip
+        return moved
+
     def _rollback(self, move: SlotMove, slots: Sequence[int]) -> None:
-        """Close slots whose keys are all still on the source (``STABLE`` both sides).
-        A slot with keys already on the target is left open for ``fix``, which decides
-        its owner from where the keys are; closing it here would hide those keys."""
+        """Close slots whose keys are all still on the source (source ``STABLE``, then
+        target, then keys written to the target through ASK meanwhile moved back). A slot
+        with keys already on the target is left open for ``fix``, which decides its owner
+        from where the keys are; closing it here would hide those keys."""
         try:
-            counts = self._batch(move.target, [("CLUSTER", "COUNTKEYSINSLOT", s) for s in slots])
+            counts = self.count_keys(move.target, slots)
             clean = [s for s, n in zip(slots, counts, strict=True) if n == 0]
             if len(clean) < len(slots):
                 log.error(
                     "%d slots hold keys on both sides: left open for fix", len(slots) - len(clean)
                 )
-            for node_id in (move.target, move.source):
-                self._batch(node_id, [("CLUSTER", "SETSLOT", s, "STABLE") for s in clean])
-        except (redis.RedisError, OSError) as exc:
+            self._stable(move.source, clean)
+            self._stable(move.target, clean)
+            for slot, n in zip(clean, self.count_keys(move.target, clean), strict=True):
+                if n:
+                    self._return_strays(slot, holder=move.target, owner=move.source)
+        except (redis.RedisError, OSError, MigrationError) as exc:
             log.error("rollback of %d slots failed: %s (run `slotpilot fix`)", len(slots), exc)
 
 

@@ -23,7 +23,6 @@ from typing import Any
 from balancer.slots import TOTAL_SLOTS, parse_cluster_shards
 
 __all__ = [
-    "TOTAL_SLOTS",
     "RebalancePlan",
     "SlotMove",
     "SlotOwnership",
@@ -81,22 +80,6 @@ def ranges_from_slots(slots: Iterable[int]) -> Ranges:
 def slots_from_ranges(ranges: Iterable[Range]) -> tuple[int, ...]:
     """Every slot in ``ranges``, ascending and once each, e.g. for per-slot SETSLOT calls."""
     return tuple(slot for start, end in _merge(ranges) for slot in range(start, end + 1))
-
-
-def _subtract(ranges: Ranges, removed: Ranges) -> Ranges:
-    """``ranges`` without the slots of ``removed`` (both sorted and merged)."""
-    kept: list[Range] = []
-    for start, end in ranges:
-        cursor = start
-        for cut_start, cut_end in removed:
-            if cut_end < cursor or cut_start > end:
-                continue
-            if cut_start > cursor:
-                kept.append((cursor, cut_start - 1))
-            cursor = cut_end + 1
-        if cursor <= end:
-            kept.append((cursor, end))
-    return tuple(kept)
 
 
 def _top_slots(ranges: Ranges, count: int) -> Ranges:
@@ -174,20 +157,6 @@ class SlotOwnership:
         """Slots owned by some primary (16384 minus the uncovered ones)."""
         return sum(self.counts().values())
 
-    def apply(self, plan: RebalancePlan) -> SlotOwnership:
-        """The ownership after every move of ``plan``; refuses a move of unowned slots."""
-        ranges = dict(self.ranges)
-        for move in plan.moves:
-            if move.target not in ranges:
-                raise ValueError(f"move to unknown primary {move.target}")
-            moved = _merge(move.slot_ranges)
-            source = ranges.get(move.source, ())
-            if not all(any(s <= start and end <= e for s, e in source) for start, end in moved):
-                raise ValueError(f"{move.source} does not own all of {move.slot_ranges}")
-            ranges[move.source] = _subtract(source, moved)
-            ranges[move.target] = _merge([*ranges[move.target], *moved])
-        return SlotOwnership(ranges)
-
 
 @dataclass(frozen=True)
 class SlotMove:
@@ -230,13 +199,6 @@ class RebalancePlan:
     @property
     def is_empty(self) -> bool:
         return not self.moves
-
-    def pairs(self) -> dict[tuple[str, str], Ranges]:
-        """Merged ranges per (source, target): one migration stream each."""
-        grouped: dict[tuple[str, str], list[Range]] = {}
-        for move in self.moves:
-            grouped.setdefault((move.source, move.target), []).extend(move.slot_ranges)
-        return {pair: _merge(ranges) for pair, ranges in grouped.items()}
 
 
 # -- planning -------------------------------------------------------------------------

@@ -15,9 +15,11 @@ from dataclasses import dataclass, replace
 
 import redis
 
+from balancer.endpoint import parse_address
+from balancer.slots import TOTAL_SLOTS
 from controller.migration import MigrationExecutor, MigrationReport, Progress
 from controller.probe import ClusterNodeEntry, myself_entry, parse_node_entries
-from controller.rebalance import RebalancePlan, SlotMove, plan_rebalance
+from controller.rebalance import RebalancePlan, plan_rebalance
 
 __all__ = [
     "ClusterNotStable",
@@ -26,7 +28,6 @@ __all__ = [
     "Topology",
     "check_gates",
     "connector",
-    "drain",
     "fix",
     "forget",
     "join",
@@ -165,7 +166,10 @@ def fix(connect: Connect, seed: str) -> FixReport:
 
     An open slot is finished toward its importing node when that node already holds keys
     of it (the migration was under way), and rolled back to its owner otherwise; either
-    way the remaining keys move first, so nothing is lost. Like ``redis-cli --cluster fix``.
+    way no key is left behind: a finished slot's remaining keys move first, and a rolled
+    back slot is closed on its owner first (no more ASK redirections to the importing
+    node), then on the importing node, whose keys in it (written through ASK meanwhile)
+    then move back. Like ``redis-cli --cluster fix``.
     """
     topology = read_topology(connect, seed)
     addresses = {e.node_id: e.address for e in topology.entries if e.address}
@@ -186,32 +190,20 @@ def fix(connect: Connect, seed: str) -> FixReport:
         src, dst = side.get("migrating") or owner_of.get(slot), side.get("importing")
         if src is None or dst is None or src not in addresses or dst not in addresses:
             continue
-        if _keys_in(connect, addresses[dst], slot) > 0:
-            _reopen_and_finish(executor, slot, src, dst, addresses)
+        if executor.count_keys(dst, [slot])[0] > 0:
+            executor.finish_slot(slot, src, dst)
             report.finished.append(slot)
         else:
-            for node_id in (dst, src):
-                connect(addresses[node_id]).execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+            executor.roll_back_slot(slot, src, dst)
             report.rolled_back.append(slot)
     report.assigned = _cover_uncovered(connect, read_topology(connect, seed))
     report.forgotten = _forget_ghosts(connect, read_topology(connect, seed))
     return report
 
 
-def _reopen_and_finish(executor: MigrationExecutor, slot: int, src: str, dst: str,
-                       addresses: Mapping[str, str]) -> None:  # fmt: skip
-    """Make sure both sides are open, move what is left, hand the slot to ``dst``."""
-    move = SlotMove(((slot, slot),), src, dst)
-    host, _, port = addresses[dst].rpartition(":")
-    executor._batch(dst, [("CLUSTER", "SETSLOT", slot, "IMPORTING", src)])
-    executor._batch(src, [("CLUSTER", "SETSLOT", slot, "MIGRATING", dst)])
-    executor._move_keys(move, [slot], host, int(port))
-    executor._close_slots(move, [slot])
-
-
 def _cover_uncovered(connect: Connect, topology: Topology) -> list[int]:
     owned = {s for e in topology.primaries for lo, hi in e.slots for s in range(lo, hi + 1)}
-    missing = [s for s in range(16384) if s not in owned]
+    missing = [s for s in range(TOTAL_SLOTS) if s not in owned]
     primaries = {e.node_id: e for e in topology.primaries if e.address}
     if not missing or not primaries:
         return []
@@ -247,28 +239,6 @@ class SlotStillOwned(RuntimeError):
     def __init__(self, node_id: str, slots: int) -> None:
         super().__init__(f"node {node_id} still owns {slots} slots: drain it first")
         self.node_id, self.slots = node_id, slots
-
-
-def drain(
-    connect: Connect,
-    seed: str,
-    primaries: list[str],
-    engine: str = "auto",
-    progress: Progress | None = None,
-) -> MigrationReport | None:
-    """Move every slot off ``primaries`` (node ids), spread over the remaining ones."""
-    topology = read_topology(connect, seed)
-    check_gates(topology, connect)
-    known = {e.node_id for e in topology.primaries}
-    unknown = [p for p in primaries if p not in known]
-    if unknown:
-        raise ValueError(f"not primaries of this cluster: {unknown}")
-    weights = {node_id: 0.0 if node_id in primaries else 1.0 for node_id in known}
-    plan = plan_rebalance(topology.ownership(), weights, threshold=0.0)
-    if plan.is_empty:
-        return None
-    executor = MigrationExecutor(topology.addresses(), connect, engine=engine, progress=progress)
-    return executor.execute(plan)
 
 
 def forget(
@@ -314,8 +284,8 @@ def join(
     (no slot may move to a node that has not converged: redis#3774). As a replica it
     attaches to ``replica_of`` (a primary id), or to the primary with the fewest replicas
     (empty primaries included) when ``replica_of`` is "auto". Returns the new node's id."""
-    host, _, port = address.rpartition(":")
-    connect(seed).execute_command("CLUSTER", "MEET", host.strip("[]"), int(port))
+    host, port = parse_address(address)
+    connect(seed).execute_command("CLUSTER", "MEET", host, port)
     node = connect(address)
     node_id = node.execute_command("CLUSTER", "MYID")
     node_id = node_id.decode() if isinstance(node_id, bytes) else str(node_id)
@@ -354,9 +324,9 @@ def connector(
 
     def connect(address: str) -> redis.Redis:
         if address not in cache:
-            host, _, port = address.rpartition(":")
+            host, port = parse_address(address)
             cache[address] = redis.Redis(
-                host=host.strip("[]"), port=int(port), username=username, password=password,
+                host=host, port=port, username=username, password=password,
                 socket_timeout=timeout, **kwargs,  # type: ignore[arg-type]
             )  # fmt: skip
         return cache[address]

@@ -8,7 +8,7 @@ import pytest
 
 from balancer import ClusterClient
 from controller.localcluster import LocalCluster
-from controller.topology import SlotStillOwned, connector, drain, forget, read_topology
+from controller.topology import SlotStillOwned, connector, forget, read_topology, rebalance
 from tests.integration.test_resilience import Load
 
 
@@ -34,7 +34,9 @@ def test_drain_two_of_five_shards_then_forget(make_cluster: object) -> None:
 
     with Load(write, seconds=60) as load:
         time.sleep(0.2)
-        report = drain(connect, cluster.seed, leaving)
+        # draining is rebalancing with weight 0 for the leaving primaries
+        weights = {node_id: 0.0 if node_id in leaving else 1.0 for node_id in owned}
+        _, report = rebalance(connect, cluster.seed, weights=weights, threshold=0.0)
         # drained primaries' replicas migrate to the remaining primaries on their own
         # (cluster-allow-replica-migration); the whole shard leaves, so name them all
         removed = forget(connect, cluster.seed, leaving_ids)
