@@ -4,7 +4,7 @@ A controller that is killed in the middle of a scale-in and restarted must finis
 scale-in, not read the half-drained cluster afresh and refill the leaving primary; and a
 restarted controller must not forget its cooldown clocks and scale again at once. So
 before any shard change the purpose is written down (scale-out to N, or scale-in to N
-with the node ids and addresses that leave), the record is cleared when the change
+with the addresses of the nodes that drain), the record is cleared when the change
 ends, and the cooldown clocks are kept next to it.
 
 The record is one small JSON object with wall-clock times (a monotonic clock means
@@ -48,7 +48,7 @@ class PendingChange:
     from_shards: int
     to_shards: int
     started_at: float  # wall clock (time.time())
-    leaving: tuple[str, ...] = ()  # addresses of nodes that drain and leave (scale-in)
+    draining: tuple[str, ...] = ()  # addresses that give their slots away (scale-in)
     attempts: int = 1  # how many times it was started (resumes included)
 
 
@@ -75,7 +75,7 @@ class IntentRecord:
             c = self.change
             data["change"] = {
                 "kind": c.kind, "from_shards": c.from_shards, "to_shards": c.to_shards,
-                "started_at": c.started_at, "leaving": list(c.leaving), "attempts": c.attempts,
+                "started_at": c.started_at, "draining": list(c.draining), "attempts": c.attempts,
             }  # fmt: skip
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
@@ -97,7 +97,7 @@ class IntentRecord:
                 change = PendingChange(
                     kind=raw["kind"], from_shards=int(raw["from_shards"]),
                     to_shards=int(raw["to_shards"]), started_at=float(raw["started_at"]),
-                    leaving=tuple(str(a) for a in raw.get("leaving", ())),
+                    draining=tuple(str(a) for a in raw.get("draining", ())),
                     attempts=int(raw.get("attempts", 1)),
                 )  # fmt: skip
             return cls(

@@ -304,20 +304,26 @@ class Controller:
         decision, new_state = self._decide_shards()
         old, now = self.shard_state, self.clock()
         kept_clocks = replace(new_state, last_up_at=old.last_up_at, last_down_at=old.last_down_at)
+        # an interrupted change is finished even when the slot owners already match its
+        # target (leaving nodes drained but not yet forgotten)
+        change = self.intent.change if self.nodes is not None else None
+        wants = decision.direction != "none" or (change is not None and not decision.blocked_by)
         acted = False
-        if decision.direction == "none" or self.nodes is None:
+        if not wants or self.nodes is None:
             self.shard_state = new_state if decision.direction == "none" else kept_clocks
         elif not holding:
             self.shard_state = kept_clocks
             decision = self._not_holding(decision)
         else:
             acted = self._guard("shards", lambda: self.scale_shards(decision.desired)) is True
+            if acted and change is not None and change.to_shards < change.from_shards:
+                new_state = replace(new_state, last_down_at=now)
+            elif acted and change is not None and change.to_shards > change.from_shards:
+                new_state = replace(new_state, last_up_at=now)
             self.shard_state = record_shard_outcome(new_state if acted else kept_clocks, acted, now)
             if acted:
                 self._guard("intent", lambda: self._save_intent(None))
-            elif self.intent.change is not None:
-                self._guard("intent", lambda: self._save_intent(self.intent.change))
-        if decision.direction == "none" and holding and self.intent.change is None:
+        if not wants and holding and self.intent.change is None:
             self._guard("repair", lambda: self._fill_empty_primaries(decision))
         self._publish(decision, acted)
         return decision
@@ -516,7 +522,7 @@ class Controller:
                 lag = self.cfg.routing.max_replica_lag_seconds
                 self.routing = build_routing_table(self.view, self.draining, self.routing, lag)
         if self.intent.change is not None:
-            self._save_intent(replace(self.intent.change, leaving=tuple(sorted(addresses))))
+            self._save_intent(replace(self.intent.change, draining=tuple(sorted(addresses))))
 
     def _on_progress(self, event: dict[str, Any]) -> None:
         migration_log.info(json.dumps(event))  # one line per batch and per step

@@ -240,8 +240,8 @@ def resume_decision(
     """The shard decision while an interrupted change is pending: finish it (the policy
     is not asked again), unless a gate is closed or the last attempt failed recently."""
     why = f"resuming interrupted {change.kind} {change.from_shards} -> {change.to_shards}"
-    if change.leaving:
-        why += f" (leaving: {', '.join(change.leaving)})"
+    if change.draining:
+        why += f" (draining: {', '.join(change.draining)})"
     if gates:
         return Decision("shards", current, current, f"{why}; waiting: {', '.join(gates)}", gates)
     wait = retry_backoff(state.failures, *retry) - _since(state.last_failure_at, now)

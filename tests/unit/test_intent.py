@@ -20,7 +20,7 @@ def test_round_trip_is_compact_json() -> None:
     text = record.to_json()
     assert "\n" not in text and len(text) < 400  # fits a Kubernetes annotation
     data = json.loads(text)
-    assert data["change"]["leaving"] == ["127.0.0.1:7006", "127.0.0.1:7007"]
+    assert data["change"]["draining"] == ["127.0.0.1:7006", "127.0.0.1:7007"]
     assert data["version"] == 1 and data["last_down_at"] is None
     assert IntentRecord.from_json(text) == record
     assert IntentRecord.from_json(IntentRecord().to_json()) == IntentRecord()
