@@ -1,21 +1,139 @@
-"""The ``slotpilot`` command line."""
+"""The ``slotpilot`` command line: the commands, and the one place errors become exit codes.
+
+Every command raises; :func:`main` alone turns an exception into a message and an exit
+code, so no user mistake ends in a traceback: bad input exits 2 naming the flag or field,
+an unreachable cluster or a failed step exits 1 with the address and the reason, and a
+refusal (a gate, or another holder of the cluster's lease) exits 3. Commands that change
+the topology (``scale``, ``rebalance``, ``fix``) hold the cluster's lease while they act.
+The grammar (options, defaults, help) is in :mod:`controller.cliargs`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import os
+import socket
 import sys
 import urllib.request
-from collections.abc import Sequence
-from dataclasses import asdict
-from typing import Any, NoReturn
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["main"]
+from controller.cliargs import build_parser as grammar
+from controller.errors import BadInput, CommandError, Unreachable, exit_code
+
+if TYPE_CHECKING:
+    from controller.config import SlotpilotConfig, TLSConfig
+    from controller.topology import Connect
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("slotpilot.cli")
+
+
+# -- reaching the cluster -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Access:
+    """How every connection of one command reaches the nodes: one place, so TLS settings
+    (and with them the password) go to every connection alike, never plain TCP when the
+    config or the flags say TLS."""
+
+    username: str | None
+    password: str | None
+    tls: TLSConfig
+    options: dict[str, Any]  # redis-py connection options, built once (one TLS warning)
+
+    @classmethod
+    def build(cls, username: str | None, password: str | None, tls: TLSConfig) -> _Access:
+        options = {"username": username, "password": password, **tls.redis_options()}
+        return cls(username, password, tls, options)
+
+    def connect(self) -> Connect:
+        from controller.topology import connector
+
+        return connector(**self.options)
+
+
+def _access(args: argparse.Namespace, cfg: SlotpilotConfig | None = None) -> _Access:
+    """The config's cluster.* settings (if any), overridden by --user and the TLS flags;
+    without a config the password is $REDISCLI_AUTH (redis-cli's convention)."""
+    from controller.config import TLSConfig, resolve_password
+
+    tls = cfg.cluster.tls if cfg is not None else TLSConfig.model_validate({})
+    updates: dict[str, Any] = {}
+    if args.tls or args.cacert or args.cert or args.key:
+        updates["enabled"] = True
+    for flag, name in (("cacert", "ca_file"), ("cert", "cert_file"), ("key", "key_file")):
+        if getattr(args, flag):
+            updates[name] = getattr(args, flag)
+    if args.check_hostname is False:
+        updates["check_hostname"] = False
+    tls = tls.model_copy(update=updates)
+    if not tls.enabled and args.check_hostname is False:
+        raise BadInput("--no-check-hostname", "only applies with --tls")
+    if cfg is None:
+        return _Access.build(args.user, os.environ.get("REDISCLI_AUTH"), tls)
+    return _Access.build(args.user or cfg.cluster.username, resolve_password(cfg), tls)
+
+
+def _first_answering(connect: Connect, seeds: Sequence[str]) -> str:
+    """The first seed that answers PING; :class:`Unreachable` naming each one otherwise."""
+    import redis
+
+    reasons = []
+    for seed in seeds:
+        try:
+            connect(seed).ping()
+            return seed
+        except (redis.RedisError, OSError) as exc:
+            reasons.append(f"{seed}: {exc}" if len(seeds) > 1 else str(exc))
+    raise Unreachable(", ".join(seeds), "; ".join(reasons))
+
+
+@contextlib.contextmanager
+def _lease(access: _Access, seed: str, command: str, required: bool = True) -> Iterator[None]:
+    """Hold the cluster's lease while a command acts (renewed in the background, released
+    on exit); :class:`~controller.lease.LeaseHeld` (exit 3) names a live holder. ``fix``
+    passes ``required=False``: a cluster too broken to store the lease can still be fixed."""
+    import redis
+
+    from balancer import ClusterClient, ClusterError
+    from controller.lease import ClusterLease
+
+    owner = f"slotpilot {command} on {socket.gethostname()} pid {os.getpid()}"
+    client: ClusterClient | None = None
+    try:
+        client = ClusterClient(seed, socket_timeout=5.0, socket_connect_timeout=5.0,
+                               **access.options)  # fmt: skip
+        lease = ClusterLease(client, owner=owner).__enter__()  # LeaseHeld: exit 3
+    except (ClusterError, redis.RedisError, OSError) as exc:
+        if client is not None:
+            client.close()
+        if required:
+            raise Unreachable(seed, f"cannot take the cluster's lease: {exc}") from None
+        log.warning("acting without the cluster's lease (%s)", exc)
+        yield
+        return
+    except BaseException:  # LeaseHeld, an interrupt: nothing held, nothing left open
+        if client is not None:
+            client.close()
+        raise
+    try:
+        yield
+    finally:
+        lease.__exit__(None, None, None)
+        client.close()
+
+
+# -- commands ---------------------------------------------------------------------------
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import logging
-
     from controller.demo import print_result, run_demo, run_reshard_demo
 
     if args.faults:
@@ -23,8 +141,6 @@ def _demo(args: argparse.Namespace) -> int:
         print_result(result)
         ok = not result.errors and result.keys_read_back == result.keys_written
         return 0 if ok else 1
-    if args.verbose:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     reshard = run_reshard_demo(max_shards=args.max_shards)
     print_result(reshard)
     return 0 if reshard.ok else 1
@@ -36,85 +152,50 @@ def _validate(args: argparse.Namespace) -> int:
     return validate_command(args.file, sys.stdout)
 
 
-def _config_exit(exc: Any) -> NoReturn:
-    """Exit 2 naming each bad field (a ConfigError's problems)."""
-    for where, message in exc.problems:
-        print(f"{where}: {message}", file=sys.stderr)
-    raise SystemExit(2) from None
+def _load_runnable(path: str) -> SlotpilotConfig:
+    """The config, refused (exit 2) for anything ``validate`` refuses."""
+    from controller.config import check_runnable, load_config
+
+    cfg = load_config(path)
+    check_runnable(cfg)
+    return cfg
 
 
-def _password(cfg: Any) -> str | None:
-    from controller.config import ConfigError, resolve_password
-
-    try:
-        return resolve_password(cfg)
-    except ConfigError as exc:
-        _config_exit(exc)
+def _reached_a_node(view: Any) -> bool:
+    """Ready: a probe cycle has completed and at least one node answered in it."""
+    return view is not None and any(
+        n.sample is not None and n.sample.ok for n in view.nodes.values()
+    )
 
 
-def _load(path: str) -> Any:
-    from controller.config import ConfigError, load_config
-
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        _config_exit(exc)
-
-
-def _controller(cfg: Any, platform: Any, **kwargs: Any) -> Any:
-    from controller.config import ConfigError
-    from controller.loop import Controller
-
-    try:
-        return Controller(cfg, platform, **kwargs)
-    except ConfigError as exc:  # e.g. the password's env var is not set
-        _config_exit(exc)
-
-
-def _platform(cfg: Any) -> Any:
-    from controller.platform import LocalPlatform
-
-    if cfg.shards.platform != "local":
-        print("shards.platform: only 'local' is available in this release", file=sys.stderr)
-        raise SystemExit(2)
-    return LocalPlatform({c.name: c.command or ["true"] for c in cfg.consumers})
-
-
-def _shard_nodes(cfg: Any) -> Any:
+def _shard_nodes(cfg: SlotpilotConfig, access: _Access) -> Any:
     """The local platform's shard nodes: detached server processes (``shards.state_dir``)."""
-    import redis
+    from controller.platform.local_nodes import ClusterAuth, ClusterStartError, local_node_source
 
-    from controller.localcluster import ClusterAuth, ClusterStartError, local_node_source
-    from controller.topology import connector
-
-    if cfg.cluster.tls.enabled:  # new local nodes would need server certificates
-        print("shards.autoscale: the local platform cannot start TLS nodes yet", file=sys.stderr)
-        raise SystemExit(2)
-    password = _password(cfg)
-    connect = connector(username=cfg.cluster.username, password=password)
-    auth = ClusterAuth(password, cfg.cluster.username) if password else None
-    for seed in cfg.cluster.seeds:
-        try:
-            return local_node_source(connect(seed), cfg.shards.state_dir or _state_dir(), auth)
-        except (redis.RedisError, OSError):
-            continue
-        except ClusterStartError as exc:
-            print(f"shards.autoscale: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
-    print(f"cluster.seeds: none answers ({', '.join(cfg.cluster.seeds)})", file=sys.stderr)
-    raise SystemExit(1)
+    connect = access.connect()
+    seed = _first_answering(connect, cfg.cluster.seeds)
+    auth = ClusterAuth(access.password, access.username) if access.password else None
+    try:
+        return local_node_source(connect(seed), cfg.shards.state_dir or _state_dir(), auth)
+    except ClusterStartError as exc:
+        raise BadInput("shards.autoscale", str(exc)) from None
 
 
 def _plan(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    platform = _platform(cfg)
-    controller = _controller(cfg, platform)
+    from controller.loop import Controller
+    from controller.platform import LocalPlatform
+
+    cfg = _load_runnable(args.config)
+    platform = LocalPlatform({c.name: c.command or ["true"] for c in cfg.consumers})
     try:
-        controller.probe_once()
-        decisions = controller.plan()
-        status = controller.status()
+        controller = Controller(cfg, platform)
+        try:
+            controller.probe_once()
+            decisions = controller.plan()
+            status = controller.status()
+        finally:
+            controller.stop()
     finally:
-        controller.stop()
         platform.close()
     if args.json:
         out = {"decisions": [asdict(d) | {"direction": d.direction} for d in decisions],
@@ -133,12 +214,13 @@ def _status(args: argparse.Namespace) -> int:
     from controller.status import render_status
 
     url = args.url.rstrip("/") + "/v1/status"
+    if not url.startswith(("http://", "https://")):
+        raise BadInput("--url", f"{args.url!r} is not an http:// or https:// URL")
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             status = json.loads(response.read())
     except (OSError, ValueError) as exc:
-        print(f"cannot read {url}: {exc}", file=sys.stderr)
-        return 1
+        raise Unreachable(url, str(exc)) from None
     if args.json:
         print(json.dumps(status, indent=2))
     else:
@@ -147,39 +229,57 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import logging
+    import errno
     import signal
     import threading
 
     from controller.http import ControllerHTTPServer
+    from controller.loop import Controller
     from controller.metrics import ControllerMetrics
+    from controller.platform import LocalPlatform
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    log = logging.getLogger("slotpilot.controller")
-    cfg = _load(args.config)
-    platform = _platform(cfg)
-    metrics = ControllerMetrics()
-    nodes = _shard_nodes(cfg) if cfg.shards.autoscale else None
-    controller = _controller(cfg, platform, metrics=metrics, nodes=nodes)
+    cfg = _load_runnable(args.config)
     port = cfg.http.port if args.port is None else args.port
-    server = ControllerHTTPServer(
-        args.host, port, metrics=metrics, ready=lambda: controller.ready,
-        status=controller.status, routing=lambda: controller.routing,
-    ).start()  # fmt: skip
-    log.info(json.dumps({"event": "listening", "url": server.url, "port": server.port}))
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    metrics.set_leader(True)
+    flag = "http.port" if args.port is None else "--port"
+    metrics = ControllerMetrics()
+    holder: dict[str, Any] = {}
+    try:  # the port first: a port in use is reported before anything starts
+        server = ControllerHTTPServer(
+            args.host, port, metrics=metrics,
+            ready=lambda: "c" in holder and _reached_a_node(holder["c"].view),
+            status=lambda: holder["c"].status(), routing=lambda: holder["c"].routing,
+        )  # fmt: skip
+    except OSError as exc:
+        where = flag if exc.errno == errno.EADDRINUSE else f"--host/{flag}"
+        reason = f"cannot listen on {args.host}:{port}: {exc.strerror or exc}"
+        raise BadInput(where, reason) from None
+    platform = LocalPlatform({c.name: c.command or ["true"] for c in cfg.consumers})
     try:
-        controller.start()
-        stop.wait()
+        access = _access_for_config(cfg)
+        nodes = _shard_nodes(cfg, access) if cfg.shards.autoscale else None
+        controller = holder["c"] = Controller(cfg, platform, metrics=metrics, nodes=nodes)
+        server.start()
+        log.info(json.dumps({"event": "listening", "url": server.url, "port": server.port}))
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        metrics.set_leader(True)
+        try:
+            controller.start()
+            stop.wait()
+        finally:
+            log.info(json.dumps({"event": "stopping"}))
+            controller.stop()  # waits for a running step: never stops mid-step
     finally:
-        log.info(json.dumps({"event": "stopping"}))
-        controller.stop()  # waits for a running step: never stops mid-step
         server.stop()
         platform.close()
     return 0
+
+
+def _access_for_config(cfg: SlotpilotConfig) -> _Access:
+    from controller.config import resolve_password
+
+    return _Access.build(cfg.cluster.username, resolve_password(cfg), cfg.cluster.tls)
 
 
 def _local_cluster(args: argparse.Namespace) -> int:
@@ -198,31 +298,22 @@ def _local_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin_connect(args: argparse.Namespace) -> Any:
-    """Connections for topology commands: ACL user from --user, password from the
-    REDISCLI_AUTH environment variable (redis-cli's convention), never from argv."""
-    import os
-
-    from controller.topology import connector
-
-    return connector(username=args.user, password=os.environ.get("REDISCLI_AUTH"))
-
-
 def _rebalance(args: argparse.Namespace) -> int:
-    from controller.topology import ClusterNotStable, rebalance
+    from controller.topology import rebalance
 
+    access = _access(args)
+    connect = access.connect()
+    _first_answering(connect, [args.seed])
     progress = _ProgressPrinter()
-
+    holding = contextlib.nullcontext() if args.dry_run else _lease(access, args.seed, "rebalance")
     try:
-        plan, report = rebalance(
-            _admin_connect(args), args.seed, engine=args.engine, threshold=args.threshold / 100,
-            dry_run=args.dry_run, progress=progress,
-        )  # fmt: skip
-    except ClusterNotStable as exc:
+        with holding:
+            plan, report = rebalance(
+                connect, args.seed, engine=args.engine, threshold=args.threshold / 100,
+                dry_run=args.dry_run, progress=progress,
+            )  # fmt: skip
+    finally:
         progress.close()
-        print(f"refused: {exc}", file=sys.stderr)
-        return 3
-    progress.close()
     summary: dict[str, Any] = {
         "dry_run": args.dry_run,
         "slots_to_move": plan.slot_count,
@@ -290,65 +381,57 @@ class _ProgressPrinter:
 
 
 def _state_dir() -> str:
-    import os
-
     default = os.path.join(os.path.expanduser("~"), ".local", "state", "slotpilot", "nodes")
     return os.environ.get("SLOTPILOT_STATE_DIR", default)
 
 
 def _scale(args: argparse.Namespace) -> int:
-    import os
-
     import redis
 
-    from controller.localcluster import ClusterAuth, ClusterStartError, local_node_source
+    from controller.config import load_config
+    from controller.migration import MigrationError
+    from controller.platform.local_nodes import ClusterAuth, ClusterStartError, local_node_source
     from controller.scaling import live_entries, scale_shards
-    from controller.topology import ClusterNotStable, connector, read_topology
+    from controller.topology import read_topology
 
-    if args.shards < 1:
-        print("--shards: must be >= 1", file=sys.stderr)
-        return 2
+    options: dict[str, Any] = {}
     if args.config:
-        cfg = _load(args.config)
+        cfg = load_config(args.config)
         if cfg.shards.platform != "local":
-            print("shards.platform: `scale` drives the local platform only", file=sys.stderr)
-            return 2
-        username, password = cfg.cluster.username, _password(cfg)
-        seeds, replicas = list(cfg.cluster.seeds), cfg.shards.replicas_per_shard
-        workdir = args.workdir or cfg.shards.state_dir
-        engine = args.engine or cfg.shards.engine
+            raise BadInput("shards.platform", "`scale` drives the local platform only")
+        access = _access(args, cfg)
+        seeds, replicas = list(cfg.cluster.seeds), args.replicas
+        replicas = cfg.shards.replicas_per_shard if replicas is None else replicas
+        workdir, engine = args.workdir or cfg.shards.state_dir, args.engine or cfg.shards.engine
+        options.update(max_memory_share=cfg.shards.scale_in_max_memory_share,
+                       capacity_bytes=cfg.shards.capacity.memory_bytes)  # fmt: skip
     else:
-        username, password = args.user, os.environ.get("REDISCLI_AUTH")
+        access = _access(args)
         seeds, replicas, workdir = [args.seed], args.replicas, args.workdir
         engine = args.engine or "auto"
-    connect = connector(username=username, password=password)
-    seed = next((s for s in seeds if _answers(connect, s)), None)
-    if seed is None:
-        print(f"no seed answers: {', '.join(seeds)}", file=sys.stderr)
-        return 1
+    connect = access.connect()
+    seed = _first_answering(connect, seeds)
+    live = live_entries(read_topology(connect, seed).entries)
+    primaries = sum(1 for e in live if e.is_primary)
     if replicas is None:  # adopt the cluster's own shape
-        live = live_entries(read_topology(connect, seed).entries)
-        primaries = sum(1 for e in live if e.is_primary)
         replicas = (len(live) - primaries) // max(1, primaries)
-    auth = ClusterAuth(password, username) if password else None
+    if access.tls.enabled and args.shards > primaries:  # new nodes need server certificates
+        raise BadInput("--shards", "the local platform cannot start TLS nodes yet: a TLS "
+                       f"cluster of {primaries} shards can only be scaled in")  # fmt: skip
+    auth = ClusterAuth(access.password, access.username) if access.password else None
     progress = _ProgressPrinter()
     try:
-        nodes = local_node_source(connect(seed), workdir or _state_dir(), auth)
-        report = scale_shards(connect, seed, args.shards, nodes, replicas_per_shard=replicas,
-                              engine=engine, progress=progress)  # fmt: skip
-    except ClusterNotStable as exc:
+        with _lease(access, seed, "scale"):
+            nodes = local_node_source(connect(seed), workdir or _state_dir(), auth)
+            report = scale_shards(connect, seed, args.shards, nodes, replicas_per_shard=replicas,
+                                  engine=engine, progress=progress, **options)  # fmt: skip
+    except ValueError as exc:  # a request the cluster's shape cannot take: bad input
+        raise BadInput("cannot scale", str(exc)) from None
+    except (redis.RedisError, OSError, ClusterStartError, MigrationError) as exc:
+        message = f"scale failed: {exc} (run the same command again to resume)"
+        raise CommandError(message) from None
+    finally:
         progress.close()
-        print(f"refused: {exc}", file=sys.stderr)
-        return 3
-    except ValueError as exc:
-        progress.close()
-        print(f"cannot scale: {exc}", file=sys.stderr)
-        return 2
-    except (redis.RedisError, OSError, ClusterStartError) as exc:
-        progress.close()
-        print(f"scale failed: {exc} (run the same command again to resume)", file=sys.stderr)
-        return 1
-    progress.close()
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -358,139 +441,53 @@ def _scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def _answers(connect: Any, address: str) -> bool:
-    import redis
-
-    try:
-        return bool(connect(address).ping())
-    except (redis.RedisError, OSError):
-        return False
-
-
 def _fix(args: argparse.Namespace) -> int:
-    from dataclasses import asdict as as_dict
-
-    import redis
-
     from controller.topology import fix
 
-    try:
-        report = fix(_admin_connect(args), args.seed)
-    except redis.RedisError as exc:
-        print(f"fix failed: {exc}", file=sys.stderr)
-        return 1
+    access = _access(args)
+    connect = access.connect()
+    _first_answering(connect, [args.seed])
+    with _lease(access, args.seed, "fix", required=False):
+        report = fix(connect, args.seed)
     if args.json:
-        print(json.dumps(as_dict(report), indent=2))
+        print(json.dumps(asdict(report), indent=2))
     else:
-        changed = {k: v for k, v in as_dict(report).items() if v}
+        changed = {k: v for k, v in asdict(report).items() if v}
         print("; ".join(f"{k}: {v}" for k, v in changed.items()) or "nothing to fix")
     return 0
 
 
-def _address(text: str) -> str:
-    """argparse type: a HOST:PORT, checked before anything connects (exit 2 otherwise)."""
-    from balancer.endpoint import parse_address
-
-    try:
-        parse_address(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+_HANDLERS = {
+    "demo": _demo, "run": _run, "local-cluster": _local_cluster, "rebalance": _rebalance,
+    "scale": _scale, "fix": _fix, "validate": _validate, "plan": _plan, "status": _status,
+}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="slotpilot",
-        description="Autoscaling controller and slot-aware client SDK for Redis/Valkey Cluster.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo", help="a local cluster scaled 3 -> 4 -> 3 shards live by the controller under load"
-    )
-    demo.add_argument("--max-shards", type=int, default=4, help="scale out to (default 4)")
-    demo.add_argument("--verbose", action="store_true", help="controller and migration logs")
-    demo.add_argument(
-        "--faults", action="store_true", help="instead: the SDK through a replica kill and hang"
-    )
-    demo.add_argument("--seconds", type=float, default=6.0, help="--faults load duration")
-    demo.set_defaults(func=_demo)
+    """The ``slotpilot`` parser, wired to the commands."""
+    return grammar(_HANDLERS)
 
-    run = commands.add_parser("run", help="run the controller (HTTP API, metrics, scaling)")
-    run.add_argument("--config", required=True)
-    run.add_argument(
-        "--port", type=int, default=None, help="HTTP port (default: config, 8080; 0: any)"
-    )
-    run.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    run.set_defaults(func=_run)
 
-    local = commands.add_parser(
-        "local-cluster", help="run a local cluster on 127.0.0.1 until interrupted (prints its seed)"
-    )
-    local.add_argument("--shards", type=int, default=3)
-    local.add_argument("--replicas", type=int, default=1)
-    local.set_defaults(func=_local_cluster)
-
-    reb = commands.add_parser(
-        "rebalance", help="give every primary, empty ones included, its share of the slots"
-    )
-    reb.add_argument("--seed", required=True, type=_address, help="HOST:PORT of any node")
-    reb.add_argument("--engine", choices=["auto", "atomic", "classic"], default="auto")
-    reb.add_argument("--dry-run", action="store_true", help="show the plan, move nothing")
-    reb.add_argument("--threshold", type=float, default=2.0, help="percent off share tolerated")
-    reb.add_argument("--user", default=None, help="ACL user (password: $REDISCLI_AUTH)")
-    reb.add_argument("--json", action="store_true")
-    reb.set_defaults(func=_rebalance)
-
-    scale = commands.add_parser(
-        "scale", help="change the shard count: add or drain, forget and stop shards; resumable"
-    )
-    scale.add_argument("--shards", type=int, required=True, help="the shard count to reach")
-    where = scale.add_mutually_exclusive_group(required=True)
-    where.add_argument("--config", help="controller config (seeds, credentials, replicas)")
-    where.add_argument("--seed", type=_address, help="HOST:PORT of a node of a cluster to adopt")
-    scale.add_argument(
-        "--engine", choices=["auto", "atomic", "classic"], default=None,
-        help="default: the config's shards.engine, else auto",
-    )  # fmt: skip
-    scale.add_argument(
-        "--replicas", type=int, default=None, help="replicas per shard (default: the cluster's)"
-    )
-    scale.add_argument(
-        "--workdir", default=None, help="where new server processes live ($SLOTPILOT_STATE_DIR)"
-    )
-    scale.add_argument("--user", default=None, help="ACL user (password: $REDISCLI_AUTH)")
-    scale.add_argument("--json", action="store_true")
-    scale.set_defaults(func=_scale)
-
-    fixer = commands.add_parser(
-        "fix", help="close open slots, cover uncovered slots, forget ghost nodes"
-    )
-    fixer.add_argument("--seed", required=True, type=_address, help="HOST:PORT of any node")
-    fixer.add_argument("--user", default=None, help="ACL user (password: $REDISCLI_AUTH)")
-    fixer.add_argument("--json", action="store_true")
-    fixer.set_defaults(func=_fix)
-
-    validate = commands.add_parser("validate", help="check a config file (exit 2 on errors)")
-    validate.add_argument("file")
-    validate.set_defaults(func=_validate)
-
-    plan = commands.add_parser("plan", help="dry run: what the controller would do now and why")
-    plan.add_argument("--config", required=True)
-    plan.add_argument("--json", action="store_true")
-    plan.set_defaults(func=_plan)
-
-    status = commands.add_parser("status", help="a running controller's view of the cluster")
-    status.add_argument("--url", default="http://127.0.0.1:8080")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(func=_status)
-    return parser
+def _configure_logging(args: argparse.Namespace) -> None:
+    """One log on stderr: info for ``run`` (its JSON event lines), warning otherwise;
+    APScheduler's per-job lines only at debug."""
+    level = args.log_level or ("info" if args.verbose or args.command == "run" else "warning")
+    logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr)
+    if level != "debug":
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
+    """``slotpilot``: parse (argparse exits 2 naming a bad flag), run, map errors to codes."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        return exit_code(exc, args.command)
 
 
 if __name__ == "__main__":

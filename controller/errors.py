@@ -1,0 +1,71 @@
+"""What a ``slotpilot`` command can fail with, and the one mapping from errors to exit codes.
+
+A user mistake must end in a message, never a traceback: bad input exits 2 naming the
+flag or field, an unreachable cluster or a failed step exits 1 with the address and the
+reason, and a refusal (a gate, or another live holder of the cluster's lease) exits 3.
+Anything else is a bug: it is reported in one line too, with the traceback shown at
+``--log-level debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+__all__ = ["BadInput", "CommandError", "Unreachable", "exit_code"]
+
+
+class CommandError(Exception):
+    """A command could not do its job; ``code`` is the exit status, the text says why."""
+
+    code = 1
+
+
+class BadInput(CommandError):
+    """A flag or config field has a value the command cannot use (exit 2)."""
+
+    code = 2
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class Unreachable(CommandError):
+    """No node (or controller) answered at the given address(es) (exit 1)."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot reach {address}: {reason}")
+        self.address, self.reason = address, reason
+
+
+def exit_code(exc: Exception, command: str) -> int:
+    """Print why ``command`` stopped (stderr) and return its exit code."""
+    import redis
+
+    from balancer import ClusterError
+    from controller.config import ConfigError
+    from controller.lease import LeaseHeld
+    from controller.localcluster import ClusterStartError
+    from controller.migration import MigrationError
+    from controller.topology import ClusterNotStable
+
+    if isinstance(exc, CommandError):
+        print(str(exc), file=sys.stderr)
+        return exc.code
+    if isinstance(exc, ConfigError):
+        for where, message in exc.problems:
+            print(f"{where}: {message}", file=sys.stderr)
+        return 2
+    if isinstance(exc, ClusterNotStable | LeaseHeld):
+        print(f"refused: {exc}", file=sys.stderr)
+        return 3
+    known = (redis.RedisError, ClusterError, ClusterStartError, MigrationError, OSError)
+    if isinstance(exc, known):
+        print(f"{command} failed: {exc}", file=sys.stderr)
+        return 1
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        raise exc
+    print(f"{command} failed: {type(exc).__name__}: {exc} "
+          "(--log-level debug shows where)", file=sys.stderr)  # fmt: skip
+    return 1
