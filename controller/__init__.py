@@ -2,6 +2,7 @@
 
 from controller.backlog import BacklogError, BacklogSource, read_backlog
 from controller.health import Capacity, ClusterView, Gate, NodeHealth, NodeView, build_view
+from controller.lease import ClusterLease, LeaseHeld
 from controller.localcluster import ClusterAuth, LocalCluster, TLSFiles
 from controller.migration import BusyKeyConflict, MigrationError, MigrationExecutor, MigrationReport
 from controller.platform import LocalPlatform, Member, Platform, PlatformError
@@ -15,8 +16,10 @@ __all__ = [
     "BusyKeyConflict",
     "Capacity",
     "ClusterAuth",
+    "ClusterLease",
     "ClusterView",
     "Gate",
+    "LeaseHeld",
     "LocalCluster",
     "LocalPlatform",
     "Member",
