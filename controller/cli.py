@@ -190,7 +190,10 @@ def _plan(args: argparse.Namespace) -> int:
     try:
         controller = Controller(cfg, platform)
         try:
-            controller.probe_once()
+            view = controller.probe_once()
+            if not _reached_a_node(view):  # a plan of an unreachable cluster says nothing
+                reason = view.probe.membership_error if view.probe is not None else None
+                raise Unreachable(", ".join(cfg.cluster.seeds), reason or "no node answered")
             decisions = controller.plan()
             status = controller.status()
         finally:

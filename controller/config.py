@@ -450,11 +450,16 @@ def validate_command(path: str, out: TextIO) -> int:
     """``slotpilot validate FILE``: 0 and "ok", or 2 and one line per problem (the schema's,
     then what ``run`` would refuse: :func:`check_runnable`)."""
     try:
-        check_runnable(load_config(path))
+        cfg = load_config(path)
+        check_runnable(cfg)
     except ConfigError as exc:
         for where, message in exc.problems:
             out.write(f"{where}: {message}\n")
         return 2
+    tls = cfg.cluster.tls
+    if tls.enabled and tls.verify and not tls.check_hostname:
+        out.write("warning: cluster.tls.check_hostname is false: certificates are not matched "
+                  "to node addresses\n")  # fmt: skip
     out.write(f"ok: {path}\n")
     return 0
 

@@ -117,6 +117,9 @@ def _cases() -> dict[str, tuple[list[str | _File], int, str]]:
              _File("k8s.yaml", b"cluster: {seeds: ['a:1']}\nshards: {platform: kubernetes}\n")],
             2, "shards.platform: only 'local'",
         ),
+        "plan of an unreachable cluster": (
+            ["plan", "--config", ok_config], 1, f"cannot reach {dead}: {dead}: connection"
+        ),
         "status of no controller": (
             ["status", "--url", f"http://{dead}"], 1, f"cannot reach http://{dead}/v1/status"
         ),

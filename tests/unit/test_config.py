@@ -168,6 +168,10 @@ def test_tls_hostname_check_is_explicit_and_on_by_default(
     assert "check_hostname is false" in caplog.text
     plain = load_config(write(tmp_path, "cluster: {seeds: ['a:1']}"))
     assert plain.cluster.tls.redis_options() == {}
+    out = io.StringIO()
+    opted_out = "cluster: {seeds: ['a:1'], tls: {enabled: true, check_hostname: false}}"
+    assert validate_command(str(write(tmp_path, opted_out)), out) == 0
+    assert out.getvalue().startswith("warning: cluster.tls.check_hostname is false")
 
 
 def test_check_runnable_refuses_what_run_refuses(tmp_path: Path) -> None:
