@@ -1,0 +1,173 @@
+"""The controller loop on real servers (issue 9): a shard action that blows up is counted
+and never stops consumer scaling; probes never overlap; our own reshard is not a
+failover; a replica whose link is down is routed around; a failed replica that owns no
+slots does not block scaling, is forgotten after its grace period, and its shard gets a
+new replica."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from controller.config import SlotpilotConfig
+from controller.localcluster import LocalCluster
+from controller.loop import Controller
+from controller.metrics import ControllerMetrics
+from controller.platform import LocalPlatform
+from controller.probe import ProbeResult
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+def _config(cluster: LocalCluster, consumers: bool = False, **shards: Any) -> SlotpilotConfig:
+    data: dict[str, Any] = {
+        "cluster": {"seeds": [cluster.seed]},
+        "probe": {"interval_seconds": 1.0, "timeout_seconds": 0.5, "rise": 1, "fall": 1},
+        "shards": {"node_timeout_ms": cluster.node_timeout_ms, "autoscale": True,
+                   "capacity": {"ops_per_second": 1_000_000, "cpu_cores": None}, **shards},
+    }  # fmt: skip
+    if consumers:
+        data["consumers"] = [{"name": "jobs", "source": {"type": "redis_list", "key": "q"},
+                              "target_backlog_per_replica": 10, "max_replicas": 3}]  # fmt: skip
+    return SlotpilotConfig.model_validate(data)
+
+
+class BrokenNodes:
+    """A node source whose every call fails with an error nobody planned for."""
+
+    def add_nodes(self, count: int, existing: Sequence[str]) -> list[str]:
+        raise RuntimeError("node source exploded")
+
+    def remove_nodes(self, addresses: Sequence[str]) -> None:
+        raise RuntimeError("node source exploded")
+
+    def ordinal(self, address: str) -> Any:
+        return address
+
+
+def _wait(check: Any, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.2)
+
+
+def test_shard_error_is_counted_and_consumers_still_scale(make_cluster: Any) -> None:
+    cluster: LocalCluster = make_cluster(3, 0)
+    metrics = ControllerMetrics()
+    platform = LocalPlatform({"jobs": SLEEPER}, grace_seconds=1)
+    cfg = _config(cluster, consumers=True, min_shards=4, max_shards=5, replicas_per_shard=0)
+    controller = Controller(cfg, platform, metrics=metrics, nodes=BrokenNodes())
+    try:
+        controller.client().rpush("q", *range(25))
+        controller.probe_once()
+        decisions = {d.target: d for d in controller.reconcile_once()}
+        assert decisions["shards"].desired == 4  # below min: one step up, which blows up
+        assert 'slotpilot_errors_total{stage="shards"} 1.0' in metrics.render().decode()
+        assert platform.get_replicas("jobs") == 3  # consumers scaled in the same cycle
+        again = {d.target: d for d in controller.reconcile_once()}
+        assert again["shards"].blocked_by == ("backoff",)  # not retried every interval
+        assert controller.shard_state.failures == 1
+    finally:
+        controller.stop()
+        platform.close()
+
+
+def test_probes_never_overlap(cluster: LocalCluster) -> None:
+    controller = Controller(_config(cluster), LocalPlatform({}))
+    running, most = [0], [0]
+    guard = threading.Lock()
+    real = controller.probe.run
+
+    def counted() -> ProbeResult:
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)
+            return real()
+        finally:
+            with guard:
+                running[0] -= 1
+
+    controller.probe.run = counted  # type: ignore[method-assign]
+    try:
+        threads = [threading.Thread(target=controller.probe_once) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert most[0] == 1 and controller.view is not None
+    finally:
+        controller.stop()
+
+
+def test_own_reshard_is_not_a_failover(make_cluster: Any) -> None:
+    cluster: LocalCluster = make_cluster(3, 1)
+    controller = Controller(_config(cluster, min_shards=2, max_shards=3), LocalPlatform({}),
+                            nodes=cluster)  # fmt: skip
+    try:
+        controller.probe_once()
+        epoch = controller.view.epoch  # type: ignore[union-attr]
+        assert controller.scale_shards(2)  # bumps epochs: SETSLOT, FAILOVER, FORGET
+        view = controller.probe_once()
+        assert view.epoch > epoch
+        assert "failover_recent" not in {g.name for g in view.gates}
+    finally:
+        controller.stop()
+
+
+def test_replica_with_link_down_is_routed_around(cluster: LocalCluster) -> None:
+    controller = Controller(_config(cluster), LocalPlatform({}))
+    replica = next(n for n in cluster.nodes if cluster.role(n) == "slave")
+    try:
+        controller.probe_once()
+
+        def state() -> str:
+            table = controller.routing
+            assert table is not None
+            return next(n.state for n in table.nodes if n.address == replica.address)
+
+        assert state() == "up"
+        client = replica.client()
+        # the primary has no password: the replica's AUTH fails and its link stays down
+        client.config_set("masterauth", "wrong-on-purpose")
+        client.client_kill_filter(_type="master")
+        _wait(lambda: controller.probe_once() is not None and state() == "stale")
+        entry = next(n for n in controller.routing.nodes if n.address == replica.address)  # type: ignore[union-attr]
+        assert entry.weight == 0.0
+        client.config_set("masterauth", "")
+        client.client_kill_filter(_type="master")
+        _wait(lambda: controller.probe_once() is not None and state() == "up")
+    finally:
+        controller.stop()
+
+
+def test_failed_replica_is_forgotten_and_replaced(make_cluster: Any) -> None:
+    cluster: LocalCluster = make_cluster(2, 1)
+    cfg = _config(cluster, min_shards=2, max_shards=3, replicas_per_shard=1,
+                  forget_failed_after_seconds=1)  # fmt: skip
+    controller = Controller(cfg, LocalPlatform({}), nodes=cluster)
+    victim = next(n for n in cluster.nodes if cluster.role(n) == "slave")
+    try:
+        victim.kill()
+
+        def failed() -> bool:
+            view = controller.probe_once()
+            return bool(view.failed_nodes)
+
+        _wait(failed)
+        view = controller.view
+        assert view is not None and "node_failing" not in {g.name for g in view.gates}
+        status = controller.status()
+        assert len(status["shards_without_replica"]) == 1
+        _wait(lambda: controller.reconcile_once() is not None and controller.probe_once()
+              and not controller.status()["shards_without_replica"], seconds=60)  # fmt: skip
+        members = {n.address for n in controller.view.nodes.values()}  # type: ignore[union-attr]
+        assert victim.address not in members and len(members) == 4
+        assert not controller.view.failed_nodes  # type: ignore[union-attr]
+    finally:
+        controller.stop()
