@@ -3,7 +3,15 @@
 from balancer.breaker import BreakerPolicy
 from balancer.cluster import ClusterClient
 from balancer.endpoint import Endpoint
-from balancer.errors import ClusterError, CrossSlotError, NoHealthyEndpoint, SlotNotCovered
+from balancer.errors import (
+    ClusterError,
+    CrossSlotError,
+    NodeUnavailable,
+    NoHealthyEndpoint,
+    NotSentError,
+    OutcomeUnknown,
+    SlotNotCovered,
+)
 from balancer.router import EndpointStats, RetryPolicy, Router
 from balancer.strategies import STRATEGIES, Strategy
 
@@ -16,6 +24,9 @@ __all__ = [
     "Endpoint",
     "EndpointStats",
     "NoHealthyEndpoint",
+    "NodeUnavailable",
+    "NotSentError",
+    "OutcomeUnknown",
     "RetryPolicy",
     "Router",
     "SlotNotCovered",

@@ -12,6 +12,7 @@ all end in :meth:`ClusterClient.execute_command`.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -22,20 +23,30 @@ from typing import Any, Literal
 import redis
 from redis._parsers.encoders import Encoder
 from redis._parsers.response_callbacks import get_response_callbacks
+from redis.backoff import EqualJitterBackoff
 from redis.commands import READ_COMMANDS
 from redis.commands.core import DataAccessCommands, ScriptCommands
 from redis.connection import parse_url
 from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
-from balancer.breaker import BreakerPolicy, NodeBreaker
+from balancer.breaker import CLOSED, BreakerPolicy, NodeBreaker
 from balancer.endpoint import Endpoint, parse_address
-from balancer.errors import ClusterError, CrossSlotError, NoHealthyEndpoint, SlotNotCovered
+from balancer.errors import (
+    ClusterError,
+    CrossSlotError,
+    NodeUnavailable,
+    NoHealthyEndpoint,
+    OutcomeUnknown,
+    SlotNotCovered,
+    never_sent,
+    refused,
+)
 from balancer.follow import RoutingFollower
 from balancer.keys import KeyLocator
 from balancer.router import Router
 from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, parse_cluster_shards
-from balancer.strategies import Strategy
+from balancer.strategies import Strategy, StrategySpec, make_strategy
 from balancer.transport import NodeTransport, TransportOptions
 
 __all__ = ["ClientStats", "ClusterClient", "ReadFrom"]
@@ -43,6 +54,12 @@ __all__ = ["ClientStats", "ClusterClient", "ReadFrom"]
 ReadFrom = Literal["primary", "replicas", "any"]
 _READ_FROM = ("primary", "replicas", "any")
 NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+# Topology refreshes: at most one per _REFRESH_GAP, doubling while they fail.
+_REFRESH_GAP = 0.1
+_REFRESH_GAP_MAX = 2.0
+# Retry backoff (redis-py's EqualJitterBackoff): ~base * 2**attempt, half of it jittered.
+_BACKOFF_BASE = 0.004
+_BACKOFF_CAP = 0.25
 # Keyless commands that must reach every primary, and how their replies combine.
 _ALL_PRIMARIES: dict[str, Callable[[list[Any]], Any]] = {
     "FLUSHALL": lambda r: all(r),
@@ -67,6 +84,7 @@ class ClientStats:
     node_errors: int = 0
     failovers: int = 0  # reads moved to another node of the shard after a node error
     refreshes: int = 0
+    unknown_outcomes: int = 0  # writes whose reply was lost: raised, never re-sent
 
 
 class _Route:
@@ -94,7 +112,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         startup_nodes: str | Sequence[str],
         *,
         read_from: ReadFrom = "primary",
-        strategy: str | Strategy = "round_robin",
+        strategy: StrategySpec = "round_robin",
         breaker: BreakerPolicy | None = None,
         username: str | None = None,
         password: str | None = None,
@@ -117,6 +135,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
             raise ValueError("ClusterClient needs at least one startup node 'host:port'")
         self._seeds = [parse_address(s) for s in seeds]
         self.read_from: ReadFrom = read_from
+        make_strategy(strategy)  # a bad name fails here, not at the first read
         self._strategy = strategy
         self.breaker_policy = breaker or BreakerPolicy()
         self.retry_deadline = retry_deadline
@@ -148,7 +167,9 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         self.stats = ClientStats()
         self._refresh_lock = threading.Lock()
         self._next_refresh = 0.0
-        self._last_refresh = 0.0
+        self._refresh_attempted = -math.inf
+        self._refresh_failures = 0
+        self._backoff = EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE)
         self._locator = KeyLocator(self._run_anywhere)
         # address -> (state, weight) from the controller's routing table
         self._routing: dict[str, tuple[str, float]] = {}
@@ -219,12 +240,19 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         if route.readers is None:
             route.readers = Router(
                 endpoints,
-                strategy=self._strategy,
+                strategy=self._new_strategy(),
                 breaker=self.breaker_policy,
                 breaker_factory=self._breaker_for,
             )
         else:
             route.readers.update(endpoints)
+
+    def _new_strategy(self) -> Strategy:
+        """Each shard's router gets its own strategy: a shared instance would pick its
+        members from whichever shard rebuilt it last (reads sent to another shard)."""
+        if isinstance(self._strategy, Strategy):
+            return self._strategy.clone()
+        return make_strategy(self._strategy)
 
     def apply_routing(self, table: Mapping[str, Any]) -> None:
         """Apply a routing table (``/v1/routing`` JSON): per node ``state`` and ``weight``.
@@ -245,35 +273,43 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
     def refresh_topology(self) -> SlotMap:
         """Re-read ``CLUSTER SHARDS`` from a reachable node and swap in the new routes."""
         with self._refresh_lock:
-            reply, host = self._ask_any(("CLUSTER", "SHARDS"))
+            return self._refresh_locked(None)
+
+    def _refresh_locked(self, deadline: float | None) -> SlotMap:
+        self._refresh_attempted = time.monotonic()
+        try:
+            reply, host = self._ask_any(("CLUSTER", "SHARDS"), deadline)
             slot_map = parse_cluster_shards(reply, tls=self._tls, default_host=host)
             if not slot_map.shards:
                 raise ClusterError("CLUSTER SHARDS lists no shard with a primary")
-            routes = [self._route_for(s.primary.address, s) for s in slot_map.shards]
-            live = {s.primary.address for s in slot_map.shards}
-            for address in list(self._routes):
-                if address not in live:
-                    del self._routes[address]
-            slot_route: list[_Route | None] = [
-                routes[i] if i >= 0 else None for i in slot_map.owner
-            ]
-            self._slot_route = slot_route
-            self._slot_map = slot_map
-            self.stats.refreshes += 1
-            now = time.monotonic()
-            self._last_refresh = now
-            self._next_refresh = now + self.refresh_interval
-            return slot_map
+        except (ClusterError, ValueError):
+            self._refresh_failures += 1
+            raise
+        self._refresh_failures = 0
+        routes = [self._route_for(s.primary.address, s) for s in slot_map.shards]
+        live = {s.primary.address for s in slot_map.shards}
+        for address in list(self._routes):
+            if address not in live:
+                del self._routes[address]
+        slot_route: list[_Route | None] = [routes[i] if i >= 0 else None for i in slot_map.owner]
+        self._slot_route = slot_route
+        self._slot_map = slot_map
+        self.stats.refreshes += 1
+        now = time.monotonic()
+        self._next_refresh = now + self.refresh_interval
+        return slot_map
 
-    def _ask_any(self, args: Sequence[Any]) -> tuple[Any, str]:
+    def _ask_any(self, args: Sequence[Any], deadline: float | None = None) -> tuple[Any, str]:
         """Run a command on the first node that answers, healthy known nodes first:
-        (reply, host of the node that answered)."""
+        (reply, host of the node that answered). Stops trying at ``deadline``."""
         known = list(self._slot_map.addresses())
         random.shuffle(known)
         known.sort(key=lambda a: self._breaker(a).state != "closed")
         seeds = [f"{h}:{p}" for h, p in self._seeds]
         errors: list[str] = []
         for address in dict.fromkeys(known + seeds):
+            if deadline is not None and errors and time.monotonic() >= deadline:
+                break
             transport = self._transport(address)
             try:
                 return transport.execute(args), transport.host
@@ -289,19 +325,24 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         callback = self._callbacks.get(args[0].upper()) if isinstance(args[0], str) else None
         return callback(raw) if callback else raw
 
-    def _maybe_refresh(self, force: bool = False) -> None:
-        """Refresh now if due (or forced), at most every 50 ms; never raises."""
+    def _maybe_refresh(self, force: bool = False, deadline: float | None = None) -> None:
+        """Refresh if due (or ``force``), never raising, with one refresh in flight per
+        client and at most one per ``_REFRESH_GAP`` (longer, doubling, while refreshes
+        fail), whatever asked for it: an interval, a MOVED, a failing node."""
         now = time.monotonic()
         if not force and now < self._next_refresh:
             return
-        if now - self._last_refresh < 0.05 and force:
+        gap = min(_REFRESH_GAP * (1 << min(self._refresh_failures, 6)), _REFRESH_GAP_MAX)
+        if now - self._refresh_attempted < gap:
             return
-        if self._refresh_lock.locked():
-            return
+        if not self._refresh_lock.acquire(blocking=False):
+            return  # another thread is refreshing; its result serves this call too
         try:
-            self.refresh_topology()
+            self._refresh_locked(deadline)
         except (ClusterError, ValueError):
-            self._next_refresh = now + 0.1
+            pass
+        finally:
+            self._refresh_lock.release()
 
     @property
     def slot_map(self) -> SlotMap:
@@ -344,11 +385,16 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         tried: set[str] = set()
         asking: NodeTransport | None = None
         redirects = 0
+        attempt = 0
         deadline = 0.0
+        last: BaseException | None = None
         while True:
+            if attempt:
+                deadline = self._check_deadline(deadline, last)
+            attempt += 1
             route = self._slot_route[slot]
             if route is None:
-                deadline = self._wait_or_raise(deadline, SlotNotCovered(slot))
+                deadline = self._wait_or_raise(deadline, SlotNotCovered(slot), attempt)
                 continue
             member = None
             readers: Router | None = None
@@ -367,26 +413,40 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
                     transport, breaker = self._transport(address), member.breaker
                 else:
                     transport, breaker = route.primary, route.primary_breaker
+                    if breaker.state != CLOSED:
+                        if not breaker.admit(time.monotonic()):
+                            deadline = self._primary_unavailable(slot, route, deadline)
+                            continue
+                        trial = True
             started = time.perf_counter()
             try:
-                raw = transport.execute(args, never_decode, asking is not None)
+                raw = transport.execute(args, never_decode, asking is not None, not read)
             except NETWORK_ERRORS as exc:
                 if member is not None and readers is not None:
                     readers.checkin(member, trial, exc, None)
-                else:
-                    breaker.record(exc)
+                elif trial or not refused(exc):
+                    # A refused connection costs nothing: a dead primary is retried
+                    # (backoff, refresh) until its replica takes over; only failures
+                    # that cost time (timeouts, hangs) open a primary's breaker.
+                    breaker.record(exc, trial)
                 self.stats.node_errors += 1
-                tried.add(transport.address)
                 asking = None
+                if not (never_sent(exc) or self._locator.readonly(args[0])):
+                    self.stats.unknown_outcomes += 1
+                    raise OutcomeUnknown(str(args[0]), transport.address, exc) from exc
+                last = exc
+                tried.add(transport.address)
                 if read and member is not None:
                     self.stats.failovers += 1
                     continue  # fail over inside the shard at once
-                deadline = self._wait_or_raise(deadline, exc)
+                deadline = self._wait_or_raise(deadline, exc, attempt)
                 tried.discard(transport.address)
                 continue
             except redis.ResponseError as exc:
                 if member is not None and readers is not None:
                     readers.checkin(member, trial, None, None)
+                elif trial:
+                    breaker.record(None, trial)
                 asking = None
                 if isinstance(exc, MovedError):
                     redirects += 1
@@ -398,10 +458,10 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
                     asking = self._transport(f"{exc.host}:{exc.port}")
                 elif isinstance(exc, TryAgainError):
                     self.stats.tryagain += 1
-                    deadline = self._wait_or_raise(deadline, exc)
+                    deadline = self._wait_or_raise(deadline, exc, attempt)
                 elif isinstance(exc, ClusterDownError):
                     self.stats.clusterdown += 1
-                    deadline = self._wait_or_raise(deadline, exc)
+                    deadline = self._wait_or_raise(deadline, exc, attempt)
                 else:
                     raise
                 if redirects > self.max_redirects:
@@ -411,19 +471,43 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
                 continue
             if member is not None and readers is not None:
                 readers.checkin(member, trial, None, time.perf_counter() - started)
-            elif not breaker._clean:
-                breaker.record(None)
+            elif trial or not breaker._clean:
+                breaker.record(None, trial)
             return raw
 
-    def _wait_or_raise(self, deadline: float, exc: BaseException) -> float:
-        """Back off and refresh the topology; raise ``exc`` once the deadline passed."""
+    def _primary_unavailable(self, slot: int, route: _Route, deadline: float) -> float:
+        """The slot's primary has an open breaker: nothing is sent. Fail fast with
+        :class:`NodeUnavailable` unless a topology refresh names another primary."""
+        self._maybe_refresh(force=True)
+        if self._slot_route[slot] is not route:
+            return deadline or time.monotonic() + self.retry_deadline
+        address = route.primary.address
+        raise NodeUnavailable(address, "circuit breaker open after repeated failures")
+
+    def _check_deadline(self, deadline: float, last: BaseException | None) -> float:
+        """Start the retry budget at the first failure; past it, stop trying."""
+        now = time.monotonic()
+        if not deadline:
+            return now + self.retry_deadline
+        if now >= deadline:
+            if last is not None:
+                raise last
+            raise ClusterError(f"no answer within retry_deadline={self.retry_deadline}s")
+        return deadline
+
+    def _wait_or_raise(self, deadline: float, exc: BaseException, attempt: int = 1) -> float:
+        """Back off (exponential, jittered) and refresh the topology; raise ``exc`` once
+        the deadline has passed."""
         now = time.monotonic()
         if not deadline:
             deadline = now + self.retry_deadline
         elif now >= deadline:
             raise exc
-        self._maybe_refresh(force=True)
-        time.sleep(min(0.05, max(0.0, deadline - now)))
+        self._maybe_refresh(force=True, deadline=deadline)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise exc
+        time.sleep(min(self._backoff.compute(attempt), remaining))
         return deadline
 
     def _moved(self, slot: int, exc: MovedError) -> None:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import redis
 
-__all__ = ["ClusterError", "CrossSlotError", "NoHealthyEndpoint", "SlotNotCovered"]
+__all__ = [
+    "ClusterError",
+    "CrossSlotError",
+    "NoHealthyEndpoint",
+    "NodeUnavailable",
+    "NotSentError",
+    "OutcomeUnknown",
+    "SlotNotCovered",
+    "never_sent",
+    "refused",
+]
 
 
 class NoHealthyEndpoint(RuntimeError):
@@ -37,3 +47,57 @@ class SlotNotCovered(ClusterError):
     def __init__(self, slot: int) -> None:
         super().__init__(f"slot {slot} is not served by any known node")
         self.slot = slot
+
+
+class NotSentError(redis.ConnectionError):
+    """The command certainly never left this process: the connection could not be made,
+    every connection to the node is in use, or the node's breaker is open. Safe to retry
+    anything, writes included."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"{address}: {reason} (command not sent)")
+        self.address = address
+
+
+class NodeUnavailable(NotSentError):
+    """The node's circuit breaker is open: the command was refused here, not sent."""
+
+
+class OutcomeUnknown(redis.ConnectionError, redis.TimeoutError):
+    """A write may or may not have been applied: it was sent (or partly sent) and its
+    reply never came (timeout, connection lost). It is not re-sent, because a second
+    ``INCR`` or ``LPUSH`` would apply twice and a second ``SET`` could overwrite a newer
+    value. Subclasses both ``redis.ConnectionError`` and ``redis.TimeoutError`` so
+    existing handlers of either still catch it; ``__cause__`` is the network error."""
+
+    def __init__(self, command: str, address: str, cause: BaseException) -> None:
+        super().__init__(
+            f"{command} to {address}: outcome unknown, the command may have been applied "
+            f"({type(cause).__name__}: {cause}); not retried"
+        )
+        self.command = command
+        self.address = address
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or was caused by) a refused connection: the node is down, and
+    trying costs nothing."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        seen += 1
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether ``exc`` proves its command never reached a server: our own
+    :class:`NotSentError`, or a refused / failed connect (redis-py raises those from
+    inside ``connect()``, so the ``OSError`` is in the exception's context)."""
+    if isinstance(exc, NotSentError):
+        return True
+    if isinstance(exc, OutcomeUnknown):
+        return False
+    return refused(exc)

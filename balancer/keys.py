@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis
 from redis._parsers.commands import CommandsParser
+from redis.commands import READ_COMMANDS
 
 __all__ = ["KeyLocator"]
 
@@ -40,6 +42,28 @@ class KeyLocator:
         self._adapter = _ServerAdapter(run_anywhere)
         self._parser: CommandsParser | None = None
         self._fast: dict[str, _Positions] = {}
+        self._readonly: dict[Any, bool] = {}
+
+    def readonly(self, name: Any) -> bool:
+        """Whether a command only reads (so it may be sent again after a lost reply):
+        redis-py's list of read commands, else the server's own ``readonly`` flag
+        without ``write``. Unknown or unanswerable means no."""
+        known = self._readonly.get(name)
+        if known is not None:
+            return known
+        text = (name.decode() if isinstance(name, bytes) else str(name)).upper()
+        result = text in READ_COMMANDS
+        if not result and " " not in text:
+            try:
+                if self._parser is None:
+                    self._parser = CommandsParser(self._adapter)
+                info = self._parser.commands.get(text.lower())
+            except (redis.RedisError, OSError, ValueError):
+                return False  # not cached: ask again next time
+            flags = set(info["flags"]) if info else set()
+            result = "readonly" in flags and "write" not in flags
+        self._readonly[name] = result
+        return result
 
     def _positions(self, name: str) -> _Positions:
         if self._parser is None:

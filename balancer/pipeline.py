@@ -5,6 +5,10 @@ reader per shard chosen as ``read_from`` says. A command answered with a
 redirection (MOVED/ASK), TRYAGAIN/CLUSTERDOWN, or whose node failed, is re-run on its
 own through :meth:`ClusterClient.execute_command`, which handles all of those; so a
 pipeline survives a live migration, but it is not atomic (nor is it across nodes).
+When a node's connection fails after the batch was sent, the replies that arrived are
+kept; unanswered reads are re-run, unanswered writes become
+:class:`~balancer.errors.OutcomeUnknown` in their place (raised by ``execute()`` unless
+``raise_on_error=False``): they may have been applied, so they are never sent twice.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from redis.commands import READ_COMMANDS
 from redis.commands.core import DataAccessCommands, ScriptCommands
 from redis.exceptions import AskError, ClusterDownError, TryAgainError
 
-from balancer.errors import NoHealthyEndpoint
+from balancer.breaker import CLOSED
+from balancer.errors import NoHealthyEndpoint, OutcomeUnknown, never_sent
 from balancer.router import Member, Router
 
 if TYPE_CHECKING:
@@ -77,22 +82,31 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
                 lease = readers[id(route)]
                 if lease is not None:
                     transport = client._transport(lease[1].endpoint.id)
+            if transport is route.primary and route.primary_breaker.state != CLOSED:
+                continue  # run alone below: a primary with an open breaker fails fast
             by_node.setdefault(transport.address, (transport, []))[1].append(index)
 
         results: list[Any] = [_PENDING] * len(commands)
         failed: dict[str, BaseException] = {}
         for transport, indexes in by_node.values():
-            try:
-                replies = transport.execute_many([commands[i][0] for i in indexes])
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                failed[transport.address] = exc
+            replies, failure = transport.execute_partial([commands[i][0] for i in indexes])
+            if failure is not None:
+                failed[transport.address] = failure
                 if not any(
                     lease and lease[1].endpoint.id == transport.address
                     for lease in readers.values()
                 ):
-                    client._breaker(transport.address).record(exc)
-                continue  # those commands are re-run one by one below
-            for i, reply in zip(indexes, replies, strict=True):
+                    client._breaker(transport.address).record(failure)
+                client.stats.node_errors += 1
+                # Unanswered commands: re-run on their own below if they never left or
+                # only read; a write whose reply was lost is reported, never re-sent.
+                sent = not never_sent(failure)
+                for i in indexes[len(replies) :]:
+                    name = commands[i][0][0]
+                    if sent and not client._locator.readonly(name):
+                        client.stats.unknown_outcomes += 1
+                        results[i] = _unknown(name, transport.address, failure)
+            for i, reply in zip(indexes, replies, strict=False):
                 if isinstance(reply, _RETRY_ON_OWN):
                     continue
                 if isinstance(reply, Exception):
@@ -111,7 +125,7 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
                 args, options = commands[i]
                 try:
                     results[i] = client.execute_command(*args, **options)
-                except redis.ResponseError as exc:
+                except (redis.ResponseError, OutcomeUnknown) as exc:
                     results[i] = exc
         if raise_on_error:
             for result in results:
@@ -121,6 +135,12 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
 
 
 _PENDING: Any = object()
+
+
+def _unknown(name: Any, address: str, failure: BaseException) -> OutcomeUnknown:
+    error = OutcomeUnknown(str(name), address, failure)
+    error.__cause__ = failure
+    return error
 
 
 def _checkout(router: Router) -> tuple[Router, Member, bool] | None:

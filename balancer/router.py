@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import redis
+
 from balancer.breaker import CLOSED, OPEN, BreakerPolicy, NodeBreaker
 from balancer.endpoint import Endpoint
-from balancer.errors import NoHealthyEndpoint
-from balancer.strategies import Strategy, make_strategy
+from balancer.errors import NoHealthyEndpoint, never_sent
+from balancer.strategies import StrategySpec, make_strategy
 
 __all__ = ["EndpointStats", "Member", "RetryPolicy", "Router"]
 
@@ -27,14 +29,32 @@ T = TypeVar("T")
 StateChange = Callable[[Endpoint, str, str], None]
 
 
+# Endpoint failures: the builtins and redis-py's own, which do not subclass them.
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    OSError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How :meth:`Router.call` fails over: up to ``attempts`` endpoints in total, on
-    exceptions of the ``retry_on`` types; other exceptions are the caller's business
-    and do not count against the endpoint's breaker."""
+    """How :meth:`Router.call` fails over.
+
+    Exceptions of the ``retry_on`` types are the endpoint's failures: they count against
+    its breaker (other exceptions are the caller's business). Such a failure is retried
+    on another endpoint, up to ``attempts`` endpoints in total, only when it proves the
+    call never reached the endpoint (a refused connection,
+    :class:`~balancer.errors.NotSentError`) — or always, with ``idempotent=True``, for
+    calls that are safe to repeat. A timed-out write may have been applied: sending it
+    again could apply it twice, so that is never the default.
+    """
 
     attempts: int = 3
-    retry_on: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, OSError)
+    retry_on: tuple[type[BaseException], ...] = NETWORK_ERRORS
+    idempotent: bool = False
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -90,7 +110,7 @@ class Router:
     def __init__(
         self,
         endpoints: Iterable[Endpoint],
-        strategy: str | Strategy = "round_robin",
+        strategy: StrategySpec = "round_robin",
         breaker: BreakerPolicy | None = None,
         retry: RetryPolicy | None = None,
         on_state_change: StateChange | None = None,
@@ -256,7 +276,8 @@ class Router:
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(endpoint, *args, **kwargs)`` on a picked endpoint, failing over to other
-        endpoints per the retry policy. The last failure propagates."""
+        endpoints per the retry policy (by default only failures that prove ``fn``'s
+        call never reached the endpoint). The last failure propagates."""
         tried: set[str] = set()
         last: BaseException | None = None
         for _ in range(self.retry.attempts):
@@ -265,6 +286,8 @@ class Router:
                 with self.lease(exclude=tried) as current:
                     return fn(current, *args, **kwargs)
             except self.retry.retry_on as exc:
+                if not (self.retry.idempotent or never_sent(exc)):
+                    raise
                 last = exc
                 if current is not None:
                     tried.add(current.id)

@@ -9,13 +9,14 @@ be a call stale, which only blurs a choice that is random anyway.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import itertools
 import math
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, ClassVar
 
@@ -29,6 +30,7 @@ __all__ = [
     "RandomChoice",
     "RoundRobin",
     "Strategy",
+    "StrategySpec",
     "Weighted",
     "make_strategy",
 ]
@@ -55,6 +57,18 @@ class Strategy:
     def observe(self, member: Member, latency: float) -> None:
         """Called with each successful call's latency (seconds); most strategies ignore it."""
 
+    def clone(self) -> Strategy:
+        """A new strategy with this one's settings and none of its state, for another
+        router (a strategy's members belong to exactly one router). Subclasses that
+        keep state beyond ``members`` override :meth:`_reset`."""
+        twin = copy.copy(self)
+        twin.members = ()
+        twin._reset()
+        return twin
+
+    def _reset(self) -> None:
+        """Give a clone fresh private state (counters, locks, heaps)."""
+
 
 class RoundRobin(Strategy):
     """Each eligible member in turn."""
@@ -63,6 +77,9 @@ class RoundRobin(Strategy):
 
     def __init__(self) -> None:
         super().__init__()
+        self._counter = itertools.count()
+
+    def _reset(self) -> None:
         self._counter = itertools.count()
 
     def pick(self) -> Member:
@@ -95,6 +112,9 @@ class Weighted(Strategy):
 
     def __init__(self) -> None:
         super().__init__()
+        self._reset()
+
+    def _reset(self) -> None:
         self._heap: list[tuple[float, int, Member]] = []
         self._schedule: tuple[Member, ...] = ()
         self._counter = itertools.count()
@@ -219,10 +239,19 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
-def make_strategy(strategy: str | Strategy) -> Strategy:
-    """A fresh strategy for a name, or the given instance as is."""
+StrategySpec = str | Strategy | Callable[[], Strategy]
+
+
+def make_strategy(strategy: StrategySpec) -> Strategy:
+    """A strategy for a name, a factory (a ``Strategy`` subclass or any callable
+    returning one), or the given instance as is."""
     if isinstance(strategy, Strategy):
         return strategy
+    if callable(strategy):
+        made = strategy()
+        if not isinstance(made, Strategy):
+            raise ValueError(f"strategy factory returned {type(made).__name__}, not a Strategy")
+        return made
     try:
         return STRATEGIES[strategy]()
     except (KeyError, TypeError):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from redis.crc import key_slot
 
 from balancer import BreakerPolicy, ClusterClient
+from balancer.errors import OutcomeUnknown
 from controller.localcluster import LocalCluster, ServerNode
 
 
@@ -196,7 +197,10 @@ def test_primary_killed_under_write_and_read_load(
         time.sleep(1.0)
         assert writer.done > before  # writes resumed after the failover
     assert cluster.role(replicas[0]) == "master"
-    assert writer.errors == [] and reader.errors == []
+    # The one write in flight when the primary died may or may not have been applied:
+    # it is reported as OutcomeUnknown, never re-sent. Nothing else reaches the caller.
+    assert all(isinstance(e, OutcomeUnknown) for e in writer.errors), writer.errors
+    assert len(writer.errors) <= 1 and reader.errors == []
     assert client.stats.node_errors >= 1
     # What was acknowledged after the failover is there (async replication may drop
     # the last few writes acknowledged by the dead primary: that is Redis, not us).

@@ -123,7 +123,7 @@ def test_call_fails_over_to_another_endpoint() -> None:
     def fn(ep: Endpoint) -> str:
         seen.append(ep.address)
         if len(seen) < 3:
-            raise ConnectionError(f"{ep.address} refused")
+            raise ConnectionRefusedError(f"{ep.address} refused")
         return ep.address
 
     assert router.call(fn) == seen[-1]
@@ -131,7 +131,7 @@ def test_call_fails_over_to_another_endpoint() -> None:
 
 
 def test_call_raises_last_error_when_attempts_exhausted() -> None:
-    router = Router(eps(2), retry=RetryPolicy(attempts=2))
+    router = Router(eps(2), retry=RetryPolicy(attempts=2, idempotent=True))
 
     def fn(ep: Endpoint) -> None:
         raise TimeoutError(ep.address)
