@@ -5,6 +5,8 @@ behind (real Valkey cluster, the lease set through the ClusterLease API)."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,3 +77,44 @@ def test_dry_run_needs_no_lease(lease_cluster: LocalCluster, client: ClusterClie
         assert dry.returncode == 0 and "balanced" in dry.stdout, dry.stderr
     finally:
         other.release()
+
+
+def test_two_processes_one_actor(tmp_path: Path) -> None:
+    """A rebalance in progress (stopped mid-migration so the overlap is certain) holds the
+    lease: `fix` and `scale` from other processes are refused naming it; it then finishes."""
+    with LocalCluster(3, 0, binary=SERVERS["valkey"]) as cluster:
+        with ClusterClient(cluster.seed) as data:
+            for start in range(0, 20_000, 2_000):
+                data.mset({f"k:{i}": i for i in range(start, start + 2_000)})
+        cluster.add_node()  # an empty primary: the rebalance gives it a quarter
+        first = subprocess.Popen(
+            [*CLI, "rebalance", "--seed", cluster.seed, "--engine", "classic"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+        )  # fmt: skip
+        try:
+            assert first.stderr is not None
+            line = first.stderr.readline()  # its first progress line: it is acting
+            assert line.startswith("{"), line
+            first.send_signal(signal.SIGSTOP)
+            try:
+                for argv in (["fix", "--seed", cluster.seed],
+                             ["scale", "--shards", "3", "--seed", cluster.seed,
+                              "--workdir", str(tmp_path)]):  # fmt: skip
+                    refused = slotpilot(*argv)
+                    assert refused.returncode == 3, refused.stderr
+                    assert f"slotpilot rebalance on {socket.gethostname()} pid {first.pid}" in (
+                        refused.stderr
+                    )
+            finally:
+                first.send_signal(signal.SIGCONT)
+            _, rest = first.communicate(timeout=120)
+            assert first.returncode == 0, rest
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait(10)
+        with ClusterClient(cluster.seed) as data:
+            assert ClusterLease(data).holder() is None
+            assert data.mget([f"k:{i}" for i in range(20_000)]) == [
+                str(i).encode() for i in range(20_000)
+            ]
