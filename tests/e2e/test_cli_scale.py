@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,6 +77,7 @@ def test_scale_out_then_in_adopting_a_cluster(cluster: LocalCluster, workdir: Pa
     summary = json.loads(back.stdout)
     assert sorted(summary["removed"]) == sorted(json.loads(out.stdout)["added"])
     assert _shape(cluster.seed) == (3, [1, 1, 1], 16384, 0)
+    assert list(workdir.iterdir()) == [config]  # the removed nodes' directories are gone
     with ClusterClient(cluster.seed) as client:
         assert client.mget([f"k:{i}" for i in range(2000)]) == [
             str(i).encode() for i in range(2000)
@@ -94,7 +96,7 @@ def test_scale_rejects_bad_input(cluster: LocalCluster, workdir: Path) -> None:
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert garbled.returncode == 2 and "--seed: endpoint address 'nonsense'" in garbled.stderr
     negative = _scale(cluster.seed, 3, workdir, "--replicas", "-1")
-    assert negative.returncode == 2 and "replicas_per_shard >= 0" in negative.stderr
+    assert negative.returncode == 2 and "--replicas: must be >= 0" in negative.stderr
 
 
 def test_scale_refuses_while_a_node_is_failing(cluster: LocalCluster, workdir: Path) -> None:
@@ -166,7 +168,14 @@ def test_sigkill_mid_migration_then_rerun_resumes(
     shares = sorted(sum(hi - lo + 1 for lo, hi in p.slots) for p in partial.primaries)
     assert partial.open_slots() or shares[0] < 3200, "killed too late: migration had finished"
 
+    # The killed command's lease on the cluster stays until its TTL runs out: the re-run
+    # is refused (exit 3, naming the holder) until then, and then resumes.
+    deadline = time.monotonic() + 60
     again = _scale(cluster.seed, 5, workdir, "--engine", "classic")
+    while again.returncode == 3 and "lease expires" in again.stderr:
+        assert time.monotonic() < deadline, again.stderr
+        time.sleep(1)
+        again = _scale(cluster.seed, 5, workdir, "--engine", "classic")
     assert again.returncode == 0, again.stderr
     assert _shape(cluster.seed) == (5, [1, 1, 1, 1, 1], 16384, 0)
     _assert_all_keys_back(cluster.seed, values)
@@ -212,3 +221,34 @@ def test_controller_sigkilled_mid_migration_resumes_after_restart(
     seed = next(n.address for n in cluster.nodes if n.running)
     assert _shape(seed) == (2, [1, 1], 16384, 0)
     _assert_all_keys_back(seed, values)
+
+
+def _refuses(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=0.5).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_sigterm_of_local_cluster_stops_the_nodes_scale_added(workdir: Path) -> None:
+    """`slotpilot local-cluster` is a dev cluster: stopping it stops the nodes a later
+    `scale` (or a controller's autoscale) added to it, and deletes their directories."""
+    dev = subprocess.Popen([*CLI, "local-cluster", "--shards", "2", "--replicas", "0"],
+                           stdout=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+    try:
+        assert dev.stdout is not None
+        started = json.loads(dev.stdout.readline())
+        out = _scale(started["seed"], 3, workdir)
+        assert out.returncode == 0, out.stderr
+        added = json.loads(out.stdout)["added"]
+        assert len(added) == 1 and not _refuses(added[0])
+        dev.send_signal(signal.SIGTERM)
+        assert dev.wait(timeout=60) == 0
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait(timeout=10)
+    assert all(_refuses(a) for a in [*started["nodes"], *added])
+    assert list(workdir.glob("*/slotpilot-node.conf")) == []  # directories deleted
