@@ -22,10 +22,11 @@ import secrets
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ClusterLease", "LeaseHeld"]
+__all__ = ["ClusterLease", "LeaseHeld", "LeaseState"]
 
 log = logging.getLogger("slotpilot.lease")
 
@@ -54,6 +55,15 @@ class LeaseHeld(Exception):
         self.holder = holder
         self.expires_in = expires_in
         super().__init__(f"cluster is managed by {holder} (lease expires in {expires_in:.0f} s)")
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """What one attempt to hold the lease found: whether we hold it, and who does."""
+
+    holding: bool = False
+    holder: str | None = None
+    expires_in: float | None = None  # seconds left of someone else's lease
 
 
 def _text(value: Any) -> str | None:
@@ -138,6 +148,16 @@ class ClusterLease:
                 return
             value, pttl = self._read()
         raise LeaseHeld(_owner_of(value or "unknown"), max(0.0, pttl / 1000.0))
+
+    def hold(self) -> LeaseState:
+        """Renew the lease if this instance holds it, else try to take it: the one call
+        a periodic loop makes. Connection errors propagate (nothing is known then)."""
+        try:
+            if not (self.held and self.renew()):
+                self.acquire()
+        except LeaseHeld as exc:
+            return LeaseState(False, exc.holder, exc.expires_in)
+        return LeaseState(True, self.owner)
 
     def renew(self) -> bool:
         """Extend the lease if it is still ours; False when it was lost or taken over."""

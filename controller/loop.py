@@ -42,7 +42,7 @@ from controller.intent import (
     PendingChange,
     intent_path,
 )
-from controller.lease import ClusterLease, LeaseHeld
+from controller.lease import ClusterLease, LeaseState
 from controller.migration import MigrationError
 from controller.platform import Platform, PlatformError
 from controller.policy import (
@@ -128,9 +128,7 @@ class Controller:
         self._logged: dict[str, tuple[Any, ...]] = {}
         self._structure_failures, self._structure_failed_at = 0, 0.0
         self.lease = lease
-        self.holding = False
-        self.lease_holder: str | None = None
-        self.lease_expires_in: float | None = None
+        self.lease_state = LeaseState()
         self.intent_store = intent if intent is not None else self._default_intent_store()
         self.intent = IntentRecord()
         self._load_intent()
@@ -179,30 +177,23 @@ class Controller:
 
     def hold_lease(self) -> bool:
         """Renew or take the cluster's lease; True while this controller may act."""
+        before = self.lease_state
         try:
             if self.lease is None:
-                self.lease = ClusterLease(
-                    self.client(), ttl_seconds=self.cfg.shards.lease_ttl_seconds
-                )
-            lease = self.lease
-            if not (lease.held and lease.renew()):
-                lease.acquire()
-            holding, expires = True, None
-            holder: str | None = lease.owner
-        except LeaseHeld as exc:
-            holding, holder, expires = False, exc.holder, exc.expires_in
+                ttl = self.cfg.shards.lease_ttl_seconds
+                self.lease = ClusterLease(self.client(), ttl_seconds=ttl)
+            state = self.lease.hold()
         except Exception as exc:  # unreachable: act only while the lease is surely ours
             self._count_error("lease")
             log.warning(json.dumps({"event": "lease_unknown", "error": f"{exc}"}))
-            holding = self.lease is not None and self.lease.held
-            holder, expires = self.lease_holder, self.lease_expires_in
-        if holding != self.holding:
-            log.info(json.dumps({"event": "lease_acquired" if holding else "lease_not_held",
-                                 "holder": holder, "expires_in": expires}))  # fmt: skip
-        self.holding, self.lease_holder, self.lease_expires_in = holding, holder, expires
+            state = replace(before, holding=self.lease is not None and self.lease.held)
+        if state.holding != before.holding:
+            event = "lease_acquired" if state.holding else "lease_not_held"
+            log.info(json.dumps({"event": event, **asdict(state)}))
+        self.lease_state = state
         if self.metrics is not None:
-            self.metrics.set_leader(holding)
-        return holding
+            self.metrics.set_leader(state.holding)
+        return state.holding
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -343,12 +334,9 @@ class Controller:
         return out
 
     def _not_holding(self, decision: Decision) -> Decision:
-        expires = (
-            ""
-            if self.lease_expires_in is None
-            else f" (lease expires in {self.lease_expires_in:.0f} s)"
-        )
-        why = f"{decision.reason}; not acting: cluster is managed by {self.lease_holder}{expires}"
+        left, holder = self.lease_state.expires_in, self.lease_state.holder
+        expires = "" if left is None else f" (lease expires in {left:.0f} s)"
+        why = f"{decision.reason}; not acting: cluster is managed by {holder}{expires}"
         return replace(decision, reason=why, blocked_by=(*decision.blocked_by, "lease"))
 
     def _set_replicas(self, decision: Decision) -> bool:
@@ -542,25 +530,14 @@ class Controller:
         decisions_log.info(json.dumps(record, sort_keys=True))
 
     def status(self) -> dict[str, Any]:
+        lease = asdict(self.lease_state) | {"owner": self.lease.owner if self.lease else None}
         with self._lock:
-            status = build_status(self.view, self.decisions, sorted(self.draining))
-            view = self.view
+            status = build_status(self.view, self.decisions, sorted(self.draining), lease,
+                                  self.intent.change, self.clock())  # fmt: skip
         status["backlogs"] = dict(self.backlogs)
         last = self.scale_history[-1].as_dict() if self.scale_history else None
         status["resharding"] = {"in_progress": self.migrating, "last": last,
                                 "last_error": self.last_scale_error}  # fmt: skip
-        status["lease"] = {
-            "holding": self.holding,
-            "holder": self.lease_holder,
-            "expires_in": self.lease_expires_in,
-            "owner": self.lease.owner if self.lease is not None else None,
-        }
-        change = self.intent.change
-        status["intent"] = asdict(change) if change is not None else None
-        if view is not None:
-            status["shards_without_replica"] = shards_short_of_replicas(view)
-            status["failed_nodes"] = {n: round(self.clock() - t, 1)
-                                      for n, t in view.failed_nodes.items()}  # fmt: skip
         return status
 
     @property
@@ -596,12 +573,12 @@ class Controller:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
-        if self.lease is not None and self.holding:
+        if self.lease is not None and self.lease_state.holding:
             try:
                 self.lease.release()
             except Exception as exc:  # it expires on its own
                 log.warning(json.dumps({"event": "lease_not_released", "error": f"{exc}"}))
-            self.holding = False
+            self.lease_state = replace(self.lease_state, holding=False)
         self.probe.close()
         if self._client is not None:
             self._client.close()

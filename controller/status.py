@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from controller.health import ClusterView
+from controller.health import ClusterView, shards_short_of_replicas
 
 __all__ = ["build_status", "render_status"]
 
@@ -22,11 +22,21 @@ def _plain(value: Any) -> Any:
 
 
 def build_status(
-    view: ClusterView | None, decisions: Mapping[str, Any], draining: Sequence[str] = ()
+    view: ClusterView | None,
+    decisions: Mapping[str, Any],
+    draining: Sequence[str] = (),
+    lease: Mapping[str, Any] | None = None,
+    intent: Any = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """Nodes, shards, utilization, gates and the last decision per target."""
+    """Nodes, shards, utilization, gates and the last decision per target; who holds the
+    cluster's lease, the interrupted change being finished, shards without a replica and
+    failed slot-less nodes (with how long they have been failing, given ``now``)."""
+    common = {"lease": dict(lease) if lease is not None else None, "intent": _plain(intent)}
     if view is None:
-        return {"ready": False, "nodes": [], "shards": [], "gates": [], "decisions": {}}
+        return {"ready": False, "nodes": [], "shards": [], "gates": [], "decisions": {},
+                **common}  # fmt: skip
+    at = view.taken_at if now is None else now
     nodes = [
         {
             "address": n.address,
@@ -68,11 +78,34 @@ def build_status(
         "shards": shards,
         "nodes": nodes,
         "decisions": {k: _plain(v) for k, v in decisions.items()},
+        "shards_without_replica": shards_short_of_replicas(view),
+        "failed_nodes": {n: round(at - t, 1) for n, t in view.failed_nodes.items()},
+        **common,
     }
 
 
 def _pct(value: float | None) -> str:
     return "   ?" if value is None else f"{value * 100:3.0f}%"
+
+
+def _lease_lines(status: Mapping[str, Any]) -> list[str]:
+    """Who acts on the cluster, and the structural problems waiting for it."""
+    lines = []
+    lease = status.get("lease") or {}
+    if lease.get("holding"):
+        lines.append("lease: held by this controller")
+    elif lease.get("holder"):
+        left = lease.get("expires_in") or 0
+        lines.append(f"lease: held by {lease['holder']} (expires in {left:.0f} s); "
+                     "this controller only observes")  # fmt: skip
+    if status.get("intent"):
+        i = status["intent"]
+        lines.append(f"finishing interrupted {i['kind']} {i['from_shards']} -> {i['to_shards']}")
+    if status.get("shards_without_replica"):
+        lines.append("shard without replica: " + ", ".join(status["shards_without_replica"]))
+    for node_id, seconds in sorted((status.get("failed_nodes") or {}).items()):
+        lines.append(f"failed node {node_id[:8]} (owns no slots) for {seconds:.0f}s")
+    return lines
 
 
 def render_status(status: Mapping[str, Any]) -> str:
@@ -83,6 +116,7 @@ def render_status(status: Mapping[str, Any]) -> str:
         f"cluster utilization {_pct(status['utilization'])} (max {_pct(status['max_utilization'])})"
         f", {len(status['shards'])} shards, {len(status['nodes'])} nodes, epoch {status['epoch']}",
         "gates: " + (", ".join(f"{g['name']} ({g['detail']})" for g in status["gates"]) or "none"),
+        *_lease_lines(status),
         "",
         f"{'NODE':<22} {'ROLE':<8} {'SHARD':<9} {'HEALTH':<8} {'UTIL':>5} {'LATENCY':>9}  NOTE",
     ]

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from balancer import ClusterClient
-from controller.lease import ClusterLease, LeaseHeld
+from controller.lease import ClusterLease, LeaseHeld, LeaseState
 from controller.localcluster import LocalCluster
 from tests.conftest import SERVERS
 
@@ -111,3 +111,19 @@ def test_works_with_redis_py_cluster(
         assert ours.renew()
         ours.release()
         assert ours.holder() is None
+
+
+def test_hold_renews_or_reports_the_holder(
+    client: ClusterClient, request: pytest.FixtureRequest
+) -> None:
+    key = _key(request)
+    ours = ClusterLease(client, owner="loop-a", ttl_seconds=10, key=key)
+    theirs = ClusterLease(client, owner="loop-b", ttl_seconds=10, key=key)
+    assert ours.hold() == LeaseState(True, "loop-a")
+    assert ours.hold().holding  # renewed, not re-taken
+    state = theirs.hold()
+    assert not state.holding and state.holder == "loop-a"
+    assert state.expires_in is not None and 0 < state.expires_in <= 10
+    ours.release()
+    assert theirs.hold() == LeaseState(True, "loop-b")
+    theirs.release()

@@ -98,3 +98,21 @@ def test_stale_replica_gets_weight_zero() -> None:
     assert replica(silent, lag=10) == ("stale", 0.0)
     assert replica(silent, lag=15)[0] == "up"
     assert replica(view_with())[0] == "up"  # no replication fields: unknown, not stale
+
+
+def test_status_names_the_lease_holder_and_structure_problems() -> None:
+    from controller.intent import PendingChange
+    from controller.status import build_status, render_status
+
+    lease = {"holding": False, "holder": "other-host:4242", "expires_in": 11.6, "owner": "me:1"}
+    change = PendingChange("scale_in", 4, 3, 1.0, ("127.0.0.1:7001",))
+    status = build_status(view_with(), {}, (), lease, change, now=5.0)
+    assert status["lease"]["holder"] == "other-host:4242"
+    assert status["intent"]["draining"] == ("127.0.0.1:7001",)
+    assert status["shards_without_replica"] == ["127.0.0.1:7001"]  # bbbb has no replica
+    text = render_status(status)
+    assert "lease: held by other-host:4242 (expires in 12 s); this controller only observes" in text
+    assert "finishing interrupted scale_in 4 -> 3" in text
+    assert "shard without replica: 127.0.0.1:7001" in text
+    mine = render_status(build_status(view_with(), {}, (), {"holding": True}))
+    assert "lease: held by this controller" in mine
