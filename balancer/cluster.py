@@ -16,7 +16,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,6 +43,7 @@ from balancer.errors import (
     refused,
 )
 from balancer.follow import RoutingFollower
+from balancer.freshness import ReplicaWatch
 from balancer.keys import KeyLocator
 from balancer.router import Router
 from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, parse_cluster_shards
@@ -60,6 +61,7 @@ _REFRESH_GAP_MAX = 2.0
 # Retry backoff (redis-py's EqualJitterBackoff): ~base * 2**attempt, half of it jittered.
 _BACKOFF_BASE = 0.004
 _BACKOFF_CAP = 0.25
+_SCAN_MAX_ROUNDS = 10_000_000  # a bound on one node's SCAN walk, never reached in practice
 # Keyless commands that must reach every primary, and how their replies combine.
 _ALL_PRIMARIES: dict[str, Callable[[list[Any]], Any]] = {
     "FLUSHALL": lambda r: all(r),
@@ -84,6 +86,7 @@ class ClientStats:
     node_errors: int = 0
     failovers: int = 0  # reads moved to another node of the shard after a node error
     refreshes: int = 0
+    refresh_attempts: int = 0  # including failed ones
     unknown_outcomes: int = 0  # writes whose reply was lost: raised, never re-sent
 
 
@@ -126,6 +129,8 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         refresh_interval: float = 30.0,
         routing_url: str | None = None,
         routing_interval: float = 5.0,
+        max_replica_lag: float | None = 30.0,
+        replica_check_interval: float = 1.0,
         **connection_kwargs: Any,
     ) -> None:
         if read_from not in _READ_FROM:
@@ -173,7 +178,19 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         self._locator = KeyLocator(self._run_anywhere)
         # address -> (state, weight) from the controller's routing table
         self._routing: dict[str, tuple[str, float]] = {}
+        self._stale: frozenset[str] = frozenset()  # replicas too far behind to read from
         self.refresh_topology()
+        self._watch: ReplicaWatch | None = None
+        if read_from != "primary" and max_replica_lag is not None:
+            self._watch = ReplicaWatch(
+                lambda: [r.address for s in self._slot_map.shards for r in s.replicas],
+                lambda address: self._transport(address).execute(("INFO", "replication")),
+                self._apply_stale,
+                max_replica_lag,
+                replica_check_interval,
+            )
+            self._watch.check()
+            self._watch.start()
         self._follower: RoutingFollower | None = None
         if routing_url is not None:
             self._follower = RoutingFollower(routing_url, self.apply_routing, routing_interval)
@@ -227,7 +244,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
     def _attach_readers(self, route: _Route, shard: ShardInfo) -> None:
         if self.read_from == "primary":
             return
-        nodes = [n for n in shard.replicas if n.online]
+        nodes = [n for n in shard.replicas if n.online and n.address not in self._stale]
         if self.read_from == "any":
             nodes.insert(0, shard.primary)
         # The controller's table: draining and down nodes (weight 0) get no reads.
@@ -270,6 +287,19 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
                 if route.shard is not None:
                     self._attach_readers(route, route.shard)
 
+    def _apply_stale(self, stale: frozenset[str]) -> None:
+        with self._refresh_lock:
+            self._stale = stale
+            for route in list(self._routes.values()):
+                if route.shard is not None:
+                    self._attach_readers(route, route.shard)
+
+    @property
+    def stale_replicas(self) -> frozenset[str]:
+        """Replicas getting no reads now: link to the primary down, or silent for longer
+        than ``max_replica_lag`` seconds."""
+        return self._stale
+
     def refresh_topology(self) -> SlotMap:
         """Re-read ``CLUSTER SHARDS`` from a reachable node and swap in the new routes."""
         with self._refresh_lock:
@@ -277,6 +307,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
 
     def _refresh_locked(self, deadline: float | None) -> SlotMap:
         self._refresh_attempted = time.monotonic()
+        self.stats.refresh_attempts += 1
         try:
             reply, host = self._ask_any(("CLUSTER", "SHARDS"), deadline)
             slot_map = parse_cluster_shards(reply, tls=self._tls, default_host=host)
@@ -587,6 +618,45 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
             )
         return ClusterPipeline(self)
 
+    def scan_iter(
+        self,
+        match: Any = None,
+        count: int | None = None,
+        _type: str | None = None,
+        **kwargs: Any,
+    ) -> Iterator[Any]:
+        """Every key of the cluster: each primary is walked with its own cursor, and a
+        cursor is only ever sent back to the node that issued it. Keys whose slot moves
+        during the walk may be missed or seen twice (as with any cluster SCAN)."""
+        args: list[Any] = []
+        if match is not None:
+            args += ["MATCH", match]
+        if count is not None:
+            args += ["COUNT", count]
+        if _type is not None:
+            args += ["TYPE", _type]
+        for address in [shard.primary.address for shard in self._slot_map.shards]:
+            transport = self._transport(address)
+            cursor = 0
+            for _ in range(_SCAN_MAX_ROUNDS):
+                raw = self._with_retries(transport, ("SCAN", cursor, *args))
+                cursor, keys = self._parse("SCAN", raw, {})
+                yield from keys
+                if int(cursor) == 0:
+                    break
+
+    def _with_retries(self, transport: NodeTransport, args: Sequence[Any]) -> Any:
+        """A read pinned to one node: retried on that node within ``retry_deadline``."""
+        deadline = 0.0
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return transport.execute(args)
+            except NETWORK_ERRORS as exc:
+                self._breaker(transport.address).record(exc)
+                deadline = self._wait_or_raise(deadline, exc, attempt)
+
     def dbsize(self) -> int:
         """Keys in the whole cluster (sum over primaries)."""
         return int(self.execute_command("DBSIZE"))
@@ -607,6 +677,8 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
     def close(self) -> None:
         if self._follower is not None:
             self._follower.stop()
+        if self._watch is not None:
+            self._watch.stop()
         for transport in list(self._transports.values()):
             transport.close()
 

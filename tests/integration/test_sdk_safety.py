@@ -19,7 +19,7 @@ from balancer import BreakerPolicy, ClusterClient, Endpoint, RetryPolicy, Router
 from balancer.errors import NodeUnavailable, OutcomeUnknown
 from balancer.strategies import RoundRobin
 from balancer.transport import NodeTransport, TransportOptions
-from controller.localcluster import LocalCluster, ServerNode
+from controller.localcluster import ClusterAuth, LocalCluster, ServerNode
 from tests.conftest import FLAVORS, SERVERS, _flavor_param
 
 STALL = 1.5  # seconds a primary stays SIGSTOPped: longer than the client's timeouts
@@ -319,3 +319,85 @@ def test_refused_writes_are_retried_until_a_replica_takes_over(server_flavor: st
         # replica is promoted, and applied exactly once
         assert c.incr(key) == 2
         assert replica.client().get(key) == "2"
+
+
+def test_scan_iter_walks_every_primary_with_one_cursor_per_node(shared: LocalCluster) -> None:
+    with ClusterClient(shared.seed) as c:
+        for key in list(c.scan_iter(match="scan*")):
+            c.delete(key)
+        strings = {f"scan:{i}".encode() for i in range(600)}
+        hashes = {f"scanh:{i}".encode() for i in range(40)}
+        c.mset({k: b"v" for k in strings})
+        for key in hashes:
+            c.hset(key, "f", "v")
+        walked = list(c.scan_iter(match="scan:*", count=25))
+        assert len(walked) == len(set(walked)) and set(walked) == strings
+        assert set(c.scan_iter(match="scan*", _type="hash")) == hashes
+        owners = {owner(shared, k.decode()).port for k in strings}
+        assert len(owners) == 3  # the keys really are spread over every primary
+
+
+def test_a_replica_whose_link_is_down_gets_no_reads(server_flavor: str) -> None:
+    auth = ClusterAuth(password="pw")
+    with (
+        LocalCluster(1, 1, binary=SERVERS[server_flavor], auth=auth) as cluster,
+        ClusterClient(
+            cluster.seed, password="pw", read_from="replicas", replica_check_interval=0.2
+        ) as c,
+    ):
+        primary, (replica,) = cluster.shard_map()[0]
+        c.set("k", "v")
+        wait_synced(primary, replica)
+        assert c.stale_replicas == frozenset()
+        admin = replica.client()
+        # the replica can no longer authenticate to its primary: its link goes down
+        admin.config_set("masterauth", "wrong")
+        admin.client_kill_filter(_type="master")
+        wait_for(lambda: admin.info("replication")["master_link_status"] == "down")
+        wait_for(lambda: replica.address in c.stale_replicas)
+        admin.config_resetstat()
+        assert [c.get("k") for _ in range(50)] == [b"v"] * 50  # served by the primary
+        assert get_calls(replica) == 0
+        admin.config_set("masterauth", "pw")
+        wait_for(lambda: admin.info("replication")["master_link_status"] == "up")
+        wait_for(lambda: c.stale_replicas == frozenset())
+        assert [c.get("k") for _ in range(20)] == [b"v"] * 20
+        assert get_calls(replica) == 20
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def test_failing_refreshes_are_rate_limited_across_threads(server_flavor: str) -> None:
+    with (
+        LocalCluster(3, 0, binary=SERVERS[server_flavor]) as cluster,
+        ClusterClient(cluster.seed, retry_deadline=1.5, socket_connect_timeout=0.2) as c,
+    ):
+        c.set("k", "v")
+        before = c.stats.refresh_attempts
+        for node in cluster.nodes:
+            node.kill()  # every node refuses: each call retries, asking for refreshes
+        errors: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                c.get("k")
+            except redis.RedisError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+        elapsed = time.monotonic() - started
+    assert len(errors) == 8 and elapsed < 1.5 + 1.0
+    # at most one refresh per 0.1 s, doubling while they fail: a handful, not hundreds
+    assert 1 <= c.stats.refresh_attempts - before <= 8, c.stats.refresh_attempts - before
