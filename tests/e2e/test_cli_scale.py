@@ -252,3 +252,19 @@ def test_sigterm_of_local_cluster_stops_the_nodes_scale_added(workdir: Path) -> 
             dev.wait(timeout=10)
     assert all(_refuses(a) for a in [*started["nodes"], *added])
     assert list(workdir.glob("*/slotpilot-node.conf")) == []  # directories deleted
+
+
+def test_scale_in_without_memory_for_the_moved_data_exits_3(
+    make_cluster: Any, workdir: Path
+) -> None:
+    cluster: LocalCluster = make_cluster(3, 0)
+    with ClusterClient(cluster.seed) as client:
+        client.mset({f"big:{i}": "x" * 512 for i in range(3000)})
+    used = max(int(n.client().info("memory")["used_memory"]) for n in cluster.nodes)
+    for node in cluster.nodes:  # room for what each holds, not for half of another's
+        node.client().config_set("maxmemory", int(used * 1.3))
+    result = _scale(cluster.seed, 2, workdir)
+    assert result.returncode == 3, result.stderr
+    assert "scale_in_capacity" in result.stderr and "would use" in result.stderr
+    assert _shape(cluster.seed) == (3, [0, 0, 0], 16384, 0)  # nothing moved
+    assert all(n.running for n in cluster.nodes)
