@@ -258,8 +258,7 @@ def _run(args: argparse.Namespace) -> int:
         raise BadInput(where, reason) from None
     platform = LocalPlatform({c.name: c.command or ["true"] for c in cfg.consumers})
     try:
-        access = _access_for_config(cfg)
-        nodes = _shard_nodes(cfg, access) if cfg.shards.autoscale else None
+        nodes = _shard_nodes(cfg, _access_for_config(cfg)) if cfg.shards.autoscale else None
         controller = holder["c"] = Controller(cfg, platform, metrics=metrics, nodes=nodes)
         server.start()
         log.info(json.dumps({"event": "listening", "url": server.url, "port": server.port}))
