@@ -47,6 +47,7 @@ __all__ = [
     "MigrationReport",
     "Progress",
     "detect_engine",
+    "migrate_auth",
 ]
 
 log = logging.getLogger("slotpilot.migration")
@@ -298,9 +299,15 @@ class MigrationExecutor:
     def _count_keys(self, move: SlotMove) -> int:
         return sum(self.count_keys(move.source, move.slots))
 
-    def _asking(self, node_id: str, *args: Any) -> Any:
-        """One command after ``ASKING``: answered for a slot the node imports, too."""
-        return self._transport(node_id).execute(args, asking=True)
+    def _dump(self, node_id: str, key: Any) -> bytes | None:
+        """``DUMP key`` on ``node_id`` after ``ASKING`` (so a node importing the slot
+        answers too); None when the key is not there, which a node migrating the slot
+        says with an ASK redirection."""
+        try:
+            value = self._transport(node_id).execute(("DUMP", key), never_decode=True, asking=True)
+        except redis.exceptions.AskError:
+            return None
+        return None if value is None else bytes(value)
 
     def _batch(self, node_id: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Many commands to one node in one round trip; error replies come back in place.
@@ -387,10 +394,11 @@ class MigrationExecutor:
     def _resolve_busy(self, move: SlotMove, keys: Sequence[Any]) -> None:
         """As redis-cli does: the same value on both sides → REPLACE; different → stop."""
         for key in keys:
-            if not self._asking(move.source, "EXISTS", key):
+            here = self._dump(move.source, key)
+            if here is None:
                 continue  # moved by the part of the batch that succeeded
-            there = self._asking(move.target, "DUMP", key)
-            if there is not None and self._asking(move.source, "DUMP", key) != there:
+            there = self._dump(move.target, key)
+            if there is not None and here != there:
                 raise BusyKeyConflict(
                     f"key {key!r} differs between {move.source} and {move.target}; "
                     "resolve it by hand", move.source, move.target,

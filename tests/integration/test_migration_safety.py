@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +17,7 @@ from redis.crc import key_slot
 
 from balancer import ClusterClient
 from controller.localcluster import ClusterAuth, LocalCluster, ServerNode
-from controller.migration import MigrationError, MigrationExecutor
+from controller.migration import BusyKeyConflict, MigrationError, MigrationExecutor
 from controller.rebalance import RebalancePlan, SlotMove
 from controller.topology import connector, fix, read_topology, rebalance
 from tests.conftest import FLAVORS, SERVERS
@@ -38,6 +40,14 @@ def _slots_of(node: ServerNode) -> list[tuple[int, int]]:
         for r in node.client().execute_command("CLUSTER", "SLOTS")
         if int(r[2][1]) == node.port
     ]
+
+
+def _spare_slot(node: ServerNode, offset: int) -> int:
+    """A slot ``node`` owns, ``offset`` into its largest range: tests sharing a cluster
+    each take their own offset, whatever earlier tests moved."""
+    start, end = max(_slots_of(node), key=lambda r: r[1] - r[0])
+    assert end - start > offset, "the node's largest range is too small"
+    return start + offset
 
 
 def _keys_for_slot(slot: int, n: int, prefix: str) -> list[str]:
@@ -63,7 +73,7 @@ def valkey_cluster() -> Iterator[LocalCluster]:
 def _leave_cancelled_job(cluster: LocalCluster, source: ServerNode) -> str:
     """A job of an earlier run on ``source``, cancelled before it finished; its name."""
     target = next(n for n in cluster.primaries() if n is not source)
-    start, _ = _slots_of(source)[0]
+    start = _spare_slot(source, 0)
     client = source.client()
     before = {job["name"] for job in client.execute_command("CLUSTER", "GETSLOTMIGRATIONS")}
     for _ in range(5):  # the cancel nearly always beats the job; bounded if it does not
@@ -80,7 +90,7 @@ def _leave_cancelled_job(cluster: LocalCluster, source: ServerNode) -> str:
         if any(job["state"] == "cancelled" for job in new):
             return str(next(job["name"] for job in new if job["state"] == "cancelled"))
         before |= {job["name"] for job in new}
-        if _slots_of(source)[0][0] != start:
+        if _owner(cluster, start) is not source:
             pytest.fail("the job meant to be cancelled moved its slots")
     pytest.fail("could not leave a cancelled job on the source")
 
@@ -124,6 +134,40 @@ def test_cli_atomic_rebalance_succeeds_past_an_old_cancelled_job(
     summary = json.loads(run.stdout)
     assert summary["engine"] == "atomic" and summary["slots_moved"] > 0
     assert read_topology(connector(), cluster.seed).open_slots() == []
+
+
+def test_a_running_job_of_somebody_else_is_refused_not_cancelled(
+    valkey_cluster: LocalCluster,
+) -> None:
+    """CANCELSLOTMIGRATIONS cancels every running job of a node: a run that meets a job it
+    did not start stops with an error before sending anything, and that job goes on."""
+    cluster = valkey_cluster
+    source, target = cluster.primaries()[:2]
+    start, end = _spare_slot(source, 0), _spare_slot(source, 20)
+    source_id, target_id = cluster.node_id(source), cluster.node_id(target)
+    addresses = _addresses(cluster)  # asked before the target stops answering
+    before = {j["name"] for j in source.client().execute_command("CLUSTER", "GETSLOTMIGRATIONS")}
+    target.signal(signal.SIGSTOP)  # the other job waits for its target: it keeps running
+    try:
+        source.client().execute_command(
+            "CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", start, start + 3, "NODE", target_id
+        )
+        jobs = source.client().execute_command("CLUSTER", "GETSLOTMIGRATIONS")
+        foreign = next(j["name"] for j in jobs if j["name"] not in before)
+        ours = SlotMove(((end, end),), source_id, target_id)
+        executor = MigrationExecutor(addresses, connector(), engine="atomic")
+        with pytest.raises(MigrationError, match="not started by this run"):
+            executor.execute(RebalancePlan((ours,), {}, {}))
+        assert _state_of(source, foreign) not in ("success", "failed", "cancelled")
+    finally:
+        target.signal(signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while _state_of(source, foreign) not in ("success", "failed", "cancelled"):
+        assert time.monotonic() < deadline, "the other job never ended"
+        time.sleep(0.1)
+    assert _state_of(source, foreign) == "success"  # never cancelled by us
+    assert _owner(cluster, start) is target and _owner(cluster, end) is source
+    cluster.wait_healthy()
 
 
 # -- 2. classic engine: MIGRATE carries the cluster's credentials -----------------------
@@ -217,7 +261,7 @@ def _assert_sound(cluster: LocalCluster, slot: int, expected: dict[str, str]) ->
 def test_rollback_moves_back_a_key_written_through_ask(plain_cluster: LocalCluster) -> None:
     cluster = plain_cluster
     src, dst = cluster.primaries()[:2]
-    slot = _slots_of(src)[0][0]
+    slot = _spare_slot(src, 0)
     keys = {k: k for k in _keys_for_slot(slot, 5, "rb")}
     with ClusterClient(cluster.seed) as client:
         client.mset(keys)
@@ -235,7 +279,7 @@ def test_fix_keeps_a_key_written_through_ask_while_the_slot_was_open(
 ) -> None:
     cluster = plain_cluster
     src, dst = cluster.primaries()[1:3]
-    slot = _slots_of(src)[0][0] + 1
+    slot = _spare_slot(src, 1)
     keys = {k: k for k in _keys_for_slot(slot, 5, "fx")}
     with ClusterClient(cluster.seed) as client:
         client.mset(keys)
@@ -251,7 +295,7 @@ def test_fix_under_writes_through_ask_strands_no_key(plain_cluster: LocalCluster
     closes it: whatever fix decides, every acknowledged write is readable afterwards."""
     cluster = plain_cluster
     src, dst = cluster.primaries()[0], cluster.primaries()[2]
-    slot = _slots_of(src)[0][0] + 2
+    slot = _spare_slot(src, 2)
     tag = _keys_for_slot(slot, 1, "w")[0].split("}")[0] + "}"
     written: dict[str, str] = {}
     client = ClusterClient(cluster.seed)
@@ -278,7 +322,7 @@ def test_rollback_of_a_failed_move_returns_the_slots(plain_cluster: LocalCluster
     every key is readable on its source."""
     cluster = plain_cluster
     src, dst = cluster.primaries()[1], cluster.primaries()[0]
-    start = _slots_of(src)[-1][1] - 20
+    start = _spare_slot(src, 100)
     keys = {k: k for k in _keys_for_slot(start, 20, "f")}
     with ClusterClient(cluster.seed) as client:
         client.mset(keys)
@@ -292,3 +336,54 @@ def test_rollback_of_a_failed_move_returns_the_slots(plain_cluster: LocalCluster
         dst.client().config_set("maxmemory", 0)
     assert _owner(cluster, start) is src
     _assert_sound(cluster, start, keys)
+
+
+def test_busykey_with_the_same_value_is_replaced(plain_cluster: LocalCluster) -> None:
+    """A key already on the target with the same value (a MIGRATE whose reply was lost)
+    does not stop the move: the target's copy is replaced, as redis-cli does."""
+    cluster = plain_cluster
+    src, dst = cluster.primaries()[2], cluster.primaries()[1]
+    slot = _spare_slot(src, 3)
+    keys = {k: k for k in _keys_for_slot(slot, 5, "bk")}
+    with ClusterClient(cluster.seed) as client:
+        client.mset(keys)
+    _open(cluster, src, dst, slot)
+    twin = next(iter(keys))
+    _write_through_ask(dst, twin, keys[twin])
+    move = SlotMove(((slot, slot),), cluster.node_id(src), cluster.node_id(dst))
+    executor = MigrationExecutor(_addresses(cluster), connector(), engine="classic")
+    report = executor.execute(RebalancePlan((move,), {}, {}))
+    assert report.slots == 1 and report.keys == 5
+    assert _owner(cluster, slot) is dst
+    _assert_sound(cluster, slot, keys)
+
+
+def test_busykey_with_a_different_value_stops_and_names_the_key(
+    plain_cluster: LocalCluster,
+) -> None:
+    """Two different values of one key: nothing is overwritten, the error names the key,
+    and once a person has removed the wrong copy, `fix` completes the move."""
+    cluster = plain_cluster
+    src, dst = cluster.primaries()[2], cluster.primaries()[0]
+    slot = _spare_slot(src, 4)
+    keys = {k: k for k in _keys_for_slot(slot, 5, "bd")}
+    with ClusterClient(cluster.seed) as client:
+        client.mset(keys)
+    _open(cluster, src, dst, slot)
+    twin = next(iter(keys))
+    _write_through_ask(dst, twin, "another value")
+    move = SlotMove(((slot, slot),), cluster.node_id(src), cluster.node_id(dst))
+    executor = MigrationExecutor(_addresses(cluster), connector(), engine="classic")
+    with pytest.raises(BusyKeyConflict, match=re.escape(twin)):
+        executor.execute(RebalancePlan((move,), {}, {}))
+    assert src.client().get(twin) == twin  # neither copy was overwritten
+    pipe = dst.client().pipeline(transaction=False)
+    pipe.execute_command("ASKING")
+    pipe.get(twin)
+    assert pipe.execute()[1] == "another value"
+    pipe = dst.client().pipeline(transaction=False)  # the person's decision
+    pipe.execute_command("ASKING")
+    pipe.delete(twin)
+    pipe.execute()
+    assert fix(connector(), cluster.seed).finished == [slot]
+    _assert_sound(cluster, slot, keys)
