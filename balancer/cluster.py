@@ -275,7 +275,10 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         """Apply a routing table (``/v1/routing`` JSON): per node ``state`` and ``weight``.
         Reads avoid weight-0 (draining/down) nodes; writes still go to slot owners."""
         routing: dict[str, tuple[str, float]] = {}
-        for entry in table.get("nodes", []):
+        nodes = table.get("nodes") if isinstance(table, Mapping) else None
+        for entry in nodes if isinstance(nodes, list) else []:
+            if not isinstance(entry, Mapping):
+                continue  # one bad row must not drop the whole table
             try:
                 weight = float(entry["weight"]) if entry.get("state") == "up" else 0.0
                 routing[str(entry["address"])] = (str(entry.get("state", "up")), weight)

@@ -64,7 +64,7 @@ class RoutingFollower:
             self.errors += 1
             log.warning("routing table %s: HTTP %s", self.url, exc.code)
             return False
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # a malformed table or a failing apply: keep the last one
             self.errors += 1
             log.warning("routing table %s: %s", self.url, exc)
             return False
@@ -80,7 +80,10 @@ class RoutingFollower:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.poll()
+            try:
+                self.poll()
+            except Exception:  # poll() never raises; this thread must not die if it does
+                log.exception("routing table poll failed")
 
     def stop(self) -> None:
         self._stop.set()

@@ -115,3 +115,35 @@ def test_unreachable_routing_url_keeps_routing_working(cluster: LocalCluster) ->
         time.sleep(0.3)
         assert client.get("x") == b"1"
         assert client._follower is not None and client._follower.errors >= 2
+
+
+def test_malformed_tables_never_stop_the_follower(
+    cluster: LocalCluster, table_server: TableServer
+) -> None:
+    client = ClusterClient(
+        cluster.seed, read_from="replicas", routing_url=table_server.url, routing_interval=0.05
+    )
+    follower = client._follower
+    assert follower is not None
+    client.set("x", "1")
+    malformed: list[Any] = [
+        [1, "x", None, {"address": 5, "state": []}],  # rows of every wrong shape
+        "not a list",
+        {"address": "127.0.0.1:1"},
+    ]
+    for version, nodes in enumerate(malformed, start=10):
+        table_server.table = {"version": version, "nodes": nodes}
+        errors = follower.errors
+        deadline = time.monotonic() + 5
+        while follower.errors == errors and follower.version != version:
+            assert time.monotonic() < deadline, "the follower stopped polling"
+            time.sleep(0.02)
+    assert client.get("x") == b"1"
+    assert follower._thread is not None and follower._thread.is_alive()
+    _, (replica,) = cluster.shard_map()[0]
+    table_server.publish([{"address": replica.address, "state": "draining", "weight": 0}])
+    deadline = time.monotonic() + 5
+    while follower.version != table_server.table["version"]:
+        assert time.monotonic() < deadline, "a good table after bad ones was never applied"
+        time.sleep(0.02)
+    client.close()
