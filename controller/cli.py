@@ -96,7 +96,9 @@ def _first_answering(connect: Connect, seeds: Sequence[str]) -> str:
 
 
 @contextlib.contextmanager
-def _lease(access: _Access, seed: str, command: str, required: bool = True) -> Iterator[None]:
+def _lease(
+    access: _Access, seed: str, command: str, required: bool = True, ttl: float = 15.0
+) -> Iterator[None]:
     """Hold the cluster's lease while a command acts (renewed in the background, released
     on exit); :class:`~controller.lease.LeaseHeld` (exit 3) names a live holder. ``fix``
     passes ``required=False``: a cluster too broken to store the lease can still be fixed."""
@@ -110,7 +112,7 @@ def _lease(access: _Access, seed: str, command: str, required: bool = True) -> I
     try:
         client = ClusterClient(seed, socket_timeout=5.0, socket_connect_timeout=5.0,
                                **access.options)  # fmt: skip
-        lease = ClusterLease(client, owner=owner).__enter__()  # LeaseHeld: exit 3
+        lease = ClusterLease(client, owner=owner, ttl_seconds=ttl).__enter__()  # LeaseHeld: 3
     except (ClusterError, redis.RedisError, OSError) as exc:
         if client is not None:
             client.close()
@@ -397,6 +399,7 @@ def _scale(args: argparse.Namespace) -> int:
     from controller.topology import read_topology
 
     options: dict[str, Any] = {}
+    ttl = 15.0  # the cluster's lease (shards.lease_ttl_seconds with --config)
     if args.config:
         cfg = load_config(args.config)
         if cfg.shards.platform != "local":
@@ -407,6 +410,7 @@ def _scale(args: argparse.Namespace) -> int:
         workdir, engine = args.workdir or cfg.shards.state_dir, args.engine or cfg.shards.engine
         options.update(max_memory_share=cfg.shards.scale_in_max_memory_share,
                        capacity_bytes=cfg.shards.capacity.memory_bytes)  # fmt: skip
+        ttl = cfg.shards.lease_ttl_seconds
     else:
         access = _access(args)
         seeds, replicas, workdir = [args.seed], args.replicas, args.workdir
@@ -423,7 +427,7 @@ def _scale(args: argparse.Namespace) -> int:
     auth = ClusterAuth(access.password, access.username) if access.password else None
     progress = _ProgressPrinter()
     try:
-        with _lease(access, seed, "scale"):
+        with _lease(access, seed, "scale", ttl=ttl):
             nodes = local_node_source(connect(seed), workdir or _state_dir(), auth)
             report = scale_shards(connect, seed, args.shards, nodes, replicas_per_shard=replicas,
                                   engine=engine, progress=progress, **options)  # fmt: skip
