@@ -46,8 +46,8 @@ def exit_code(exc: Exception, command: str) -> int:
     from balancer import ClusterError
     from controller.config import ConfigError
     from controller.lease import LeaseHeld
-    from controller.localcluster import ClusterStartError
     from controller.migration import MigrationError
+    from controller.platform.local_nodes import ClusterStartError
     from controller.topology import ClusterNotStable
 
     if isinstance(exc, CommandError):
