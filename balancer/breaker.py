@@ -178,7 +178,3 @@ class NodeBreaker:
         with contextlib.suppress(BaseException):
             self.breaker.call(_replay, exc)
         self._clean = self.state == CLOSED and self.breaker.fail_counter == 0
-
-    def force_open(self) -> None:
-        """Eject now (e.g. the controller reports the node down)."""
-        self.breaker.open()

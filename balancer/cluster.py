@@ -29,7 +29,9 @@ from redis.commands.core import DataAccessCommands, ScriptCommands
 from redis.connection import parse_url
 from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
+from redis.utils import SENTINEL
 
+from balancer.blocking import BLOCKING_COMMANDS, block_seconds
 from balancer.breaker import CLOSED, BreakerPolicy, NodeBreaker
 from balancer.endpoint import Endpoint, parse_address
 from balancer.errors import (
@@ -147,6 +149,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         self.max_redirects = max_redirects
         self.refresh_interval = refresh_interval
         self._tls = ssl
+        self._socket_timeout = socket_timeout
         connection_kwargs.update(
             username=username,
             password=password,
@@ -403,8 +406,9 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         if not keys:
             return self._execute_keyless(args, options)
         slot = self._slot_of(name, keys)
+        block = block_seconds(args) if name in BLOCKING_COMMANDS else None
         raw = self._execute_slot(
-            slot, args, name in READ_COMMANDS, options.pop("NEVER_DECODE", False)
+            slot, args, name in READ_COMMANDS, options.pop("NEVER_DECODE", False), block
         )
         return self._parse(name, raw, options)
 
@@ -414,8 +418,20 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         return callback(raw, **options) if callback is not None else raw
 
     def _execute_slot(
-        self, slot: int, args: Sequence[Any], read: bool, never_decode: bool = False
+        self,
+        slot: int,
+        args: Sequence[Any],
+        read: bool,
+        never_decode: bool = False,
+        block: float | None = None,
     ) -> Any:
+        """Run one command on the node serving ``slot``. ``block``: the seconds a
+        blocking command may wait on the server (its reply may take that long plus the
+        socket timeout, and its timeout is not held against the node)."""
+        read_timeout: float | object | None = SENTINEL
+        if block is not None:
+            limit = self._socket_timeout
+            read_timeout = None if math.isinf(block) or limit is None else block + limit
         tried: set[str] = set()
         asking: NodeTransport | None = None
         redirects = 0
@@ -454,15 +470,20 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
                         trial = True
             started = time.perf_counter()
             try:
-                raw = transport.execute(args, never_decode, asking is not None, not read)
+                raw = transport.execute(
+                    args, never_decode, asking is not None, not read, read_timeout
+                )
             except NETWORK_ERRORS as exc:
+                counted: BaseException | None = exc
+                if block is not None and isinstance(exc, redis.TimeoutError):
+                    counted = None  # a blocking command's timeout: not the node's failure
                 if member is not None and readers is not None:
-                    readers.checkin(member, trial, exc, None)
-                elif trial or not refused(exc):
+                    readers.checkin(member, trial, counted, None)
+                elif trial or (counted is not None and not refused(exc)):
                     # A refused connection costs nothing: a dead primary is retried
                     # (backoff, refresh) until its replica takes over; only failures
                     # that cost time (timeouts, hangs) open a primary's breaker.
-                    breaker.record(exc, trial)
+                    breaker.record(counted, trial)
                 self.stats.node_errors += 1
                 asking = None
                 if not (never_sent(exc) or self._locator.readonly(args[0])):

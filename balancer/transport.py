@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 from redis.connection import AbstractConnection, Connection, SSLConnection
+from redis.utils import SENTINEL
 
 from balancer.errors import NotSentError
 
@@ -128,12 +129,14 @@ class NodeTransport:
         never_decode: bool = False,
         asking: bool = False,
         check: bool = False,
+        read_timeout: float | object | None = SENTINEL,
     ) -> Any:
         """Send one command and return its raw reply; error replies raise and keep the
         connection, any other failure drops it. With ``asking`` the command is preceded
         by ``ASKING`` in the same write, and both replies are always read, so an error
         reply to ``ASKING`` never leaves the command's reply behind for the next caller.
-        ``check``: see :meth:`acquire`."""
+        ``check``: see :meth:`acquire`. ``read_timeout`` replaces the socket timeout for
+        this reply (``None``: wait forever), for blocking commands."""
         conn = self.acquire(check)
         asking_error: redis.ResponseError | None = None
         try:
@@ -145,7 +148,7 @@ class NodeTransport:
                     asking_error = exc
             else:
                 conn.send_command(*args)
-            response = conn.read_response(disable_decoding=never_decode)
+            response = conn.read_response(disable_decoding=never_decode, timeout=read_timeout)
         except redis.ResponseError:
             self.release(conn)
             if asking_error is not None:

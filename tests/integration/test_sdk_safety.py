@@ -401,3 +401,42 @@ def test_failing_refreshes_are_rate_limited_across_threads(server_flavor: str) -
     assert len(errors) == 8 and elapsed < 1.5 + 1.0
     # at most one refresh per 0.1 s, doubling while they fail: a handful, not hundreds
     assert 1 <= c.stats.refresh_attempts - before <= 8, c.stats.refresh_attempts - before
+
+
+def test_a_blocking_pop_waits_its_own_timeout_and_is_sent_once(shared: LocalCluster) -> None:
+    queue = "safety:queue"
+    node = owner(shared, queue)
+    with ClusterClient(shared.seed, socket_timeout=0.3) as c:
+        c.delete(queue)
+        node.client().config_resetstat()
+        started = time.monotonic()
+        assert c.blpop([queue], timeout=1) is None  # an idle queue is not a hung node
+        assert 0.9 <= time.monotonic() - started < 2.0
+        pusher = threading.Timer(0.6, lambda: node.client().rpush(queue, "job"))
+        pusher.start()
+        assert c.blpop([queue], timeout=2) == (queue.encode(), b"job")
+        pusher.join()
+        calls = node.client().info("commandstats")["cmdstat_blpop"]["calls"]
+        assert calls == 2  # never re-sent
+        assert all(state == "closed" for state in c.node_states().values())
+
+
+def test_a_blocking_pop_on_a_hung_primary_is_never_resent(shared: LocalCluster) -> None:
+    queue = "safety:hung-queue"
+    node = owner(shared, queue)
+    with ClusterClient(shared.seed, socket_timeout=0.3) as c:
+        c.delete(queue)
+        resume = stalled(node, seconds=2.5)
+        try:
+            started = time.monotonic()
+            with pytest.raises(OutcomeUnknown):
+                c.blpop([queue], timeout=1)
+            assert time.monotonic() - started < 1.0 + 0.3 + 0.5
+            assert c.node_states().get(node.address, "closed") == "closed"
+        finally:
+            resume.join()
+        settle(node)
+        node.client().rpush(queue, "job")
+        time.sleep(0.2)
+        # the abandoned pop took nothing: the item is still there for the next consumer
+        assert c.lrange(queue, 0, -1) == [b"job"]
