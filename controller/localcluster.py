@@ -42,6 +42,7 @@ from controller.platform.local_nodes import (
     wait_stopped,
 )
 from controller.probe import parse_node_entries
+from controller.scaling import NodeNotEmpty
 
 __all__ = [
     "ClusterAuth",
@@ -376,7 +377,7 @@ class LocalCluster:
             once = probe.client(timeout=5.0, retry=Retry(NoBackoff(), 0))
             with contextlib.suppress(redis.ConnectionError, OSError):
                 if keys := int(once.dbsize()):  # SHUTDOWN NOSAVE only once proven empty
-                    raise ClusterStartError(f"{address} still holds {keys} keys: not stopped")
+                    raise NodeNotEmpty(address, f"still holds {keys} keys", keys)
             with contextlib.suppress(redis.RedisError, OSError):
                 once.shutdown(nosave=True, now=True)
             if ours is not None and ours.process is not None:

@@ -450,21 +450,30 @@ def _scale_in(
     return seed
 
 
-def prove_empty(connect: Connect, address: str, leaving: Collection[str] = ()) -> None:
+def prove_empty(
+    connect: Connect, address: str, leaving: Collection[str] = (), settle: float = 5.0
+) -> None:
     """Raise :class:`NodeNotEmpty` unless the node at ``address`` owns no slot (in its own
     view) and, as a primary, holds no key (``DBSIZE == 0``). A replica holds a copy of its
-    primary's data, so it passes while that primary is not leaving too (a leaving
-    primary is proven on its own). A node that cannot answer cannot be proven empty."""
+    primary's data, so it passes while that primary is not leaving too; a replica of a
+    leaving primary gets ``settle`` seconds for the drain's deletions to reach it. A node
+    that cannot answer cannot be proven empty."""
     node = connect(address)
-    try:
-        own = myself_entry(_text(node.execute_command("CLUSTER", "NODES")))
-        keys = int(node.dbsize())
-    except (redis.RedisError, OSError) as exc:
-        raise NodeNotEmpty(address, f"cannot be proven empty: {exc}") from exc
-    slots = _slot_count(own) if own is not None else 0
-    copy = own is not None and not own.is_primary and own.primary_id not in leaving
-    if slots or (keys and not copy):
-        raise NodeNotEmpty(address, f"still holds {keys} keys and {slots} slots", keys, slots)
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            own = myself_entry(_text(node.execute_command("CLUSTER", "NODES")))
+            keys = int(node.dbsize())
+        except (redis.RedisError, OSError) as exc:
+            raise NodeNotEmpty(address, f"cannot be proven empty: {exc}") from exc
+        slots = _slot_count(own) if own is not None else 0
+        primary_id = own.primary_id if own is not None and not own.is_primary else None
+        replica = primary_id is not None
+        if not slots and (not keys or (replica and primary_id not in leaving)):
+            return
+        if slots or not replica or time.monotonic() > deadline:
+            raise NodeNotEmpty(address, f"still holds {keys} keys and {slots} slots", keys, slots)
+        time.sleep(0.1)
 
 
 def retire_nodes(connect: Connect, seed: str, node_ids: Sequence[str]) -> list[str]:
