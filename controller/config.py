@@ -171,7 +171,7 @@ class ShardsConfig(_Section):
         None, description="local platform: where new shard processes live (default ~/.local/state)"
     )
     scale_up_stabilization_seconds: float = Field(
-        60, ge=0, description="utilization must stay above the threshold this long to add a shard"
+        60, ge=0, description="median utilization over this window must exceed the threshold"
     )
     scale_up_stabilization_probes: int = Field(
         3, ge=1, description="... and over at least this many probes"

@@ -5,8 +5,8 @@ frozen value returned anew (urllib3's ``Retry`` style), so every rule is a table
 
 Shards follow the seed's thresholds and per-direction cooldowns and never move while a
 cluster gate is closed or data is missing. A scale-up needs sustained evidence: the
-lowest utilization over a stabilization window must exceed the threshold, so a one-second
-burst does not add a shard, and samples taken during or just after our own migrations
+median utilization over a stabilization window must exceed the threshold, so a one-second
+burst (one sample) does not add a shard, and samples taken during or just after our own migrations
 (which make idle nodes look busy) do not count. Out-of-range shard counts move one
 configured step at a time with cooldowns; a change that keeps failing backs off
 exponentially (:func:`retry_backoff`). Consumers follow the Kubernetes HPA
@@ -18,6 +18,7 @@ A failing or missing metric holds; it never scales anything down.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -72,7 +73,7 @@ class ShardPolicy:
     scale_up_cooldown_seconds: float = 300.0
     scale_down_cooldown_seconds: float = 600.0
     max_step: int = 1  # > 1: add ceil(current * util / threshold) - current, at most this
-    scale_up_stabilization_seconds: float = 0.0  # lowest util over this window must be > up
+    scale_up_stabilization_seconds: float = 0.0  # median util over this window must be > up
     scale_up_stabilization_probes: int = 1  # ... and over at least this many samples
     settle_seconds: float = 0.0  # after our own change ends, samples don't count
     retry_base_seconds: float = 10.0  # first wait after a failed change, doubled each time
@@ -168,6 +169,9 @@ def decide_shards(
     settling = obs.own_change_ended_at is not None and (
         now - obs.own_change_ended_at < policy.settle_seconds
     )
+    window = policy.scale_up_stabilization_seconds
+    recent = tuple(s for s in state.samples if now - s[0] <= window)
+    state = replace(state, samples=recent if settling else (*recent, (now, util)))
     if util > up:
         why = f"cluster utilization {util:.2f} > {up:.2f} scale-up threshold"
         if current >= policy.max_shards:
@@ -175,25 +179,22 @@ def decide_shards(
         if settling:
             why += " right after our own migration: sample discounted"
             return hold(why, "settling")
-        window = policy.scale_up_stabilization_seconds
-        samples = (*(s for s in state.samples if now - s[0] <= window), (now, util))
-        state = replace(state, samples=samples)
-        sustained = min(u for _, u in samples)
+        samples = state.samples
+        smoothed = statistics.median(u for _, u in samples)
         span = now - samples[0][0]
         if span < window or len(samples) < policy.scale_up_stabilization_probes:
             why += f", not yet sustained ({span:.0f}/{window:.0f}s, {len(samples)} samples)"
             return hold(why, "stabilization")
-        if sustained <= up:
-            why += f", lowest over {window:.0f}s {sustained:.2f}: not sustained"
+        if smoothed <= up:
+            why += f", median over {window:.0f}s {smoothed:.2f}: not sustained"
             return hold(why, "stabilization")
         if window > 0:
-            why += f" for {span:.0f}s (lowest {sustained:.2f})"
+            why += f", median {smoothed:.2f} over {span:.0f}s"
         wait = policy.scale_up_cooldown_seconds - _since(state.last_up_at, now)
         if wait > 0:
             return hold(f"{why}, scale-up cooldown {wait:.0f}s left", "cooldown")
-        step = min(policy.max_step, max(1, math.ceil(current * sustained / up) - current))
+        step = min(policy.max_step, max(1, math.ceil(current * smoothed / up) - current))
         return _move(state, current, min(policy.max_shards, current + step), why, now)
-    state = replace(state, samples=())  # the evidence for a scale-up starts again
     if util < down:
         why = f"cluster utilization {util:.2f} < {down:.2f} scale-down threshold"
         if current <= policy.min_shards:
