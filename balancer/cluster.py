@@ -576,10 +576,11 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         combine = _ALL_PRIMARIES.get(name)
         routes = list({id(r): r for r in self._slot_route if r is not None}.values())
         if combine is not None:
-            replies = [self._parse(name, r.primary.execute(args), dict(options)) for r in routes]
+            replies = [self._parse(name, self._on_node(r.primary, args), dict(options))
+                       for r in routes]  # fmt: skip
             return combine(replies)
         route = random.choice(routes)
-        return self._parse(name, route.primary.execute(args), options)
+        return self._parse(name, self._on_node(route.primary, args), options)
 
     # -- multi-key commands split per slot ---------------------------------------------
 
@@ -663,14 +664,16 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
             transport = self._transport(address)
             cursor = 0
             for _ in range(_SCAN_MAX_ROUNDS):
-                raw = self._with_retries(transport, ("SCAN", cursor, *args))
+                raw = self._on_node(transport, ("SCAN", cursor, *args))
                 cursor, keys = self._parse("SCAN", raw, {})
                 yield from keys
                 if int(cursor) == 0:
                     break
 
-    def _with_retries(self, transport: NodeTransport, args: Sequence[Any]) -> Any:
-        """A read pinned to one node: retried on that node within ``retry_deadline``."""
+    def _on_node(self, transport: NodeTransport, args: Sequence[Any]) -> Any:
+        """A command pinned to one node (keyless commands, SCAN cursors): retried on that
+        node within ``retry_deadline`` when it never left or only reads; a write whose
+        reply was lost raises :class:`OutcomeUnknown`, as everywhere."""
         deadline = 0.0
         attempt = 0
         while True:
@@ -679,6 +682,10 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
                 return transport.execute(args)
             except NETWORK_ERRORS as exc:
                 self._breaker(transport.address).record(exc)
+                self.stats.node_errors += 1
+                if not (never_sent(exc) or self._locator.readonly(args[0])):
+                    self.stats.unknown_outcomes += 1
+                    raise OutcomeUnknown(str(args[0]), transport.address, exc) from exc
                 deadline = self._wait_or_raise(deadline, exc, attempt)
 
     def dbsize(self) -> int:
@@ -691,7 +698,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         return bool(self.execute_command(*args))
 
     def ping(self, **kwargs: Any) -> bool:
-        return bool(self._parse("PING", self._random_primary().execute(("PING",)), kwargs))
+        return bool(self._parse("PING", self._on_node(self._random_primary(), ("PING",)), kwargs))
 
     def _random_primary(self) -> NodeTransport:
         return random.choice(list(self._routes.values())).primary
