@@ -87,7 +87,6 @@ class ServerNode:
     tls: TLSFiles | None = None
     auth: ClusterAuth | None = None
     node_timeout_ms: int = 2000
-    detached: bool = False  # outlives this process (own session, no PDEATHSIG, a pidfile)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -113,8 +112,6 @@ class ServerNode:
             "--logfile", "server.log",
             "--protected-mode", "no",
         ]  # fmt: skip
-        if self.detached:
-            args += ["--pidfile", str(self.workdir / "server.pid")]
         if self.tls is not None:
             args += [
                 "--port", "0",
@@ -143,13 +140,6 @@ class ServerNode:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if self.detached:  # a cluster member now: it must survive the command that made it
-            with open(self.workdir / "stderr.log", "wb") as stderr:
-                self.process = subprocess.Popen(
-                    self.command_line(), cwd=self.workdir, stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-                )  # fmt: skip
-            return
         self.process = subprocess.Popen(
             self.command_line(),
             cwd=self.workdir,
@@ -232,7 +222,6 @@ class LocalCluster:
         auth: ClusterAuth | None = None,
         workdir: str | Path | None = None,
         start_timeout: float = 30.0,
-        detached: bool = False,
     ) -> None:
         if shards < 1 or replicas < 0:
             raise ValueError("shards must be >= 1 and replicas >= 0")
@@ -244,8 +233,7 @@ class LocalCluster:
         self.tls = tls
         self.auth = auth
         self.start_timeout = start_timeout
-        self.detached = detached
-        self._owns_dir = workdir is None and not detached
+        self._owns_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="slotpilot-cluster-"))
         self.nodes: list[ServerNode] = []
 
@@ -321,7 +309,6 @@ class LocalCluster:
             tls=self.tls,
             auth=self.auth,
             node_timeout_ms=self.node_timeout_ms,
-            detached=self.detached,
         )
         node.start()
         self.nodes.append(node)
