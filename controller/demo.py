@@ -175,6 +175,10 @@ def run_reshard_demo(
                 "min_shards": 3, "max_shards": max_shards, "replicas_per_shard": 1,
                 "scale_up_threshold": 0.6, "scale_down_threshold": 0.25,
                 "scale_up_cooldown_seconds": 3, "scale_down_cooldown_seconds": 6,
+                # sustained evidence, scaled to a demo: 2 s and 3 probes above the threshold,
+                # samples of the 3 s after our own reshard discounted
+                "scale_up_stabilization_seconds": 2, "scale_up_stabilization_probes": 3,
+                "settle_seconds": 3,
                 "node_timeout_ms": cluster.node_timeout_ms, "autoscale": True,
                 "capacity": {"ops_per_second": capacity_ops, "cpu_cores": None},
             },
