@@ -18,9 +18,13 @@ from controller.localcluster import LocalCluster, ServerNode
 from controller.platform.local_nodes import (
     CONFIG_FILE,
     ClusterAuth,
+    ClusterStartError,
+    LocalNodeSource,
+    NodeSettings,
     NotOnThisHost,
     free_port,
     local_node_source,
+    require_local,
 )
 from controller.scaling import NodeNotEmpty, retire_nodes
 from controller.topology import connector, join
@@ -120,3 +124,22 @@ def test_a_cluster_with_nodes_on_another_host_is_refused(
         assert not (tmp_path / "nodes").exists()  # nothing was started
     finally:
         node.kill()
+
+
+def test_addresses_of_this_host_pass_and_others_are_named() -> None:
+    require_local(["127.0.0.1:7000", "localhost:7001", "[::1]:7002"])
+    with pytest.raises(NotOnThisHost) as refused:
+        require_local(["127.0.0.1:7000", "192.0.2.10:7000", "198.51.100.7:7001"])
+    assert refused.value.addresses == ["192.0.2.10:7000", "198.51.100.7:7001"]
+
+
+def test_a_node_that_cannot_start_is_reported_and_its_directory_removed(
+    server_flavor: str, tmp_path: Path
+) -> None:
+    from tests.conftest import SERVERS
+
+    settings = NodeSettings(SERVERS[server_flavor], "127.0.0.1", (("no-such-directive", "1"),))
+    source = LocalNodeSource(settings, tmp_path, start_timeout=10)
+    with pytest.raises(ClusterStartError, match="exited"):
+        source.add_nodes(1, ["127.0.0.1:20000"])
+    assert list(tmp_path.iterdir()) == [] and source._procs == {}
