@@ -170,7 +170,9 @@ def decide_shards(
         now - obs.own_change_ended_at < policy.settle_seconds
     )
     window = policy.scale_up_stabilization_seconds
-    recent = tuple(s for s in state.samples if now - s[0] <= window)
+    # the samples of the window, plus the last one before it: it shows the window is covered
+    older = [s for s in state.samples if now - s[0] > window][-1:] if window > 0 else []
+    recent = (*older, *(s for s in state.samples if now - s[0] <= window))
     state = replace(state, samples=recent if settling else (*recent, (now, util)))
     if util > up:
         why = f"cluster utilization {util:.2f} > {up:.2f} scale-up threshold"
