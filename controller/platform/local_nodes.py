@@ -306,12 +306,19 @@ class LocalNodeSource:
     """New nodes of one adopted cluster as detached processes under ``workdir/<port>``
     (a :class:`controller.scaling.NodeSource`)."""
 
-    def __init__(self, settings: NodeSettings, workdir: str | Path,
-                 auth: ClusterAuth | None = None, start_timeout: float = 30.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: NodeSettings,
+        workdir: str | Path,
+        auth: ClusterAuth | None = None,
+        start_timeout: float = 30.0,
+        tls: dict[str, Any] | None = None,
+    ) -> None:
         self.settings = settings
         self.workdir = Path(workdir)
         self.auth = auth
         self.start_timeout = start_timeout
+        self.tls = tls  # ssl_* options of our own connections (a TLS cluster's scale-in)
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     def _client(self, port: int, timeout: float = 2.0) -> redis.Redis:
@@ -320,6 +327,7 @@ class LocalNodeSource:
             socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
             username=self.auth.username if self.auth else None,
             password=self.auth.password if self.auth else None,
+            **({"ssl": True, **self.tls} if self.tls is not None else {}),
         )  # fmt: skip
 
     def start_node(self, port: int) -> str:
@@ -397,9 +405,9 @@ class LocalNodeSource:
             client = self._client(port, 5.0)
             try:
                 keys = int(client.dbsize())
-            except redis.AuthenticationError:
-                raise
-            except (redis.ConnectionError, OSError):
+            except (redis.ConnectionError, OSError) as exc:
+                if isinstance(exc, redis.AuthenticationError) or not wait_stopped(host, port, 1):
+                    raise ClusterStartError(f"cannot reach {address} to stop it: {exc}") from exc
                 keys = 0  # already gone: nothing to shut down, only the directory
             else:
                 if keys:
@@ -426,4 +434,14 @@ def local_node_source(
     """New shard nodes for a cluster this process did not start (``slotpilot scale``, the
     controller's local platform), configured like the node ``client`` talks to. Raises
     :class:`NotOnThisHost` when any node of the cluster is on another host."""
-    return LocalNodeSource(read_node_settings(client, auth), workdir, auth)
+    pool = client.connection_pool
+    tls = None
+    if issubclass(pool.connection_class, redis.SSLConnection):
+        tls = {k: v for k, v in pool.connection_kwargs.items() if k in _SSL_OPTIONS}
+    return LocalNodeSource(read_node_settings(client, auth), workdir, auth, tls=tls)
+
+
+_SSL_OPTIONS = {
+    "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path",
+    "ssl_ca_data", "ssl_check_hostname", "ssl_password", "ssl_min_version", "ssl_ciphers",
+}  # fmt: skip

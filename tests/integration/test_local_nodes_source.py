@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 import redis
+import trustme
 from redis.crc import key_slot
 
-from controller.localcluster import LocalCluster, ServerNode
+from controller.localcluster import LocalCluster, ServerNode, TLSFiles
 from controller.platform.local_nodes import (
     CONFIG_FILE,
     ClusterAuth,
@@ -28,6 +29,7 @@ from controller.platform.local_nodes import (
 )
 from controller.scaling import NodeNotEmpty, retire_nodes
 from controller.topology import connector, join
+from tests.conftest import SERVERS
 
 PASSWORD = "s3cret-Pw-for-tests"
 AUTH = ClusterAuth(PASSWORD)
@@ -109,8 +111,6 @@ def test_new_nodes_inherit_the_cluster_and_keep_secrets_off_argv(
 def test_a_cluster_with_nodes_on_another_host_is_refused(
     server_flavor: str, tmp_path: Path
 ) -> None:
-    from tests.conftest import SERVERS
-
     port = free_port()
     node = ServerNode(port, tmp_path / "remote", SERVERS[server_flavor],
                       extra_args=["--cluster-announce-ip", "192.0.2.10"])  # fmt: skip
@@ -136,10 +136,29 @@ def test_addresses_of_this_host_pass_and_others_are_named() -> None:
 def test_a_node_that_cannot_start_is_reported_and_its_directory_removed(
     server_flavor: str, tmp_path: Path
 ) -> None:
-    from tests.conftest import SERVERS
-
     settings = NodeSettings(SERVERS[server_flavor], "127.0.0.1", (("no-such-directive", "1"),))
     source = LocalNodeSource(settings, tmp_path, start_timeout=10)
     with pytest.raises(ClusterStartError, match="exited"):
         source.add_nodes(1, ["127.0.0.1:20000"])
     assert list(tmp_path.iterdir()) == [] and source._procs == {}
+
+
+@pytest.mark.skipif("redis" not in SERVERS, reason="TLS needs Debian's redis-server")
+def test_a_tls_cluster_s_leaving_node_is_stopped_over_tls(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    files = TLSFiles(
+        str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), str(tmp_path / "ca.pem")
+    )
+    with LocalCluster(2, 0, binary=SERVERS["redis"], tls=files, auth=AUTH) as cluster:
+        spare = cluster.add_node()  # an empty primary: the leaving node
+        connect = connector(password=PASSWORD, ssl=True, ssl_ca_certs=files.ca_file,
+                            ssl_certfile=files.cert_file, ssl_keyfile=files.key_file)  # fmt: skip
+        retire_nodes(connect, cluster.seed, [cluster.node_id(spare)])
+        source = local_node_source(cluster.nodes[0].client(), tmp_path / "nodes", AUTH)
+        assert source.tls is not None and source.tls["ssl_ca_certs"] == files.ca_file
+        source.remove_nodes([spare.address])
+        assert spare.process is not None and spare.process.wait(timeout=10) == 0
