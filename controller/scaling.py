@@ -13,12 +13,18 @@ one that resumes it after the controller was killed half-way:
 3. **scale in** — the nodes with the highest ordinals leave (a StatefulSet removes those
    first). :func:`plan_scale_in` decides, as a pure function, which primaries keep slots,
    which surviving replica is promoted (``CLUSTER FAILOVER``) so a leaving primary's
-   slots need not move at all, and which primaries drain. ``on_draining`` hears the
-   leaving addresses before any slot moves (the routing table gives them weight 0, so
-   SDK reads leave first); then slots drain, surviving spare nodes become replicas,
-   leaving nodes are forgotten everywhere inside the ban window and shut down.
+   slots need not move at all, and which primaries drain. The capacity gate
+   (:func:`check_scale_in_capacity`, gate ``scale_in_capacity``) refuses first when the
+   survivors could not hold the moved data. ``on_draining`` hears the leaving addresses
+   before any slot moves (the routing table gives them weight 0, so SDK reads leave
+   first); then slots drain, surviving spare nodes become replicas, and each leaving node
+   is proven empty (:func:`prove_empty`: no slot, no key) before it is forgotten
+   everywhere inside the ban window, reset and shut down (:func:`retire_nodes`).
 4. **balance** — every primary gets its weighted share; replicas are spread so each
    primary has ``replicas_per_shard``.
+
+:func:`repair_structure` is the controller's mend-while-holding step: forget failed
+slot-less nodes, refill shards short of replicas; it never moves a slot.
 """
 
 from __future__ import annotations
