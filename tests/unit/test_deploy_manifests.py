@@ -1,0 +1,419 @@
+"""deploy/manifests and the example Redis Cluster: valid, least-privilege, hardened, coherent.
+
+Every document is validated against the Kubernetes OpenAPI schemas that the
+``kubernetes-validate`` wheel ships (offline, strict: unknown fields are errors), on the
+oldest API version we support (1.32: StatefulSet PVC retention is GA there) and the newest
+shipped. The Role must equal :data:`controller.platform.kubernetes_rbac.RBAC_RULES`, and
+every Kubernetes API call in ``controller/platform/kubernetes`` must be granted by it. The
+ConfigMap's config passes ``slotpilot validate``; names, ports and paths that must agree
+across files (Secret, ConfigMap, Service, image entrypoint, config) are checked to agree.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+
+from controller.cli import build_parser
+from controller.config import load_config
+from controller.platform.kubernetes_rbac import RBAC_RULES, missing_rule_message, role_rules
+
+__all__: list[str] = []
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "deploy" / "manifests"
+EXAMPLE = ROOT / "deploy" / "examples" / "redis-cluster"
+PLATFORM = ROOT / "controller" / "platform" / "kubernetes"
+K8S_VERSIONS = ("1.32.0", "1.37.0")
+CONFIG_PATH = "/etc/slotpilot/config.yaml"
+
+Doc = dict[str, Any]
+
+
+def _documents(directory: Path) -> Iterator[tuple[Path, Doc]]:
+    for path in sorted(directory.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            assert isinstance(doc, dict), f"{path.name}: a document is not a mapping"
+            yield path, doc
+
+
+ALL = [(p, d) for directory in (MANIFESTS, EXAMPLE) for p, d in _documents(directory)]
+RESOURCES = [(p, d) for p, d in ALL if d.get("kind") != "Kustomization"]
+
+
+def _one(kind: str, directory: Path = MANIFESTS) -> Doc:
+    (doc,) = [d for p, d in RESOURCES if d["kind"] == kind and p.parent == directory]
+    return doc
+
+
+def _container(workload: Doc) -> Doc:
+    containers = workload["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    result: Doc = containers[0]
+    return result
+
+
+def _env(container: Doc) -> dict[str, Doc]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+# -- every manifest --------------------------------------------------------------------------
+
+
+def test_the_expected_manifests_exist() -> None:
+    kinds = sorted(d["kind"] for p, d in RESOURCES if p.parent == MANIFESTS)
+    assert kinds == sorted(["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment",
+                            "Service", "PodDisruptionBudget"])  # fmt: skip
+    example = sorted(d["kind"] for p, d in RESOURCES if p.parent == EXAMPLE)
+    assert example == ["Job", "Service", "StatefulSet"]
+
+
+RESOURCE_IDS = [f"{p.name}:{d['kind']}" for p, d in RESOURCES]
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize(("path", "doc"), RESOURCES, ids=RESOURCE_IDS)
+def test_manifest_validates_against_kubernetes_schema(path: Path, doc: Doc, version: str) -> None:
+    kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_schema_validation_can_fail() -> None:
+    """The validator is not a no-op: a wrong type and an unknown field are both refused."""
+    deployment = yaml.safe_load(yaml.safe_dump(_one("Deployment")))
+    deployment["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
+    role = yaml.safe_load(yaml.safe_dump(_one("Role")))
+    role["rules"][0]["verb"] = ["get"]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(role, K8S_VERSIONS[-1], strict=True)
+
+
+def test_manifests_are_namespace_agnostic() -> None:
+    """Applied with ``-n NAMESPACE`` (or kustomize's ``namespace:``) anywhere."""
+    for path, doc in RESOURCES:
+        assert "namespace" not in doc["metadata"], f"{path.name}: {doc['kind']} names a namespace"
+    for subject in _one("RoleBinding")["subjects"]:
+        assert "namespace" not in subject
+
+
+@pytest.mark.parametrize("directory", [MANIFESTS, EXAMPLE], ids=["manifests", "example"])
+def test_kustomization_lists_every_manifest(directory: Path) -> None:
+    (kustomization,) = [d for p, d in ALL if d["kind"] == "Kustomization" and p.parent == directory]
+    files = sorted(p.name for p in directory.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == files
+    assert "namespace" not in kustomization
+
+
+# -- RBAC ------------------------------------------------------------------------------------
+
+
+def test_role_has_no_wildcards_and_is_namespaced() -> None:
+    role = _one("Role")
+    for rule in role["rules"]:
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key], f"wildcard in {key}: {rule}"
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+    assert not [d for _, d in RESOURCES if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+def test_role_equals_rbac_rules_exactly() -> None:
+    """Each (group, resource) grants exactly the verbs RBAC_RULES lists, no more, no less."""
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in _one("Role")["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    expected = {(r.api_group, r.resource): set(r.verbs) for r in RBAC_RULES}
+    assert granted == expected
+    assert _one("Role")["rules"] == role_rules()
+
+
+def test_rbac_rules_are_the_least_the_operator_needs() -> None:
+    """No Secrets, no pod exec, no create/delete of workloads: scale, annotate, observe."""
+    pairs = {(r.api_group, r.resource): set(r.verbs) for r in RBAC_RULES}
+    assert not any(res in ("secrets", "pods/exec", "configmaps") for _, res in pairs)
+    for resource in ("statefulsets", "deployments"):
+        assert pairs[("apps", resource)] == {"get", "list", "watch", "patch"}
+        assert pairs[("apps", f"{resource}/scale")] == {"get", "patch", "update"}
+    assert pairs[("", "pods")] == {"get", "list", "watch"}
+    assert len(pairs) == len(RBAC_RULES), "one rule per (group, resource)"
+    assert all(r.why for r in RBAC_RULES)
+
+
+def test_missing_rule_message_names_the_rule() -> None:
+    msg = missing_rule_message("apps", "statefulsets/scale", "patch")
+    assert "apiGroups: [apps], resources: [statefulsets/scale], verbs: [patch]" in msg
+    assert "scale subresource" in msg
+    msg = missing_rule_message("", "secrets", "get")
+    assert 'apiGroups: [""], resources: [secrets], verbs: [get]' in msg and "used to" not in msg
+
+
+def test_rolebinding_binds_the_role_to_the_deployments_serviceaccount() -> None:
+    binding, role, account = _one("RoleBinding"), _one("Role"), _one("ServiceAccount")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"],
+    }  # fmt: skip
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"]}]
+    pod = _one("Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+
+
+_VERBS = {"read": "get", "list": "list", "create": "create", "patch": "patch", "replace": "update",
+          "delete": "delete", "delete_collection": "deletecollection"}  # fmt: skip
+_RESOURCES = {
+    "deployment": ("apps", "deployments"), "deployment_scale": ("apps", "deployments/scale"),
+    "stateful_set": ("apps", "statefulsets"), "stateful_set_scale": ("apps", "statefulsets/scale"),
+    "pod": ("", "pods"), "event": ("", "events"),
+    "persistent_volume_claim": ("", "persistentvolumeclaims"),
+    "lease": ("coordination.k8s.io", "leases"),
+    "horizontal_pod_autoscaler": ("autoscaling", "horizontalpodautoscalers"),
+}  # fmt: skip
+_CALL = re.compile(r"^(read|list|create|patch|replace|delete_collection|delete)_namespaced_(\w+)$")
+
+
+def api_calls(source: str) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of every ``*_namespaced_*`` client method named in the code;
+    a list method handed to ``stream(...)`` (a watch) needs ``watch`` as well."""
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    found: set[tuple[str, str, str]] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or not (m := _CALL.match(node.attr)):
+            continue
+        verb, name = _VERBS[m.group(1)], m.group(2)
+        call = parents.get(node)
+        if name == "custom_object":
+            strings = [a.value for a in getattr(call, "args", [])
+                       if isinstance(a, ast.Constant) and isinstance(a.value, str)]  # fmt: skip
+            group = next((s for s in strings if "." in s), "?")
+            resource = strings[-1] if strings else "?"
+        else:
+            group, resource = _RESOURCES.get(name, ("?", name))
+        found.add((group, resource, verb))
+        if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "stream":
+            found.add((group, resource, "watch"))
+    return found
+
+
+def test_api_call_scanner_reads_the_calls() -> None:
+    source = (
+        "a.call('x', api.apps.patch_namespaced_stateful_set_scale, n, ns)\n"
+        "w.stream(api.core.list_namespaced_pod, ns)\n"
+        "a.call('y', api.custom.list_namespaced_custom_object, 'keda.sh', 'v1alpha1', ns,"
+        " 'scaledobjects')\n"
+        "a.call('z', api.coordination.replace_namespaced_lease, n, ns, body)\n"
+    )  # fmt: skip
+    assert api_calls(source) == {
+        ("apps", "statefulsets/scale", "patch"), ("", "pods", "list"), ("", "pods", "watch"),
+        ("keda.sh", "scaledobjects", "list"), ("coordination.k8s.io", "leases", "update"),
+    }  # fmt: skip
+
+
+def test_every_api_call_of_the_platform_is_granted() -> None:
+    """A call the Role does not grant is a 403 in production: RBAC_RULES must cover it."""
+    files = sorted(PLATFORM.glob("*.py")) if PLATFORM.is_dir() else []
+    if not files:
+        pytest.skip("controller/platform/kubernetes is not in this tree yet")
+    calls = set().union(*(api_calls(f.read_text(encoding="utf-8")) for f in files))
+    assert calls, "no Kubernetes API call found: the scanner no longer reads the platform"
+    missing = [c for c in sorted(calls) if not any(r.grants(*c) for r in RBAC_RULES)]
+    assert not missing, "\n".join(missing_rule_message(*c) for c in missing)
+
+
+# -- the Deployment --------------------------------------------------------------------------
+
+
+def test_deployment_is_hardened() -> None:
+    deployment = _one("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = _container(deployment)
+    assert deployment["spec"]["replicas"] == 2
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] > 0
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "privileged" not in sc or sc["privileged"] is False
+    assert pod["terminationGracePeriodSeconds"] >= 30
+    assert set(container["resources"]["requests"]) == {"cpu", "memory"}
+    assert "memory" in container["resources"]["limits"]
+    assert ":" in container["image"] and not container["image"].endswith(":latest")
+
+
+def test_deployment_user_matches_the_image_user() -> None:
+    """The manifest's numeric uid is the one the Dockerfile creates (USER uid:gid)."""
+    user = next(ln.split()[1] for ln in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+                if ln.startswith("USER "))  # fmt: skip
+    uid, _, gid = user.partition(":")
+    sc = _container(_one("Deployment"))["securityContext"]
+    assert (str(sc["runAsUser"]), str(sc["runAsGroup"])) == (uid, gid)
+
+
+def test_deployment_probes_and_ports() -> None:
+    container = _container(_one("Deployment"))
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    service = _one("Service")
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+    ]
+    pod_labels = _one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert _one("Deployment")["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_deployment_args_make_a_valid_run_command_on_every_interface() -> None:
+    """The image's entrypoint plus the Deployment's args, parsed by the real CLI grammar."""
+    container = _container(_one("Deployment"))
+    assert "command" not in container, "the image's ENTRYPOINT (slotpilot run --config ...)"
+    entry = ["run", "--config", CONFIG_PATH]
+    args = build_parser().parse_args(entry + container["args"])
+    assert (args.command, args.config, args.host) == ("run", CONFIG_PATH, "0.0.0.0")
+
+
+def test_deployment_downward_api_and_password_secret() -> None:
+    env = _env(_container(_one("Deployment")))
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    password_env = _config()["cluster"]["password_env"]
+    ref = env[password_env]["valueFrom"]["secretKeyRef"]
+    assert "value" not in env[password_env]
+    # the same Secret the example cluster reads its requirepass from
+    example_env = _env(_container(_one("StatefulSet", EXAMPLE)))
+    assert example_env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+    assert not [d for _, d in RESOURCES if d["kind"] == "Secret"], "no Secret in git"
+
+
+def test_deployment_mounts_config_and_tmp() -> None:
+    deployment = _one("Deployment")
+    pod, container = deployment["spec"]["template"]["spec"], _container(deployment)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert volumes[mounts["/tmp"]["name"]]["emptyDir"] is not None
+    config_dir, config_file = os.path.split(CONFIG_PATH)
+    mount = mounts[config_dir]
+    assert mount["readOnly"] is True
+    source = volumes[mount["name"]]["configMap"]
+    assert source["name"] == _one("ConfigMap")["metadata"]["name"]
+    assert source["items"] == [{"key": config_file, "path": config_file}]
+    assert _config()["shards"]["state_dir"].startswith("/tmp/"), "the only writable path"
+
+
+def test_pod_disruption_budget() -> None:
+    pdb = _one("PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
+    labels = _one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+# -- the controller's config -----------------------------------------------------------------
+
+
+def _config() -> Doc:
+    data = _one("ConfigMap")["data"]
+    assert set(data) == {"config.yaml"}
+    config: Doc = yaml.safe_load(data["config.yaml"])
+    return config
+
+
+def test_configmap_config_passes_slotpilot_validate(tmp_path: Path) -> None:
+    """As ``run`` would see it in the pod: the password variable set (from the Secret)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(_one("ConfigMap")["data"]["config.yaml"], encoding="utf-8")
+    cli = [sys.executable, "-c", "from controller.cli import main; raise SystemExit(main())"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTPILOT_")}
+    ok = subprocess.run([*cli, "validate", str(path)], capture_output=True, text=True,
+                        env={**env, "REDIS_PASSWORD": "from-the-secret"}, timeout=60)  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.startswith("ok:")
+    env.pop("REDIS_PASSWORD", None)
+    unset = subprocess.run([*cli, "validate", str(path)], capture_output=True, text=True,
+                           env=env, timeout=60)  # fmt: skip
+    assert unset.returncode == 2 and "REDIS_PASSWORD" in unset.stdout
+
+
+def test_configmap_config_points_at_the_example_cluster(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(_one("ConfigMap")["data"]["config.yaml"], encoding="utf-8")
+    cfg = load_config(path)
+    statefulset, service = _one("StatefulSet", EXAMPLE), _one("Service", EXAMPLE)
+    name, replicas = statefulset["metadata"]["name"], statefulset["spec"]["replicas"]
+    port = {p["name"]: p["containerPort"] for p in _container(statefulset)["ports"]}["redis"]
+    pods = {f"{name}-{i}.{service['metadata']['name']}:{port}" for i in range(replicas)}
+    assert cfg.cluster.seeds and set(cfg.cluster.seeds) <= pods
+    shards = replicas // (1 + cfg.shards.replicas_per_shard)
+    assert shards * (1 + cfg.shards.replicas_per_shard) == replicas
+    assert cfg.shards.min_shards <= shards <= cfg.shards.max_shards
+    assert cfg.http.port == 8080 and cfg.cluster.password is None
+
+
+# -- the example Redis/Valkey Cluster --------------------------------------------------------
+
+
+def test_example_statefulset_is_a_cluster_slotpilot_can_manage() -> None:
+    statefulset, service = _one("StatefulSet", EXAMPLE), _one("Service", EXAMPLE)
+    spec, container = statefulset["spec"], _container(statefulset)
+    assert re.fullmatch(r"valkey/valkey:\d+\.\d+\.\d+", container["image"])
+    script = "\n".join(container["command"] + container["args"])
+    assert "cluster-enabled yes" in script
+    assert "cluster-announce-ip ${POD_IP}" in script
+    env = _env(container)
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert "--requirepass" not in script and "-a " not in script, "password never on argv"
+    assert 'requirepass "${REDIS_PASSWORD}"' in script
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"redis": 6379, "cluster-bus": 16379}
+    assert spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Delete"
+    anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    pod_labels = spec["template"]["metadata"]["labels"]
+    assert term["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spec["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == ports
+    assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_bootstrap_job_targets_the_statefulset() -> None:
+    job, statefulset = _one("Job", EXAMPLE), _one("StatefulSet", EXAMPLE)
+    container = _container(job)
+    env = {k: v.get("value") for k, v in _env(container).items()}
+    assert container["image"] == _container(statefulset)["image"]
+    assert env["STATEFULSET"] == statefulset["metadata"]["name"]
+    assert env["SERVICE"] == statefulset["spec"]["serviceName"]
+    assert int(env["NODES"] or 0) == statefulset["spec"]["replicas"]
+    assert int(env["REPLICAS_PER_SHARD"] or 0) == _config()["shards"]["replicas_per_shard"]
+    assert int(env["WAIT_TRIES"] or 0) * int(env["WAIT_SECONDS"] or 0) > 0, "bounded waits"
+    script = container["args"][0]
+    assert "--cluster create" in script and "--cluster-yes" in script
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    selector = statefulset["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= pod_labels.items(), "the Job's pod is no cluster member"
+    assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
+    assert job["spec"]["backoffLimit"] >= 1 and job["spec"]["activeDeadlineSeconds"] > 0
+
+
+def test_bootstrap_script_is_valid_posix_sh() -> None:
+    script = _container(_one("Job", EXAMPLE))["args"][0]
+    proc = subprocess.run(["sh", "-n"], input=script, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
