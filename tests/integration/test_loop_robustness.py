@@ -171,3 +171,51 @@ def test_failed_replica_is_forgotten_and_replaced(make_cluster: Any) -> None:
         assert not controller.view.failed_nodes  # type: ignore[union-attr]
     finally:
         controller.stop()
+
+
+def _burst(cluster: LocalCluster, seconds: float) -> None:
+    """About ``seconds`` of pipelined PINGs to every primary (bounded in time): each node
+    counts them in instantaneous_ops_per_sec like any read."""
+    clients = [n.client() for n in cluster.primaries()]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for client in clients:
+            pipe = client.pipeline(transaction=False)
+            for _ in range(500):
+                pipe.ping()
+            pipe.execute()
+
+
+def test_one_second_burst_adds_no_shard(cluster: LocalCluster) -> None:
+    """A ~1 s read burst reads as far above the threshold; with the stabilization window
+    the decision holds, without it (window 0) the same probe would add a shard."""
+    clock = [1000.0]
+    patient = Controller(_config(cluster, min_shards=3, max_shards=5, autoscale=False,
+                                 scale_up_stabilization_seconds=60),
+                         LocalPlatform({}), clock=lambda: clock[0])  # fmt: skip
+    eager = Controller(_config(cluster, min_shards=3, max_shards=5, autoscale=False,
+                               scale_up_stabilization_seconds=0, scale_up_stabilization_probes=1,
+                               capacity={"ops_per_second": 1000, "cpu_cores": None}),
+                       LocalPlatform({}), clock=lambda: clock[0])  # fmt: skip
+    patient.capacity = eager.capacity  # 1000 ops/s = 100 %: the burst is far above
+    try:
+        for c in (patient, eager):
+            c.probe_once()
+        _burst(cluster, 1.0)
+        for c in (patient, eager):
+            c.probe_once()
+        hot = patient.view
+        assert hot is not None and hot.utilization is not None and hot.utilization > 0.8
+        assert eager.plan()[0].desired == 4  # what the burst alone would have done
+        seen = []
+        for _ in range(8):  # then quiet probes, 5 s apart on the controller's clock
+            decision = patient.reconcile_once()[0]
+            seen.append((decision.desired, decision.blocked_by))
+            clock[0] += 5.0
+            time.sleep(0.3)
+            patient.probe_once()
+        assert seen[0] == (3, ("stabilization",))
+        assert all(desired == 3 for desired, _ in seen)
+    finally:
+        patient.stop()
+        eager.stop()
