@@ -399,37 +399,33 @@ class Controller:
 
     def _repair_structure(self) -> None:
         """Forget failed nodes that own no slots once their grace period is over, and give
-        shards short of replicas new ones (``scaling.repair_structure``); backs off when
-        it keeps failing."""
+        shards short of replicas new ones (``scaling.repair_structure``). Every attempt
+        that does not leave the structure sound widens the wait before the next one."""
         view = self.view
         if self.nodes is None or view is None or self.migrating or view.gates:
             return
         if self.intent.change is not None:
             return  # an interrupted change comes first
         policy, now = self.cfg.shards, self.clock()
+        failed = view.failed_nodes
+        short = shards_short_of_replicas(view, policy.replicas_per_shard)
+        if not failed and not short:
+            self._structure_failures = 0  # sound: the last attempt worked
+            return
+        if any(now - since < policy.forget_failed_after_seconds for since in failed.values()):
+            return  # a node just failed: it may come back; the shard waits meanwhile
         wait = retry_backoff(self._structure_failures, policy.retry_base_seconds,
                              policy.retry_max_seconds)  # fmt: skip
         if now - self._structure_failed_at < wait:
             return
-        grace = policy.forget_failed_after_seconds
-        failed = view.failed_nodes
-        if any(now - since < grace for since in failed.values()):
-            return  # a node just failed: it may come back; the shard waits meanwhile
-        short = shards_short_of_replicas(view, policy.replicas_per_shard)
-        if not failed and not short:
-            return
+        self._structure_failures += 1  # cleared once a later view finds nothing to mend
+        self._structure_failed_at = now
         log.info(json.dumps({"event": "repair_structure", "forget": sorted(failed),
                              "short_of_replicas": short}))  # fmt: skip
         self._own_change = True
-        try:
-            done = repair_structure(self._admin_connect(), self._seed(), self.nodes,
-                                    policy.replicas_per_shard, forget=tuple(failed),
-                                    progress=self._on_progress)  # fmt: skip
-        except Exception:
-            self._structure_failures += 1
-            self._structure_failed_at = now
-            raise
-        self._structure_failures = 0
+        done = repair_structure(self._admin_connect(), self._seed(), self.nodes,
+                                policy.replicas_per_shard, forget=tuple(failed),
+                                progress=self._on_progress)  # fmt: skip
         log.info(json.dumps({"event": "repaired_structure", "actions": done}))
         self.probe_once()
 
