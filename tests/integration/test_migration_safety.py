@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -213,6 +214,49 @@ def test_classic_migration_on_a_password_protected_cluster(
         assert int(new.client().dbsize()) > 0
         assert sum(int(n.client().dbsize()) for n in cluster.primaries()) == 3000
     assert PASSWORD not in caplog.text
+
+
+@pytest.mark.parametrize("flavor", _flavors())
+def test_cli_rebalance_and_fix_on_an_acl_cluster(flavor: str) -> None:
+    """The CLI's own connections (--user, $REDISCLI_AUTH) reach MIGRATE unchanged, for
+    rebalance and for fix finishing a half-moved slot; no output shows the password."""
+    auth = ClusterAuth(password=PASSWORD, username="ops")
+    env = {**os.environ, "REDISCLI_AUTH": PASSWORD}
+    with LocalCluster(2, 0, binary=SERVERS[flavor], auth=auth) as cluster:
+        with ClusterClient(cluster.seed, username="ops", password=PASSWORD) as client:
+            client.mset({f"c:{i}": str(i) for i in range(2000)})
+        cluster.add_node()
+        base = ["--seed", cluster.seed, "--user", "ops"]
+        run = subprocess.run(
+            [*CLI, "rebalance", *base, "--engine", "classic", "--json"],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["keys_moved"] > 0
+        src, dst = cluster.primaries()[:2]
+        slot = _spare_slot(src, 7)
+        keys = _keys_for_slot(slot, 10, "cf")
+        with ClusterClient(cluster.seed, username="ops", password=PASSWORD) as client:
+            client.mset({k: k for k in keys})
+        _open(cluster, src, dst, slot)
+        src.client().execute_command(
+            "MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "AUTH2", "ops", PASSWORD,
+            "KEYS", *keys[:4],
+        )  # fmt: skip
+        fixed = subprocess.run(
+            [*CLI, "fix", *base, "--json"], capture_output=True, text=True, timeout=120, env=env
+        )
+        assert fixed.returncode == 0, fixed.stderr
+        assert json.loads(fixed.stdout)["finished"] == [slot]
+        assert _count(dst, slot) == 10 and _count(src, slot) == 0
+        cluster.wait_healthy()
+        with ClusterClient(cluster.seed, username="ops", password=PASSWORD) as client:
+            assert client.mget([f"c:{i}" for i in range(2000)]) == [
+                str(i).encode() for i in range(2000)
+            ]
+            assert client.mget(keys) == [k.encode() for k in keys]
+    for output in (run.stdout, run.stderr, fixed.stdout, fixed.stderr):
+        assert PASSWORD not in output
 
 
 # -- 4. closing a slot vs client writes through ASK ------------------------------------
