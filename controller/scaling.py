@@ -654,7 +654,7 @@ def _fill_replicas(
     """Attach spares, surplus replicas, then new nodes to the shards short of replicas."""
     live = live_entries(topology.entries)
     owning = {e.node_id for e in topology.entries if e.is_primary and e.slots}
-    replicas = {e.node_id: [] for e in live if e.node_id in owning}  # type: dict[str, list[str]]
+    replicas: dict[str, list[str]] = {e.node_id: [] for e in live if e.node_id in owning}
     for entry in sorted(live, key=lambda e: e.address):
         if entry.primary_id in replicas:
             replicas[entry.primary_id].append(entry.address)
@@ -662,7 +662,7 @@ def _fill_replicas(
     spares += [
         e.address for e in live if e.is_primary and not e.slots and _holds_no_key(connect, e)
     ]
-    moves, missing = plan_replicas(replicas, spares, per_shard)
+    moves, missing = plan_replicas(replicas, spares, per_shard, even_out=nodes is None)
     changed = False
     for address, owner in moves:
         try:
