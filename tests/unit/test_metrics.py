@@ -249,3 +249,19 @@ def test_each_instance_owns_its_registry() -> None:
     assert value(second, "slotpilot_leader") == 0
     global_names = {f.name for f in prometheus_client.REGISTRY.collect()}
     assert not any(name.startswith("slotpilot_") for name in global_names)
+
+
+def test_errors_by_stage_and_decisions_every_cycle() -> None:
+    m = ControllerMetrics()
+    m.count_error("shards")
+    m.count_error("shards")
+    m.count_error("lease")
+    for _ in range(3):
+        m.observe_decision(Decision("shards", 3, 3, "within band"))
+    m.observe_decision(Decision("shards", 3, 4, "busy"))
+    text = m.render().decode()
+    assert 'slotpilot_errors_total{stage="shards"} 2.0' in text
+    assert 'slotpilot_errors_total{stage="lease"} 1.0' in text
+    assert 'slotpilot_decisions_total{direction="none",target="shards"} 3.0' in text
+    assert 'slotpilot_decisions_total{direction="up",target="shards"} 1.0' in text
+    assert 'slotpilot_scaling_decisions_total{direction="up",target="shards"} 1.0' in text
