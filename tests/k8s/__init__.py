@@ -1,0 +1,1 @@
+"""Kubernetes test infrastructure: an HTTP API emulator (on kmock) and a "kubelet"."""

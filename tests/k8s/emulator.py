@@ -1,0 +1,824 @@
+"""A Kubernetes API emulator on 127.0.0.1, built on kmock's ``KubernetesEmulator``.
+
+The operator talks to Kubernetes through the official synchronous ``kubernetes`` client; in
+tests it talks to this emulator over real HTTP. kmock 0.8 keeps objects in memory and
+serves create/get/list/patch/delete/watch, but falls short of what the operator relies on
+(see DESIGN.md "Facts"), so :class:`EmulatedKubernetes` answers every request for a
+declared resource itself and keeps kmock's object store (``emulator.objects``), watch
+buses and discovery. Emulated, for the resources in :data:`KINDS` (more with
+:meth:`KubeAPI.declare`):
+
+- **create** (POST): 201 with the stored object; ``metadata.namespace`` from the URL,
+  ``uid``, ``creationTimestamp``, ``generation: 1`` and ``resourceVersion`` filled in;
+  ``generateName`` honoured; an existing name answers 409 ``AlreadyExists``.
+- **get / list**: 404 ``NotFound`` for a missing object; lists honour ``labelSelector``
+  (``a=b``, ``a==b``, ``a!=b``, ``a``, ``!a``, ``a in (x,y)``, ``a notin (x,y)``, comma =
+  AND) and ``fieldSelector`` (``path=value`` / ``path!=value`` on dotted paths such as
+  ``metadata.name``), and carry the current ``metadata.resourceVersion``.
+- **resourceVersion**: one counter for the whole store, like etcd's revision; every write
+  bumps it and stamps the written object. A replace (PUT) or patch that carries a
+  ``metadata.resourceVersion`` different from the stored one answers 409 ``Conflict``;
+  without one, updates are unconditional (as for the built-in types).
+- **replace** (PUT): the whole object, keeping ``uid``/``creationTimestamp``; a body whose
+  name differs from the URL answers 400.
+- **patch** (PATCH) by Content-Type: ``application/merge-patch+json`` (RFC 7386),
+  ``application/json-patch+json`` (RFC 6902, a failed ``test`` op answers 422) and
+  ``application/strategic-merge-patch+json`` *approximated*: merge patch, except that lists
+  of objects are merged by their ``name`` key (containers, ports, env, volumes) or
+  ``type`` key (conditions); no ``$patch``/``$retainKeys`` directives.
+- ``metadata.generation`` is bumped when ``spec`` changes.
+- **status subresource** (``.../status``, for kinds declaring it): get/patch/put change only
+  ``status``; writes to the main resource keep the stored ``status``.
+- **scale subresource** (``.../scale``, StatefulSets and Deployments): GET answers an
+  ``autoscaling/v1`` Scale (``spec.replicas``, ``status.replicas``, ``status.selector`` as
+  a label-selector string from ``spec.selector.matchLabels``); PATCH (any of the patch
+  types above, applied to the Scale) and PUT change ``spec.replicas`` of the workload.
+- **delete**: removes the object at once and answers 200 with its last state (no graceful
+  deletion, no finalizers, no garbage collection of dependents, no cascading).
+- **watch** (``?watch=true``): ADDED for the current objects (only those newer than a
+  given ``resourceVersion``; no history replay), then ADDED/MODIFIED/DELETED as they
+  happen, filtered by namespace and selectors; ``timeoutSeconds`` ends the stream.
+- Anything else (discovery, ``/version``) is kmock's. Not emulated: admission, defaulting,
+  validation against schemas, RBAC, server-side apply, ``dryRun``, pagination
+  (``limit``/``continue``), controllers (a StatefulSet creates no Pods: see
+  ``tests/k8s/kubelet.py``).
+
+Fault injection (:class:`KubeAPI`): :meth:`KubeAPI.fail_next` makes the next N requests
+matching a verb and/or path answer a given status (409, 429 with ``Retry-After``, 500, …)
+as a ``Status`` body; :meth:`KubeAPI.hang_next` delays them; :meth:`KubeAPI.go_offline`
+closes the listening socket and every open connection (clients get "connection refused")
+until :meth:`KubeAPI.go_online` listens again on the same port. Every request is logged
+with its answer (:meth:`KubeAPI.requests`).
+
+:class:`KubeAPI` runs the emulator in a background thread with its own asyncio loop, for
+the synchronous client; :meth:`KubeAPI.create`/``get``/``list``/``patch``/``delete`` are an
+in-process side door to the same store (same resourceVersions and watch events, no HTTP, no
+faults): the kubelet fixture and test set-up use it, as a real kubelet has its own path to
+the API server that a fault injected for the operator does not cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import re
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp.web
+import jsonpatch
+import kmock
+import kubernetes.client
+from kmock._internal import rendering
+
+__all__ = [
+    "KINDS",
+    "ApiError",
+    "EmulatedKubernetes",
+    "Fault",
+    "KubeAPI",
+    "Kind",
+    "SeenRequest",
+    "match_labels",
+    "merge_patch",
+    "parse_label_selector",
+    "strategic_merge_patch",
+]
+
+T = TypeVar("T")
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One API resource the emulator serves: where it lives and what it supports."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+    subresources: tuple[str, ...] = ()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def resource(self) -> kmock.resource:
+        return kmock.resource(group=self.group, version=self.version, plural=self.plural)
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("", "v1", "pods", "Pod", subresources=("status",)),
+    Kind("", "v1", "events", "Event"),
+    Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", subresources=("status",)),
+    Kind("", "v1", "services", "Service", subresources=("status",)),
+    Kind("", "v1", "configmaps", "ConfigMap"),
+    Kind("apps", "v1", "statefulsets", "StatefulSet", subresources=("scale", "status")),
+    Kind("apps", "v1", "deployments", "Deployment", subresources=("scale", "status")),
+    Kind("coordination.k8s.io", "v1", "leases", "Lease"),
+    Kind("events.k8s.io", "v1", "events", "Event"),
+    Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler",
+         subresources=("status",)),
+    Kind("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject", subresources=("status",)),
+)  # fmt: skip
+
+_REASONS = {
+    400: "BadRequest", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+    409: "Conflict", 415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests",
+    500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout",
+}  # fmt: skip
+
+
+class ApiError(Exception):
+    """An API answer other than success, rendered as a Kubernetes ``Status``."""
+
+    def __init__(self, code: int, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason or _REASONS.get(code, "Unknown")
+        self.message = message
+
+    def response(self, headers: dict[str, str] | None = None) -> aiohttp.web.Response:
+        body = {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": self.message, "reason": self.reason, "code": self.code,
+        }  # fmt: skip
+        return aiohttp.web.json_response(body, status=self.code, headers=headers)
+
+
+# --- selectors and patches (pure) -------------------------------------------------------
+
+_SET_EXPR = re.compile(r"^\s*(\S+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
+
+
+def _split_top_level(selector: str) -> list[str]:
+    """Split on commas outside parentheses (``a in (x,y),b=c`` has two requirements)."""
+    parts, depth, current = [], 0, ""
+    for char in selector:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [part.strip() for part in parts if part.strip()]
+
+
+def parse_label_selector(selector: str) -> list[tuple[str, str, frozenset[str]]]:
+    """Requirements ``(key, op, values)`` with op one of ``in notin exists !exists``."""
+    requirements: list[tuple[str, str, frozenset[str]]] = []
+    for part in _split_top_level(selector):
+        if match := _SET_EXPR.match(part):
+            values = frozenset(v.strip() for v in match.group(3).split(",") if v.strip())
+            requirements.append((match.group(1), match.group(2), values))
+        elif "!=" in part:
+            key, value = part.split("!=", 1)
+            requirements.append((key.strip(), "notin", frozenset({value.strip()})))
+        elif "=" in part:
+            key, value = part.replace("==", "=").split("=", 1)
+            requirements.append((key.strip(), "in", frozenset({value.strip()})))
+        elif part.startswith("!"):
+            requirements.append((part[1:].strip(), "!exists", frozenset()))
+        else:
+            requirements.append((part, "exists", frozenset()))
+    return requirements
+
+
+def match_labels(labels: dict[str, str], selector: str) -> bool:
+    """Whether ``labels`` satisfy every requirement of a label-selector string."""
+    for key, op, values in parse_label_selector(selector):
+        present = key in labels
+        ok = {
+            "in": present and labels.get(key) in values,
+            "notin": not present or labels.get(key) not in values,
+            "exists": present,
+            "!exists": not present,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def _match_fields(obj: Obj, selector: str) -> bool:
+    for part in _split_top_level(selector):
+        negate = "!=" in part
+        path, expected = part.replace("!=", "=").replace("==", "=").split("=", 1)
+        value: Any = obj
+        for step in path.strip().split("."):
+            value = value.get(step) if isinstance(value, dict) else None
+        if (str(value if value is not None else "") == expected.strip()) == negate:
+            return False
+    return True
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge recursively, null deletes, lists replace."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _merge_key(*lists: list[Any]) -> str | None:
+    for key in ("name", "type"):
+        if all(isinstance(item, dict) and key in item for items in lists for item in items):
+            return key
+    return None
+
+
+def strategic_merge_patch(target: Any, patch: Any) -> Any:
+    """Merge patch, except lists of objects merge item by item on ``name`` or ``type``."""
+    if isinstance(patch, list) and isinstance(target, list):
+        key = _merge_key(target, patch) if target and patch else None
+        if key is None:
+            return copy.deepcopy(patch)
+        merged = [copy.deepcopy(item) for item in target]
+        for item in patch:
+            index = next((i for i, old in enumerate(merged) if old[key] == item[key]), None)
+            if index is None:
+                merged.append(copy.deepcopy(item))
+            else:
+                merged[index] = strategic_merge_patch(merged[index], item)
+        return merged
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = strategic_merge_patch(result.get(key), value)
+    return result
+
+
+def _apply_patch(target: Obj, body: Any, content_type: str) -> Obj:
+    if content_type.startswith("application/json-patch+json"):
+        if not isinstance(body, list):
+            raise ApiError(400, "a JSON patch is a list of operations")
+        try:
+            result: Obj = jsonpatch.apply_patch(target, body)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise ApiError(422, f"the JSON patch test failed: {exc}") from exc
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+            raise ApiError(422, f"the JSON patch cannot be applied: {exc}") from exc
+        return result
+    if not isinstance(body, dict):
+        raise ApiError(400, "a merge patch is a JSON object")
+    if content_type.startswith("application/merge-patch+json"):
+        return dict(merge_patch(target, body))
+    if content_type.startswith("application/strategic-merge-patch+json"):
+        return dict(strategic_merge_patch(target, body))
+    raise ApiError(415, f"unsupported patch type: {content_type!r}")
+
+
+# --- the emulator (runs on its own loop) ------------------------------------------------
+
+
+@dataclass
+class Fault:
+    """An injected answer: the next ``remaining`` matching requests get it."""
+
+    status: int | None
+    remaining: int
+    verb: str | None = None
+    path: str | re.Pattern[str] | None = None
+    delay: float = 0.0
+    retry_after: float | None = None
+    hits: int = 0
+
+    def matches(self, verb: str, path: str) -> bool:
+        if self.remaining <= 0 or (self.verb is not None and self.verb.upper() != verb):
+            return False
+        if isinstance(self.path, re.Pattern):
+            return self.path.search(path) is not None
+        return self.path is None or self.path in path
+
+
+@dataclass(frozen=True)
+class SeenRequest:
+    """One request as the emulator saw it, with the status it answered."""
+
+    verb: str
+    path: str
+    query: dict[str, str]
+    status: int
+    content_type: str = ""
+    body: Any = None
+
+
+@dataclass
+class _Watch:
+    resource: kmock.resource
+    queue: asyncio.Queue[Obj] = field(default_factory=asyncio.Queue)
+
+
+class EmulatedKubernetes(kmock.KubernetesEmulator):
+    """kmock's emulator with the API semantics listed in the module docstring."""
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.kinds: dict[tuple[str, str, str], Kind] = {}
+        self.revision = 0
+        self.faults: list[Fault] = []
+        self.faults_lock = threading.Lock()
+        self.seen: list[SeenRequest] = []
+        self.closing = asyncio.Event()
+        self._watches: list[_Watch] = []
+        self._inflight: set[asyncio.Future[aiohttp.web.StreamResponse]] = set()
+        for kind in KINDS:
+            self.declare(kind)
+
+    def declare(self, kind: Kind) -> None:
+        """Serve ``kind`` (also listed in discovery)."""
+        self.kinds[(kind.group, kind.version, kind.plural)] = kind
+        self.resources[kind.resource] = kmock.ResourceInfo(
+            kind=kind.kind, namespaced=kind.namespaced, subresources=set(kind.subresources),
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        )  # fmt: skip
+
+    # -- HTTP entry ------------------------------------------------------------------
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if request.action == kmock.action.WATCH:
+            return await self._serve(request)
+        # A client that gives up (timeout, closed socket) does not undo a request the
+        # server already took: finish it even when aiohttp cancels this handler.
+        task = asyncio.ensure_future(self._serve(request))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
+
+    async def _serve(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        verb, path = str(request.method.value), request.url.path
+        response = await self._answer(request, verb, path)
+        content_type = request.headers.get("Content-Type", "")
+        seen = SeenRequest(verb, path, dict(request.params), response.status, content_type,
+                           request.data)  # fmt: skip
+        self.seen.append(seen)
+        return response
+
+    async def _answer(
+        self, request: rendering.Request, verb: str, path: str
+    ) -> aiohttp.web.StreamResponse:
+        with self.faults_lock:
+            fault = next((f for f in self.faults if f.matches(verb, path)), None)
+            if fault is not None:
+                fault.remaining -= 1
+                fault.hits += 1
+        if fault is not None:
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.status is not None:
+                headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after else {}
+                return ApiError(fault.status, "injected by the test").response(headers)
+        res = request.resource
+        if res is not None and res.group is not None and res.plural is None and verb == "GET":
+            # kmock answers these with its LIST fallback, which shadows its own discovery.
+            serve = self._serve_version if res.version else self._serve_group
+            return aiohttp.web.json_response(await serve(request))
+        if res is None or res.group is None or res.plural is None:
+            return await super()._handle(request)  # /apis, /api, /version
+        kind = self.kinds.get((res.group, res.version or "", res.plural))
+        if kind is None:
+            return ApiError(404, f"the server could not find the resource {res.plural}").response()
+        if request.action == kmock.action.WATCH:
+            return await super()._handle(request)
+        try:
+            async with self._lock:
+                status, body = self._dispatch(kind, request, verb)
+        except ApiError as exc:
+            return exc.response()
+        return aiohttp.web.json_response(body, status=status)
+
+    def _dispatch(self, kind: Kind, request: rendering.Request, verb: str) -> tuple[int, Obj]:
+        ns, name, sub = request.namespace, request.name, request.subresource
+        if sub is not None and sub not in kind.subresources:
+            raise ApiError(404, f"{kind.plural} has no subresource {sub!r}")
+        if name is None:
+            if verb == "GET":
+                return 200, self.list_objects(kind, ns, request.params)
+            if verb == "POST":
+                return 201, self.create_object(kind, ns, request.data)
+            raise ApiError(405, f"{verb} is not allowed on a collection")
+        if verb == "GET":
+            obj = self.get_object(kind, ns, name)
+            return 200, self._scale_of(kind, obj) if sub == "scale" else obj
+        if verb == "DELETE":
+            return 200, self.delete_object(kind, ns, name)
+        if verb not in ("PUT", "PATCH"):
+            raise ApiError(405, f"{verb} is not allowed on an object")
+        current = self.get_object(kind, ns, name)
+        content_type = request.headers.get("Content-Type", "application/json")
+        view = self._scale_of(kind, current) if sub == "scale" else current
+        if verb == "PUT":
+            if not isinstance(request.data, dict):
+                raise ApiError(400, "the body of a PUT is an object")
+            new = request.data
+        else:
+            new = _apply_patch(copy.deepcopy(view), request.data, content_type)
+        body_name = (new.get("metadata") or {}).get("name")
+        if body_name is not None and body_name != name:
+            raise ApiError(400, f"the name of the object ({body_name}) does not match the URL")
+        self._check_version(view, new)
+        if sub == "scale":
+            replicas = (new.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                raise ApiError(422, f"spec.replicas must be a non-negative integer: {replicas!r}")
+            updated = merge_patch(current, {"spec": {"replicas": replicas}})
+            return 200, self._scale_of(kind, self.write_object(kind, ns, name, updated))
+        if sub == "status":
+            updated = dict(current, status=new.get("status"))
+        else:
+            updated = self._keep_server_fields(kind, current, new)
+        return 200, self.write_object(kind, ns, name, updated)
+
+    # -- store operations (call with self._lock held, on the loop) -------------------
+
+    def _key(self, kind: Kind, ns: str | None, name: str) -> tuple[Any, str | None, str]:
+        return (kind.resource, ns if kind.namespaced else None, name)
+
+    def _live(self, kind: Kind, ns: str | None, name: str) -> Any:
+        key = self._key(kind, ns, name)
+        if key in self._objects and not self._objects[key].deleted:
+            return self._objects[key]
+        return None
+
+    def _bump(self, obj: Obj) -> Obj:
+        self.revision += 1
+        obj.setdefault("metadata", {})["resourceVersion"] = str(self.revision)
+        return obj
+
+    def _publish(self, kind: Kind, event: str, obj: Obj) -> None:
+        for watch in list(self._watches):
+            if watch.resource == kind.resource:
+                watch.queue.put_nowait({"type": event, "object": copy.deepcopy(obj)})
+
+    def get_object(self, kind: Kind, ns: str | None, name: str) -> Obj:
+        live = self._live(kind, ns, name)
+        if live is None:
+            raise ApiError(404, f'{kind.plural} "{name}" not found')
+        result: Obj = copy.deepcopy(live.raw)
+        return result
+
+    def list_objects(self, kind: Kind, ns: str | None, params: Any) -> Obj:
+        labels, fields = params.get("labelSelector", ""), params.get("fieldSelector", "")
+        items = [obj for obj in self._current(kind, ns) if _selected(obj, labels, fields)]
+        return {
+            "apiVersion": kind.api_version, "kind": f"{kind.kind}List",
+            "metadata": {"resourceVersion": str(self.revision)}, "items": items,
+        }  # fmt: skip
+
+    def _current(self, kind: Kind, ns: str | None) -> list[Obj]:
+        found = []
+        for (resource, obj_ns, _), obj in self._objects.items():
+            if resource == kind.resource and not obj.deleted and ns in (None, obj_ns):
+                found.append(copy.deepcopy(obj.raw))
+        return found
+
+    def create_object(self, kind: Kind, ns: str | None, body: Any) -> Obj:
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body of a create is an object")
+        obj = copy.deepcopy(body)
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("name"):
+            if not meta.get("generateName"):
+                raise ApiError(422, "metadata.name or metadata.generateName is required")
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        name = meta["name"]
+        if kind.namespaced:
+            ns = ns or meta.get("namespace") or "default"
+            meta["namespace"] = ns
+        if self._live(kind, ns, name) is not None:
+            raise ApiError(409, f'{kind.plural} "{name}" already exists', "AlreadyExists")
+        obj.setdefault("apiVersion", kind.api_version)
+        obj.setdefault("kind", kind.kind)
+        meta.update(uid=str(uuid.uuid4()), generation=1,
+                    creationTimestamp=_now())  # fmt: skip
+        meta.pop("resourceVersion", None)
+        self._bump(obj)
+        key = self._key(kind, ns, name)
+        if key in self._objects:
+            self._objects[key].create(obj)
+        else:
+            self._objects[key] = obj
+        self._publish(kind, "ADDED", obj)
+        return copy.deepcopy(obj)
+
+    def write_object(self, kind: Kind, ns: str | None, name: str, new: Obj) -> Obj:
+        """Store a new version of an existing object (bumps resourceVersion, generation)."""
+        live = self._live(kind, ns, name)
+        if live is None:
+            raise ApiError(404, f'{kind.plural} "{name}" not found')
+        old = live.raw
+        obj = copy.deepcopy(new)
+        meta = obj.setdefault("metadata", {})
+        generation = int((old.get("metadata") or {}).get("generation") or 1)
+        meta["generation"] = generation + (1 if old.get("spec") != obj.get("spec") else 0)
+        self._bump(obj)
+        live.history.append(obj)
+        self._publish(kind, "MODIFIED", obj)
+        return copy.deepcopy(obj)
+
+    def delete_object(self, kind: Kind, ns: str | None, name: str) -> Obj:
+        live = self._live(kind, ns, name)
+        if live is None:
+            raise ApiError(404, f'{kind.plural} "{name}" not found')
+        last = self._bump(copy.deepcopy(live.raw))
+        live.delete()
+        self._publish(kind, "DELETED", last)
+        return last
+
+    def _check_version(self, current: Obj, new: Obj) -> None:
+        wanted = (new.get("metadata") or {}).get("resourceVersion")
+        have = (current.get("metadata") or {}).get("resourceVersion")
+        if wanted not in (None, "") and str(wanted) != have:
+            raise ApiError(
+                409,
+                "Operation cannot be fulfilled: the object has been modified; please apply "
+                f"your changes to the latest version and try again (have {have}, got {wanted})",
+            )
+
+    def _keep_server_fields(self, kind: Kind, current: Obj, new: Obj) -> Obj:
+        obj = copy.deepcopy(new)
+        meta = obj.setdefault("metadata", {})
+        old_meta = current.get("metadata") or {}
+        for key in ("uid", "creationTimestamp", "namespace", "name", "generation"):
+            if key in old_meta:
+                meta[key] = old_meta[key]
+        obj.setdefault("apiVersion", kind.api_version)
+        obj.setdefault("kind", kind.kind)
+        if "status" in kind.subresources:
+            obj.pop("status", None)
+            if "status" in current:
+                obj["status"] = copy.deepcopy(current["status"])
+        return obj
+
+    def _scale_of(self, kind: Kind, obj: Obj) -> Obj:
+        meta = obj.get("metadata") or {}
+        labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        return {
+            "apiVersion": "autoscaling/v1",
+            "kind": "Scale",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                              "creationTimestamp") if k in meta},
+            "spec": {"replicas": int((obj.get("spec") or {}).get("replicas") or 0)},
+            "status": {
+                "replicas": int((obj.get("status") or {}).get("replicas") or 0),
+                "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            },
+        }  # fmt: skip
+
+    # -- watch -----------------------------------------------------------------------
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
+        yield b""  # send the headers now: the client waits for them
+        res = request.resource
+        assert res is not None and res.group is not None and res.plural is not None
+        kind = self.kinds[(res.group, res.version or "", res.plural)]
+        labels = request.params.get("labelSelector", "")
+        fields = request.params.get("fieldSelector", "")
+        since = int(request.params.get("resourceVersion") or 0)
+        timeout = float(request.params.get("timeoutSeconds") or 3600)
+        deadline = time.monotonic() + timeout
+        watch = _Watch(kind.resource)
+        async with self._lock:
+            self._watches.append(watch)
+            existing = self._current(kind, request.namespace)
+        try:
+            for obj in existing:
+                if int(obj["metadata"]["resourceVersion"]) > since and _selected(
+                    obj, labels, fields
+                ):
+                    yield {"type": "ADDED", "object": obj}
+            while not self.closing.is_set() and (left := deadline - time.monotonic()) > 0:
+                try:
+                    event = await asyncio.wait_for(watch.queue.get(), min(left, 0.2))
+                except TimeoutError:
+                    continue
+                obj = event["object"]
+                in_ns = request.namespace in (None, obj.get("metadata", {}).get("namespace"))
+                if in_ns and _selected(obj, labels, fields):
+                    yield event
+        finally:
+            self._watches.remove(watch)
+
+
+def _selected(obj: Obj, labels: str, fields: str) -> bool:
+    obj_labels = (obj.get("metadata") or {}).get("labels") or {}
+    return (not labels or match_labels(obj_labels, labels)) and (
+        not fields or _match_fields(obj, fields)
+    )
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- the thread wrapper the synchronous client talks to ---------------------------------
+
+
+class KubeAPI:
+    """The emulator on 127.0.0.1 in a background thread: URL, clients, faults, side door."""
+
+    def __init__(self, start_timeout: float = 10.0) -> None:
+        self.emulator = EmulatedKubernetes()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+        self._server: kmock.Server | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._start_timeout = start_timeout
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> KubeAPI:
+        self._thread = threading.Thread(target=self._run, name="kube-api", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(self._start_timeout) or self._error is not None:
+            raise RuntimeError(f"the Kubernetes API emulator did not start: {self._error!r}")
+        return self
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported to start(); the thread must not die silently
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with self.emulator:
+            await self._listen()
+            self._ready.set()
+            await self._stop.wait()
+            self.emulator.closing.set()
+            await self._close()
+
+    async def _listen(self) -> None:
+        server = kmock.Server(self.emulator, host="127.0.0.1", port=self.port or None)
+        await server.__aenter__()
+        self._server = server
+        self.port = server.port
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.__aexit__(None, None, None)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> KubeAPI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        assert self._loop is not None, "the emulator is not running"
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def client(self, **settings: Any) -> kubernetes.client.ApiClient:
+        """An official client pointed at the emulator (``settings`` set on its Configuration)."""
+        config = kubernetes.client.Configuration(host=self.url)
+        for name, value in settings.items():
+            setattr(config, name, value)
+        return kubernetes.client.ApiClient(config)
+
+    # -- faults ----------------------------------------------------------------------
+
+    def fail_next(
+        self, status: int, count: int = 1, *, verb: str | None = None,
+        path: str | re.Pattern[str] | None = None, retry_after: float | None = None,
+    ) -> Fault:  # fmt: skip
+        """The next ``count`` requests matching ``verb``/``path`` answer ``status``."""
+        return self._add(Fault(status, count, verb, path, retry_after=retry_after))
+
+    def hang_next(
+        self, seconds: float, count: int = 1, *, verb: str | None = None,
+        path: str | re.Pattern[str] | None = None,
+    ) -> Fault:  # fmt: skip
+        """The next ``count`` matching requests are answered only after ``seconds``."""
+        return self._add(Fault(None, count, verb, path, delay=seconds))
+
+    def _add(self, fault: Fault) -> Fault:
+        with self.emulator.faults_lock:
+            self.emulator.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self.emulator.faults_lock:
+            self.emulator.faults.clear()
+
+    def go_offline(self) -> None:
+        """Close the listening socket and all connections: clients get refused."""
+        self._call(self._close())
+
+    def go_online(self) -> None:
+        """Listen again on the same port."""
+        self._call(self._listen())
+
+    @property
+    def online(self) -> bool:
+        return self._server is not None
+
+    def requests(self, verb: str | None = None, path: str | None = None) -> list[SeenRequest]:
+        """Requests answered so far (oldest first), optionally by verb and path substring."""
+        return [
+            seen for seen in list(self.emulator.seen)
+            if (verb is None or seen.verb == verb.upper()) and (path is None or path in seen.path)
+        ]  # fmt: skip
+
+    # -- side door to the store (no HTTP, no faults) ---------------------------------
+
+    def kind(self, resource: str) -> Kind:
+        """``"apps/v1/statefulsets"``, ``"v1/pods"`` → its :class:`Kind`."""
+        *group, version, plural = resource.split("/")
+        try:
+            return self.emulator.kinds[("/".join(group), version, plural)]
+        except KeyError:
+            raise KeyError(f"resource {resource!r} is not declared") from None
+
+    def declare(self, kind: Kind) -> None:
+        self._call(self._locked(lambda: self.emulator.declare(kind)))
+
+    async def _locked(self, action: Any) -> Any:
+        async with self.emulator._lock:
+            return action()
+
+    def get(self, resource: str, namespace: str | None, name: str) -> Obj | None:
+        kind = self.kind(resource)
+
+        def read() -> Obj | None:
+            try:
+                return self.emulator.get_object(kind, namespace, name)
+            except ApiError:
+                return None
+
+        result: Obj | None = self._call(self._locked(read))
+        return result
+
+    def list(
+        self, resource: str, namespace: str | None = None, label_selector: str = ""
+    ) -> list[Obj]:
+        kind = self.kind(resource)
+        params = {"labelSelector": label_selector}
+        result = self._call(
+            self._locked(lambda: self.emulator.list_objects(kind, namespace, params))
+        )
+        return list(result["items"])
+
+    def create(self, resource: str, obj: Obj) -> Obj:
+        kind = self.kind(resource)
+        ns = (obj.get("metadata") or {}).get("namespace")
+        result: Obj = self._call(self._locked(lambda: self.emulator.create_object(kind, ns, obj)))
+        return result
+
+    def patch(self, resource: str, namespace: str | None, name: str, patch: Obj) -> Obj:
+        """A merge patch of the whole object, status included (a kubelet writes status)."""
+        kind = self.kind(resource)
+
+        def write() -> Obj:
+            current = self.emulator.get_object(kind, namespace, name)
+            return self.emulator.write_object(kind, namespace, name, merge_patch(current, patch))
+
+        result: Obj = self._call(self._locked(write))
+        return result
+
+    def delete(self, resource: str, namespace: str | None, name: str) -> bool:
+        """Delete if present; whether it was."""
+        kind = self.kind(resource)
+
+        def remove() -> bool:
+            try:
+                self.emulator.delete_object(kind, namespace, name)
+            except ApiError:
+                return False
+            return True
+
+        result: bool = self._call(self._locked(remove))
+        return result
+
+    def iter_kinds(self) -> Iterator[Kind]:
+        yield from list(self.emulator.kinds.values())
