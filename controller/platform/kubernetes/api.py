@@ -1,0 +1,159 @@
+"""The one door to the Kubernetes API: client construction, error mapping, retries.
+
+Every call goes through :meth:`KubeApi.call`: 429, 5xx, timeouts and connection errors
+are retried a bounded number of times with jittered exponential backoff, behind a
+circuit breaker (pybreaker) so an API server that is down costs one fast failure per
+call instead of a pile of timeouts; 409 is returned to the caller, who re-reads and
+decides again; 403 becomes a message that names the RBAC rule that is missing. Anything
+that still fails is a :class:`~controller.platform.PlatformError`: the controller holds
+(never scales down) and says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pybreaker
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from controller.platform.base import PlatformError
+
+__all__ = ["Conflict", "KubeApi", "KubeApiError", "NotFound", "load_api_client"]
+
+log = logging.getLogger("slotpilot.kubernetes")
+T = TypeVar("T")
+
+_RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class KubeApiError(PlatformError):
+    """A Kubernetes API call failed for good; ``status`` is the HTTP status (0: no
+    answer)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Conflict(KubeApiError):
+    """409: the object changed since it was read (or already exists). Re-read."""
+
+
+class NotFound(KubeApiError):
+    """404: the object does not exist."""
+
+
+def load_api_client(kubeconfig: str | None = None, host: str | None = None) -> client.ApiClient:
+    """In-cluster config when running in a pod, else a kubeconfig (``KUBECONFIG`` or
+    ``~/.kube/config``); ``host`` points at an API server directly (tests, proxies)."""
+    if host is not None:
+        configuration = client.Configuration()
+        configuration.host = host
+        return client.ApiClient(configuration)
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        else:
+            config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except config.ConfigException as exc:
+        raise KubeApiError(f"no Kubernetes configuration: {exc}") from exc
+    return client.ApiClient()
+
+
+class KubeApi:
+    """Typed API groups plus :meth:`call`, the retrying, breaker-guarded invoker."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        attempts: int = 3,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 2.0,
+        request_timeout: float = 10.0,
+        breaker: pybreaker.CircuitBreaker | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
+        self.autoscaling = client.AutoscalingV2Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.attempts = attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.request_timeout = request_timeout
+        self.breaker = breaker or pybreaker.CircuitBreaker(fail_max=5, reset_timeout=15)
+        self._sleep = sleep
+        self.reachable = True  # the last call reached the API server
+
+    def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` with retries; ``what`` names the call in errors, e.g.
+        ``"patch statefulsets/scale redis"``."""
+        kwargs.setdefault("_request_timeout", self.request_timeout)
+        for attempt in range(1, self.attempts + 1):
+            if self.breaker.current_state == pybreaker.STATE_OPEN:
+                self.reachable = False
+                raise KubeApiError(f"{what}: Kubernetes API unavailable (circuit open)")
+            try:
+                result = fn(*args, **kwargs)
+            except ApiException as exc:
+                status = int(exc.status or 0)
+                if status in _RETRIED_STATUS:
+                    self._failed(exc)
+                    if attempt < self.attempts:
+                        self._sleep(self._backoff(attempt))
+                        continue
+                    raise KubeApiError(f"{what}: HTTP {status} {exc.reason}", status) from exc
+                self._succeeded()  # the API answered: client-side problem, not an outage
+                raise _classify(what, exc) from exc
+            except Exception as exc:  # urllib3 timeouts, refused connections, DNS
+                self._failed(exc)
+                self.reachable = False
+                if attempt < self.attempts:
+                    self._sleep(self._backoff(attempt))
+                    continue
+                raise KubeApiError(f"{what}: Kubernetes API unreachable: {exc}") from exc
+            self._succeeded()
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (attempt - 1))
+        return ceiling / 2 + random.random() * ceiling / 2
+
+    def _failed(self, exc: BaseException) -> None:
+        def replay() -> None:
+            raise exc
+
+        with contextlib.suppress(BaseException):  # the replayed failure, now counted
+            self.breaker.call(replay)
+
+    def _succeeded(self) -> None:
+        self.reachable = True
+        if self.breaker.current_state != pybreaker.STATE_CLOSED or self.breaker.fail_counter:
+            with contextlib.suppress(pybreaker.CircuitBreakerError):
+                self.breaker.call(lambda: None)
+
+
+def _classify(what: str, exc: ApiException) -> KubeApiError:
+    status = int(exc.status or 0)
+    if status == 409:
+        return Conflict(f"{what}: conflict (changed meanwhile)", status)
+    if status == 404:
+        return NotFound(f"{what}: not found", status)
+    if status == 403:
+        return KubeApiError(
+            f"{what}: forbidden — the controller's ServiceAccount needs RBAC permission for "
+            f"this ({what.split(' ')[0]} on {what.split(' ')[1] if ' ' in what else what}); "
+            "see deploy/manifests/rbac.yaml",
+            status,
+        )
+    return KubeApiError(f"{what}: HTTP {status} {exc.reason}", status)
