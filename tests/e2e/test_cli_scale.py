@@ -268,3 +268,19 @@ def test_scale_in_without_memory_for_the_moved_data_exits_3(
     assert "scale_in_capacity" in result.stderr and "would use" in result.stderr
     assert _shape(cluster.seed) == (3, [0, 0, 0], 16384, 0)  # nothing moved
     assert all(n.running for n in cluster.nodes)
+
+
+def test_scale_in_stops_at_a_leaving_node_that_holds_a_key(
+    make_cluster: Any, workdir: Path
+) -> None:
+    """A key stranded on a slot-less node (an ASK write of an interrupted migration): the
+    scale-in that would remove that node exits 3 and leaves it running with the key."""
+    from tests.integration.test_scale_in_safety import _add_spare, _owner_of, _strand_key
+
+    cluster: LocalCluster = make_cluster(2, 0)
+    spare = _add_spare(cluster)
+    _strand_key(spare, _owner_of(cluster, "stranded"), "stranded")
+    result = _scale(cluster.seed, 2, workdir, "--replicas", "0")
+    assert result.returncode == 3, result.stderr
+    assert "scale_in_not_empty" in result.stderr and spare.address in result.stderr
+    assert spare.running and list(spare.client().scan_iter()) == ["stranded"]
