@@ -14,6 +14,7 @@ import pytest
 import redis
 from kubernetes import client
 
+from controller.intent import IntentError, IntentRecord, PendingChange
 from controller.leadership import LeaderTiming
 from controller.platform import PlatformError
 from controller.platform.kubernetes import (
@@ -25,6 +26,7 @@ from controller.platform.kubernetes import (
     LeaderElector,
     StatefulSetNodes,
 )
+from controller.platform.kubernetes.intent_store import INTENT_ANNOTATION, IntentAnnotation
 from tests.k8s.emulator import KubeAPI
 from tests.k8s.kubelet import Kubelet
 from tests.k8s.test_kubelet import redis_statefulset, worker_deployment
@@ -220,3 +222,24 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> No
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def test_the_intent_record_lives_in_an_annotation_on_the_statefulset(
+    api: KubeApi, k8s_api: KubeAPI
+) -> None:
+    body = redis_statefulset("cache")
+    body["metadata"]["namespace"] = NS
+    k8s_api.create("apps/v1/statefulsets", body)
+    store = IntentAnnotation(api, NS, "cache")
+    assert store.load() == IntentRecord()
+    change = PendingChange("scale_in", 4, 3, 1_790_000_000.0, ("10.0.0.7:6379",))
+    record = IntentRecord(last_up_at=1_789_999_000.0, change=change, holder="pod-a")
+    store.save(record)
+    assert IntentAnnotation(api, NS, "cache").load() == record  # another process reads it
+    stored = k8s_api.get("apps/v1/statefulsets", NS, "cache")
+    assert stored is not None and INTENT_ANNOTATION in stored["metadata"]["annotations"]
+    assert stored["spec"]["replicas"] == 0  # the spec is untouched
+    k8s_api.patch("apps/v1/statefulsets", NS, "cache",
+                  {"metadata": {"annotations": {INTENT_ANNOTATION: "{not json"}}})  # fmt: skip
+    with pytest.raises(IntentError, match=INTENT_ANNOTATION):
+        store.load()
