@@ -337,6 +337,32 @@ class HTTPConfig(_Section):
     port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0 picks a free one")
 
 
+class KubernetesConfig(_Section):
+    """Where the shard StatefulSet, the consumer Deployments and the Lease live."""
+
+    namespace: str | None = Field(
+        None, description="namespace of the workloads and the Lease; null: the pod's own "
+        "(POD_NAMESPACE, or the service account's namespace file)"
+    )  # fmt: skip
+    statefulset: str | None = Field(
+        None, description="the StatefulSet running the cluster (shards.platform: kubernetes)"
+    )
+    kubeconfig: str | None = Field(
+        None, description="kubeconfig file; null: in-cluster config, else KUBECONFIG/~/.kube"
+    )
+    lease_name: str = Field("slotpilot", min_length=1, description="coordination/v1 Lease")
+    lease_seconds: float = Field(15, gt=0, description="how long a Lease lasts unrenewed")
+    renew_deadline_seconds: float = Field(10, gt=0, description="leader stops acting after")
+    retry_seconds: float = Field(2, gt=0, description="acquire/renew attempts every")
+    api_timeout_seconds: float = Field(10, gt=0, description="per Kubernetes API request")
+
+    @model_validator(mode="after")
+    def _ordered_timing(self) -> KubernetesConfig:
+        if not self.retry_seconds < self.renew_deadline_seconds < self.lease_seconds:
+            raise ValueError("need retry_seconds < renew_deadline_seconds < lease_seconds")
+        return self
+
+
 class SlotpilotConfig(BaseSettings):
     """The whole file. Environment: ``SLOTPILOT_PROBE__INTERVAL_SECONDS=5`` etc."""
 
@@ -350,6 +376,7 @@ class SlotpilotConfig(BaseSettings):
     shards: ShardsConfig = Field(default_factory=ShardsConfig)  # type: ignore[arg-type]
     consumers: list[ConsumerConfig] = Field(default_factory=list)
     http: HTTPConfig = Field(default_factory=HTTPConfig)  # type: ignore[arg-type]
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
