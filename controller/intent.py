@@ -30,6 +30,7 @@ __all__ = [
     "IntentRecord",
     "PendingChange",
     "intent_path",
+    "shift_clock",
 ]
 
 INTENT_VERSION = 1
@@ -117,6 +118,12 @@ def _time(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def shift_clock(value: float | None, from_now: float, to_now: float) -> float | None:
+    """The moment ``value`` of one clock (whose now is ``from_now``) on another clock
+    (whose now is ``to_now``): monotonic times to wall-clock times and back."""
+    return None if value is None else to_now - (from_now - value)
+
+
 def intent_path(state_dir: str, seed: str) -> Path:
     """The default file of one cluster's record under ``state_dir``."""
     name = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in seed)
@@ -128,6 +135,14 @@ class IntentFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+
+    @classmethod
+    def configured(cls, path: str | None, state_dir: str | None, seed: str) -> IntentFile | None:
+        """``path`` if given, else the cluster's file under ``state_dir``, else None (the
+        record then lives in memory only and a restart forgets it)."""
+        if path:
+            return cls(path)
+        return cls(intent_path(state_dir, seed)) if state_dir else None
 
     def load(self) -> IntentRecord:
         try:

@@ -40,7 +40,7 @@ from controller.intent import (
     IntentFile,
     IntentRecord,
     PendingChange,
-    intent_path,
+    shift_clock,
 )
 from controller.lease import ClusterLease, LeaseState
 from controller.migration import MigrationError
@@ -129,25 +129,14 @@ class Controller:
         self._structure_failures, self._structure_failed_at = 0, 0.0
         self.lease = lease
         self.lease_state = LeaseState()
-        self.intent_store = intent if intent is not None else self._default_intent_store()
+        shards = cfg.shards
+        self.intent_store = intent or IntentFile.configured(
+            shards.intent_file, shards.state_dir, cfg.cluster.seeds[0]
+        )
         self.intent = IntentRecord()
         self._load_intent()
 
     # -- intent --------------------------------------------------------------------------
-
-    def _default_intent_store(self) -> IntentFile | None:
-        shards = self.cfg.shards
-        if shards.intent_file:
-            return IntentFile(shards.intent_file)
-        if shards.state_dir:
-            return IntentFile(intent_path(shards.state_dir, self.cfg.cluster.seeds[0]))
-        return None  # kept in memory only: a restart forgets it
-
-    def _to_clock(self, wall_time: float | None) -> float | None:
-        return None if wall_time is None else self.clock() - (self.wall() - wall_time)
-
-    def _to_wall(self, clock_time: float | None) -> float | None:
-        return None if clock_time is None else self.wall() - (self.clock() - clock_time)
 
     def _load_intent(self) -> None:
         if self.intent_store is None:
@@ -159,16 +148,18 @@ class Controller:
             self._count_error("intent")
             return
         self.intent = record
-        self.shard_state = replace(self.shard_state, last_up_at=self._to_clock(record.last_up_at),
-                                   last_down_at=self._to_clock(record.last_down_at))  # fmt: skip
+        wall, clock = self.wall(), self.clock()
+        up = shift_clock(record.last_up_at, wall, clock)
+        down = shift_clock(record.last_down_at, wall, clock)
+        self.shard_state = replace(self.shard_state, last_up_at=up, last_down_at=down)
         if record.change is not None:
             log.info(json.dumps({"event": "intent_loaded", "change": asdict(record.change)}))
 
     def _save_intent(self, change: PendingChange | None) -> None:
         """Write the change in flight (None: none) and the cooldown clocks, before acting."""
-        state = self.shard_state
-        self.intent = IntentRecord(self._to_wall(state.last_up_at),
-                                   self._to_wall(state.last_down_at), change,
+        state, wall, clock = self.shard_state, self.wall(), self.clock()
+        self.intent = IntentRecord(shift_clock(state.last_up_at, clock, wall),
+                                   shift_clock(state.last_down_at, clock, wall), change,
                                    self.lease.owner if self.lease else None)  # fmt: skip
         if self.intent_store is not None:
             self.intent_store.save(self.intent)  # an error here stops the change: no record

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from controller.intent import IntentError, IntentFile, IntentRecord, PendingChange, intent_path
+from controller.intent import (
+    IntentError,
+    IntentFile,
+    IntentRecord,
+    PendingChange,
+    intent_path,
+    shift_clock,
+)
 from controller.policy import ShardPolicyState, resume_decision
 
 SCALE_IN = PendingChange("scale_in", 4, 3, 1_700_000_000.5, ("127.0.0.1:7006", "127.0.0.1:7007"))
@@ -68,3 +75,38 @@ def test_resume_decision_finishes_the_change() -> None:
     backing = resume_decision(SCALE_IN, 4, (), failed, (10.0, 600.0), 100.0)
     assert backing.desired == 4 and backing.blocked_by == ("backoff",)
     assert resume_decision(SCALE_IN, 4, (), failed, (10.0, 600.0), 115.0).desired == 3
+
+
+def test_shift_clock_and_configured_store(tmp_path: Path) -> None:
+    assert shift_clock(90.0, 100.0, 1_000_000.0) == 999_990.0  # monotonic -> wall
+    assert shift_clock(999_990.0, 1_000_030.0, 5.0) == -35.0  # wall -> a new boot's clock
+    assert shift_clock(None, 1.0, 2.0) is None
+    assert IntentFile.configured(None, None, "127.0.0.1:7000") is None
+    named = IntentFile.configured(str(tmp_path / "x.json"), str(tmp_path), "h:1")
+    assert named is not None and named.path == tmp_path / "x.json"
+    default = IntentFile.configured(None, str(tmp_path), "h:1")
+    assert default is not None and default.path == tmp_path / "intent-h_1.json"
+
+
+def test_cooldown_survives_a_restart(tmp_path: Path) -> None:
+    """A scale-in 40 s before the controller stopped, a restart 30 s later: the new process
+    (another monotonic clock) still waits out the 600 s scale-down cooldown."""
+    from controller.config import SlotpilotConfig
+    from controller.loop import Controller
+    from controller.platform import LocalPlatform
+    from controller.policy import ShardObservation, decide_shards
+
+    cfg = SlotpilotConfig.model_validate(
+        {"cluster": {"seeds": ["127.0.0.1:7000"]}, "shards": {"state_dir": str(tmp_path)}}
+    )
+    before = Controller(cfg, LocalPlatform({}), clock=lambda: 100.0, wall=lambda: 1_000_000.0)
+    before.shard_state = ShardPolicyState(last_down_at=60.0)
+    before._save_intent(None)
+    before.stop()
+    after = Controller(cfg, LocalPlatform({}), clock=lambda: 5.0, wall=lambda: 1_000_030.0)
+    try:
+        assert after.shard_state.last_down_at == -65.0  # 70 s ago on the new clock
+        d, _ = decide_shards(cfg.shards.policy(), after.shard_state, ShardObservation(4, 0.1), 5.0)
+        assert d.blocked_by == ("cooldown",) and "530s left" in d.reason
+    finally:
+        after.stop()
