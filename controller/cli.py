@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from controller.cliargs import build_parser as grammar
-from controller.errors import BadInput, CommandError, Unreachable, exit_code
+from controller.errors import BadInput, CommandError, Unreachable, exit_code, interrupt_on_sigterm
 
 if TYPE_CHECKING:
     from controller.config import SlotpilotConfig, TLSConfig
@@ -487,6 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``slotpilot``: parse (argparse exits 2 naming a bad flag), run, map errors to codes."""
     args = build_parser().parse_args(argv)
     _configure_logging(args)
+    if args.command not in ("run", "local-cluster"):  # those two stop on SIGTERM themselves
+        interrupt_on_sigterm()
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -10,9 +10,12 @@ Anything else is a bug: it is reported in one line too, with the traceback shown
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
+from typing import Any
 
-__all__ = ["BadInput", "CommandError", "Unreachable", "exit_code"]
+__all__ = ["BadInput", "CommandError", "Unreachable", "exit_code", "interrupt_on_sigterm"]
 
 
 class CommandError(Exception):
@@ -69,3 +72,14 @@ def exit_code(exc: Exception, command: str) -> int:
     print(f"{command} failed: {type(exc).__name__}: {exc} "
           "(--log-level debug shows where)", file=sys.stderr)  # fmt: skip
     return 1
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM stops a command the way Ctrl-C does (``KeyboardInterrupt``), so it leaves
+    through its cleanup: the cluster's lease is released at once instead of expiring."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)

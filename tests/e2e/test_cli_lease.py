@@ -118,3 +118,40 @@ def test_two_processes_one_actor(tmp_path: Path) -> None:
             assert data.mget([f"k:{i}" for i in range(20_000)]) == [
                 str(i).encode() for i in range(20_000)
             ]
+
+
+def test_sigterm_mid_rebalance_releases_the_lease_and_a_rerun_finishes(tmp_path: Path) -> None:
+    """SIGTERM stops a command like Ctrl-C: it exits 130 through its cleanup, so the lease
+    is free at once (not after its TTL) and the next run completes the work, nothing lost."""
+    with LocalCluster(3, 0, binary=SERVERS["valkey"]) as cluster:
+        with ClusterClient(cluster.seed) as data:
+            for start in range(0, 60_000, 2_000):
+                data.mset({f"k:{i}": i for i in range(start, start + 2_000)})
+        cluster.add_node()  # a quarter of 60 k keys to move: seconds, not milliseconds
+        first = subprocess.Popen(
+            [*CLI, "rebalance", "--seed", cluster.seed, "--engine", "classic"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+        )  # fmt: skip
+        try:
+            assert first.stderr is not None
+            line = first.stderr.readline()  # acting, holding the lease
+            assert line.startswith("{"), line
+            first.send_signal(signal.SIGTERM)
+            _, rest = first.communicate(timeout=60)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait(10)
+        assert first.returncode == 130, rest
+        assert "Traceback" not in rest
+        with ClusterClient(cluster.seed) as data:
+            assert ClusterLease(data).holder() is None  # released, not left to expire
+        fixed = slotpilot("fix", "--seed", cluster.seed)  # close a slot the stop left open
+        assert fixed.returncode == 0, fixed.stderr
+        again = slotpilot("rebalance", "--seed", cluster.seed, "--json")
+        assert again.returncode == 0, again.stderr
+        cluster.wait_healthy()
+        with ClusterClient(cluster.seed) as data:
+            assert data.mget([f"k:{i}" for i in range(60_000)]) == [
+                str(i).encode() for i in range(60_000)
+            ]
