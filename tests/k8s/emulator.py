@@ -33,15 +33,19 @@ buses and discovery. Emulated, for the resources in :data:`KINDS` (more with
   ``autoscaling/v1`` Scale (``spec.replicas``, ``status.replicas``, ``status.selector`` as
   a label-selector string from ``spec.selector.matchLabels``); PATCH (any of the patch
   types above, applied to the Scale) and PUT change ``spec.replicas`` of the workload.
-- **delete**: removes the object at once and answers 200 with its last state (no graceful
-  deletion, no finalizers, no garbage collection of dependents, no cascading).
+- **delete**: removes the object at once and answers 200 with its last state; the
+  DeleteOptions ``preconditions`` (``uid``, ``resourceVersion``) answer 409 on a mismatch
+  (no graceful deletion, no finalizers, no garbage collection of dependents).
 - **watch** (``?watch=true``): ADDED for the current objects (only those newer than a
   given ``resourceVersion``; no history replay), then ADDED/MODIFIED/DELETED as they
-  happen, filtered by namespace and selectors; ``timeoutSeconds`` ends the stream.
-- Anything else (discovery, ``/version``) is kmock's. Not emulated: admission, defaulting,
-  validation against schemas, RBAC, server-side apply, ``dryRun``, pagination
-  (``limit``/``continue``), controllers (a StatefulSet creates no Pods: see
-  ``tests/k8s/kubelet.py``).
+  happen, filtered by namespace and selectors; ``timeoutSeconds`` ends the stream, and so
+  does going offline.
+- A request the client gave up on (timeout, closed socket) is still carried out.
+- Discovery (``/apis/<group>/<version>`` lists the declared resources and subresources)
+  and ``/version`` are kmock's. Not emulated: admission, defaulting, validation against
+  schemas, RBAC, server-side apply, ``dryRun`` (answers 400 rather than writing),
+  pagination (``limit`` is ignored: everything comes in one page), controllers (a
+  StatefulSet creates no Pods: see ``tests/k8s/kubelet.py``).
 
 Fault injection (:class:`KubeAPI`): :meth:`KubeAPI.fail_next` makes the next N requests
 matching a verb and/or path answer a given status (409, 429 with ``Retry-After``, 500, …)
@@ -362,13 +366,16 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         return await asyncio.shield(task)
 
     async def _serve(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
-        verb, path = str(request.method.value), request.url.path
-        response = await self._answer(request, verb, path)
-        content_type = request.headers.get("Content-Type", "")
-        seen = SeenRequest(verb, path, dict(request.params), response.status, content_type,
-                           request.data)  # fmt: skip
-        self.seen.append(seen)
+        response = await self._answer(request, str(request.method.value), request.url.path)
+        if isinstance(response, aiohttp.web.Response):  # a watch stream is logged as it starts
+            self._log(request, response.status)
         return response
+
+    def _log(self, request: rendering.Request, status: int) -> None:
+        self.seen.append(SeenRequest(
+            str(request.method.value), request.url.path, dict(request.params), status,
+            request.headers.get("Content-Type", ""), request.data,
+        ))  # fmt: skip
 
     async def _answer(
         self, request: rendering.Request, verb: str, path: str
@@ -382,7 +389,8 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             if fault.status is not None:
-                headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after else {}
+                retry = fault.retry_after
+                headers = {"Retry-After": f"{retry:g}"} if retry is not None else {}
                 return ApiError(fault.status, "injected by the test").response(headers)
         res = request.resource
         if res is not None and res.group is not None and res.plural is None and verb == "GET":
@@ -407,6 +415,8 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         ns, name, sub = request.namespace, request.name, request.subresource
         if sub is not None and sub not in kind.subresources:
             raise ApiError(404, f"{kind.plural} has no subresource {sub!r}")
+        if "dryRun" in request.params:
+            raise ApiError(400, "dryRun is not emulated")
         if name is None:
             if verb == "GET":
                 return 200, self.list_objects(kind, ns, request.params)
@@ -417,6 +427,13 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
             obj = self.get_object(kind, ns, name)
             return 200, self._scale_of(kind, obj) if sub == "scale" else obj
         if verb == "DELETE":
+            wanted = ((request.data or {}).get("preconditions") or {}) if isinstance(
+                request.data, dict) else {}  # fmt: skip
+            current = self.get_object(kind, ns, name)
+            for field_name, have in (("uid", current["metadata"].get("uid")),
+                                     ("resourceVersion", self._version(current))):  # fmt: skip
+                if wanted.get(field_name) not in (None, have):
+                    raise ApiError(409, f"Precondition failed: {field_name} is {have}")
             return 200, self.delete_object(kind, ns, name)
         if verb not in ("PUT", "PATCH"):
             raise ApiError(405, f"{verb} is not allowed on an object")
@@ -541,9 +558,14 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         self._publish(kind, "DELETED", last)
         return last
 
+    @staticmethod
+    def _version(obj: Obj) -> str | None:
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        return None if version is None else str(version)
+
     def _check_version(self, current: Obj, new: Obj) -> None:
         wanted = (new.get("metadata") or {}).get("resourceVersion")
-        have = (current.get("metadata") or {}).get("resourceVersion")
+        have = self._version(current)
         if wanted not in (None, "") and str(wanted) != have:
             raise ApiError(
                 409,
@@ -584,6 +606,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
     # -- watch -----------------------------------------------------------------------
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
+        self._log(request, 200)
         yield b""  # send the headers now: the client waits for them
         res = request.resource
         assert res is not None and res.group is not None and res.plural is not None
@@ -669,7 +692,6 @@ class KubeAPI:
             await self._listen()
             self._ready.set()
             await self._stop.wait()
-            self.emulator.closing.set()
             await self._close()
 
     async def _listen(self) -> None:
@@ -681,7 +703,11 @@ class KubeAPI:
     async def _close(self) -> None:
         if self._server is not None:
             server, self._server = self._server, None
-            await server.__aexit__(None, None, None)
+            self.emulator.closing.set()  # ends open watches, or aiohttp waits for them
+            try:
+                await server.__aexit__(None, None, None)
+            finally:
+                self.emulator.closing.clear()
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._loop is not None and self._stop is not None:

@@ -281,6 +281,27 @@ def test_lease_create_read_replace_and_only_one_of_two_racers_wins(
     assert released.spec.holder_identity is None
 
 
+def test_delete_preconditions_and_dry_run(api_client: client.ApiClient) -> None:
+    leases: Any = client.CoordinationV1Api(api_client)
+    body = {"metadata": {"name": "l"}, "spec": {"holderIdentity": "a"}}
+    first = leases.create_namespaced_lease(NS, body)
+    leases.patch_namespaced_lease("l", NS, {"spec": {"holderIdentity": "b"}})
+    stale = client.V1DeleteOptions(
+        preconditions=client.V1Preconditions(resource_version=first.metadata.resource_version)
+    )
+    with pytest.raises(ApiException) as error:
+        leases.delete_namespaced_lease("l", NS, body=stale)
+    assert error.value.status == 409
+    with pytest.raises(ApiException) as error:
+        leases.patch_namespaced_lease("l", NS, {"spec": {"holderIdentity": "c"}}, dry_run="All")
+    assert error.value.status == 400
+    assert leases.read_namespaced_lease("l", NS).spec.holder_identity == "b"
+    fresh = leases.read_namespaced_lease("l", NS).metadata.resource_version
+    current = client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version=fresh))
+    leases.delete_namespaced_lease("l", NS, body=current)
+    assert leases.list_namespaced_lease(NS).items == []
+
+
 def test_pods_list_filters_by_label_selector(core: Any) -> None:
     core.create_namespaced_pod(NS, pod("redis-0", {"app": "redis", "role": "primary"}))
     core.create_namespaced_pod(NS, pod("redis-1", {"app": "redis", "role": "replica"}))
@@ -370,6 +391,21 @@ def test_watch_streams_matching_events_then_ends_on_timeout(core: Any, k8s_api: 
     assert events == [("ADDED", "redis-0"), ("MODIFIED", "redis-0"), ("DELETED", "redis-0")]
 
 
+def test_watch_from_a_resource_version_skips_what_the_watcher_already_has(
+    core: Any, k8s_api: KubeAPI
+) -> None:
+    core.create_namespaced_pod(NS, pod("old", {"app": "redis"}))
+    listed = core.list_namespaced_pod(NS)
+    core.create_namespaced_pod(NS, pod("new", {"app": "redis"}))
+    stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+        core.list_namespaced_pod,
+        NS,
+        resource_version=listed.metadata.resource_version,
+        timeout_seconds=1,
+    )
+    assert [(e["type"], e["object"].metadata.name) for e in stream] == [("ADDED", "new")]
+
+
 # --- fault injection -------------------------------------------------------------------
 
 
@@ -425,3 +461,29 @@ def test_a_hung_request_times_out_at_the_client_and_may_still_apply(
     while k8s_api.get("apps/v1/deployments", NS, "worker")["spec"]["replicas"] != 2:  # type: ignore[index]
         assert time.monotonic() < deadline, "the delayed PATCH never landed"
         time.sleep(0.05)
+
+
+def test_going_offline_ends_open_watches(k8s_api: KubeAPI, core: Any) -> None:
+    outcome: list[str] = []
+
+    def watch_pods() -> None:
+        try:
+            for _ in watch.Watch().stream(  # type: ignore[no-untyped-call]
+                core.list_namespaced_pod, NS, timeout_seconds=30
+            ):
+                pass
+            outcome.append("ended")
+        except Exception as exc:  # the client may see the cut connection as an error
+            outcome.append(type(exc).__name__)
+
+    watcher = threading.Thread(target=watch_pods, daemon=True)
+    watcher.start()
+    deadline = time.monotonic() + 5
+    while not k8s_api.requests(path="/pods"):
+        assert time.monotonic() < deadline, "the watch never reached the emulator"
+        time.sleep(0.02)
+    k8s_api.go_offline()
+    watcher.join(10)
+    assert not watcher.is_alive() and outcome
+    k8s_api.go_online()
+    assert core.list_namespaced_pod(NS).items == []
