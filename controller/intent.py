@@ -20,7 +20,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "INTENT_VERSION",
@@ -28,6 +28,7 @@ __all__ = [
     "IntentError",
     "IntentFile",
     "IntentRecord",
+    "IntentStore",
     "PendingChange",
     "intent_path",
     "shift_clock",
@@ -128,6 +129,14 @@ def intent_path(state_dir: str, seed: str) -> Path:
     """The default file of one cluster's record under ``state_dir``."""
     name = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in seed)
     return Path(state_dir) / f"intent-{name}.json"
+
+
+class IntentStore(Protocol):
+    """Where the record lives: a file (local platform) or an annotation (Kubernetes)."""
+
+    def load(self) -> IntentRecord: ...
+
+    def save(self, record: IntentRecord) -> None: ...
 
 
 class IntentFile:

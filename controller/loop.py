@@ -39,6 +39,7 @@ from controller.intent import (
     IntentError,
     IntentFile,
     IntentRecord,
+    IntentStore,
     PendingChange,
     shift_clock,
 )
@@ -83,8 +84,10 @@ class Controller:
         metrics: Any = None,
         nodes: NodeSource | None = None,
         lease: ClusterLease | None = None,
-        intent: IntentFile | None = None,
+        intent: IntentStore | None = None,
         wall: Callable[[], float] = time.time,
+        leader: Callable[[], bool] | None = None,
+        leader_name: Callable[[], str | None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.platform = platform
@@ -129,6 +132,9 @@ class Controller:
         self._structure_failures, self._structure_failed_at = 0, 0.0
         self.lease = lease
         self.lease_state = LeaseState()
+        # On Kubernetes, the Lease election comes first: only its leader takes the
+        # cluster's own lease (None: every controller may try for it).
+        self.leader, self._leader_name = leader, leader_name
         shards = cfg.shards
         self.intent_store = intent or IntentFile.configured(
             shards.intent_file, shards.state_dir, cfg.cluster.seeds[0]
@@ -169,6 +175,8 @@ class Controller:
     def hold_lease(self) -> bool:
         """Renew or take the cluster's lease; True while this controller may act."""
         before = self.lease_state
+        if self.leader is not None and not self.leader():
+            return self._follow(before)
         try:
             if self.lease is None:
                 ttl = self.cfg.shards.lease_ttl_seconds
@@ -185,6 +193,23 @@ class Controller:
         if self.metrics is not None:
             self.metrics.set_leader(state.holding)
         return state.holding
+
+    def _follow(self, before: LeaseState) -> bool:
+        """Not the elected leader: hand the cluster's lease back if we hold it, act on
+        nothing, and name the leader."""
+        if self.lease is not None and before.holding:
+            try:
+                self.lease.release()
+            except Exception as exc:  # it expires by itself within its TTL
+                log.warning(json.dumps({"event": "lease_not_released", "error": f"{exc}"}))
+        holder = self._leader_name() if self._leader_name is not None else None
+        state = LeaseState(holding=False, holder=holder or "another slotpilot replica")
+        if before.holding:
+            log.info(json.dumps({"event": "leadership_lost", **asdict(state)}))
+        self.lease_state = state
+        if self.metrics is not None:
+            self.metrics.set_leader(False)
+        return False
 
     # -- steps ---------------------------------------------------------------------------
 
