@@ -390,7 +390,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
                 await asyncio.sleep(fault.delay)
             if fault.status is not None:
                 retry = fault.retry_after
-                headers = {"Retry-After": f"{retry:g}"} if retry is not None else {}
+                headers = {"Retry-After": f"{retry:g}"} if retry else {}
                 return ApiError(fault.status, "injected by the test").response(headers)
         res = request.resource
         if res is not None and res.group is not None and res.plural is None and verb == "GET":
@@ -738,7 +738,12 @@ class KubeAPI:
         self, status: int, count: int = 1, *, verb: str | None = None,
         path: str | re.Pattern[str] | None = None, retry_after: float | None = None,
     ) -> Fault:  # fmt: skip
-        """The next ``count`` requests matching ``verb``/``path`` answer ``status``."""
+        """The next ``count`` requests matching ``verb``/``path`` answer ``status``.
+
+        ``retry_after`` > 0 adds a ``Retry-After`` header (0 or None: none). With one, the
+        urllib3 pool under the official client re-sends GET/PUT/DELETE answered 429 or 503
+        by itself (up to 3 times by default) before the caller sees an error.
+        """
         return self._add(Fault(status, count, verb, path, retry_after=retry_after))
 
     def hang_next(

@@ -487,3 +487,18 @@ def test_going_offline_ends_open_watches(k8s_api: KubeAPI, core: Any) -> None:
     assert not watcher.is_alive() and outcome
     k8s_api.go_online()
     assert core.list_namespaced_pod(NS).items == []
+
+
+def test_the_client_itself_resends_a_get_answered_429_with_retry_after(
+    k8s_api: KubeAPI, apps: Any
+) -> None:
+    """urllib3 under the official client honours Retry-After for idempotent verbs."""
+    apps.create_namespaced_deployment(NS, deployment())
+    k8s_api.fail_next(429, verb="GET", path="/deployments/worker", retry_after=1)
+    assert apps.read_namespaced_deployment("worker", NS).spec.replicas == 1  # no error raised
+    statuses = [r.status for r in k8s_api.requests("GET", "/deployments/worker")]
+    assert statuses == [429, 200]
+    k8s_api.fail_next(429, verb="PATCH", path="/deployments/worker", retry_after=1)
+    with pytest.raises(ApiException) as error:  # PATCH is not re-sent
+        apps.patch_namespaced_deployment("worker", NS, {"spec": {"replicas": 2}})
+    assert error.value.status == 429
