@@ -24,12 +24,10 @@ from controller.rebalance import RebalancePlan, plan_rebalance
 __all__ = [
     "ClusterNotStable",
     "FixReport",
-    "SlotStillOwned",
     "Topology",
     "check_gates",
     "connector",
     "fix",
-    "forget",
     "join",
     "read_topology",
     "rebalance",
@@ -231,46 +229,6 @@ def _forget_ghosts(connect: Connect, topology: Topology) -> list[str]:
                 with contextlib.suppress(redis.ResponseError):
                     connect(node.address).execute_command("CLUSTER", "FORGET", ghost.node_id)
     return [g.node_id for g in ghosts]
-
-
-class SlotStillOwned(RuntimeError):
-    """Refused to forget a node that still serves slots."""
-
-    def __init__(self, node_id: str, slots: int) -> None:
-        super().__init__(f"node {node_id} still owns {slots} slots: drain it first")
-        self.node_id, self.slots = node_id, slots
-
-
-def forget(
-    connect: Connect, seed: str, node_ids: list[str], with_replicas: bool = True
-) -> list[str]:
-    """Remove nodes from the cluster: ``CLUSTER FORGET`` on every remaining node (inside
-    the 60 s ban window, so gossip cannot bring them back), then ``CLUSTER RESET HARD`` on
-    the removed nodes that still answer. With ``with_replicas``, replicas of a removed
-    primary are removed too. Returns the addresses of the removed nodes."""
-    topology = read_topology(connect, seed, False)
-    by_id = {e.node_id: e for e in topology.entries}
-    removing = set(node_ids)
-    if with_replicas:
-        removing |= {e.node_id for e in topology.entries if e.primary_id in node_ids}
-    for node_id in removing:
-        entry = by_id.get(node_id)
-        if entry is not None and entry.slots:
-            raise SlotStillOwned(node_id, sum(hi - lo + 1 for lo, hi in entry.slots))
-    remaining = [e for e in topology.entries if e.node_id not in removing and e.address]
-    for node in remaining:
-        for node_id in sorted(removing):
-            with contextlib.suppress(redis.ResponseError):  # "Unknown node": already gone
-                connect(node.address).execute_command("CLUSTER", "FORGET", node_id)
-    removed = []
-    for node_id in sorted(removing):
-        entry = by_id.get(node_id)
-        if entry is None or not entry.address:
-            continue
-        removed.append(entry.address)
-        with contextlib.suppress(redis.RedisError, OSError):  # a dead node needs no reset
-            connect(entry.address).execute_command("CLUSTER", "RESET", "HARD")
-    return removed
 
 
 def join(

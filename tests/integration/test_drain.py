@@ -8,7 +8,8 @@ import pytest
 
 from balancer import ClusterClient
 from controller.localcluster import LocalCluster
-from controller.topology import SlotStillOwned, connector, forget, read_topology, rebalance
+from controller.scaling import NodeNotEmpty, retire_nodes
+from controller.topology import connector, read_topology, rebalance
 from tests.integration.test_resilience import Load
 
 
@@ -29,8 +30,8 @@ def test_drain_two_of_five_shards_then_forget(make_cluster: object) -> None:
         client.set(f"live:{i}", str(i))
         written[f"live:{i}"] = str(i)
 
-    with pytest.raises(SlotStillOwned):
-        forget(connect, cluster.seed, leaving[:1])  # still owns slots: refused
+    with pytest.raises(NodeNotEmpty):
+        retire_nodes(connect, cluster.seed, leaving[:1])  # still owns slots: refused
 
     with Load(write, seconds=60) as load:
         time.sleep(0.2)
@@ -39,7 +40,7 @@ def test_drain_two_of_five_shards_then_forget(make_cluster: object) -> None:
         _, report = rebalance(connect, cluster.seed, weights=weights, threshold=0.0)
         # drained primaries' replicas migrate to the remaining primaries on their own
         # (cluster-allow-replica-migration); the whole shard leaves, so name them all
-        removed = forget(connect, cluster.seed, leaving_ids)
+        removed = retire_nodes(connect, cluster.seed, leaving_ids)
         time.sleep(0.3)
     assert report is not None and report.slots == draining_slots > 6000
     assert load.errors == [] and load.done > 50
