@@ -183,12 +183,19 @@ def _shard_nodes(cfg: SlotpilotConfig, access: _Access) -> Any:
         raise BadInput("shards.autoscale", str(exc)) from None
 
 
-def _plan(args: argparse.Namespace) -> int:
-    from controller.loop import Controller
+def _platform(cfg: SlotpilotConfig) -> Any:
+    """Where consumers (and shards) run: the one place a platform is chosen from the
+    config (:func:`~controller.config.check_runnable` has refused the unavailable ones)."""
     from controller.platform import LocalPlatform
 
+    return LocalPlatform({c.name: c.command or ["true"] for c in cfg.consumers})
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from controller.loop import Controller
+
     cfg = _load_runnable(args.config)
-    platform = LocalPlatform({c.name: c.command or ["true"] for c in cfg.consumers})
+    platform = _platform(cfg)
     try:
         controller = Controller(cfg, platform)
         try:
@@ -241,7 +248,6 @@ def _run(args: argparse.Namespace) -> int:
     from controller.http import ControllerHTTPServer
     from controller.loop import Controller
     from controller.metrics import ControllerMetrics
-    from controller.platform import LocalPlatform
 
     cfg = _load_runnable(args.config)
     port = cfg.http.port if args.port is None else args.port
@@ -258,7 +264,7 @@ def _run(args: argparse.Namespace) -> int:
         where = flag if exc.errno == errno.EADDRINUSE else f"--host/{flag}"
         reason = f"cannot listen on {args.host}:{port}: {exc.strerror or exc}"
         raise BadInput(where, reason) from None
-    platform = LocalPlatform({c.name: c.command or ["true"] for c in cfg.consumers})
+    platform = _platform(cfg)
     try:
         nodes = _shard_nodes(cfg, _access_for_config(cfg)) if cfg.shards.autoscale else None
         controller = holder["c"] = Controller(cfg, platform, metrics=metrics, nodes=nodes)
