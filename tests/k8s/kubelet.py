@@ -29,6 +29,10 @@ scaled-down-then-up ordinal comes back with its old ``nodes.conf`` unless the PV
 deleted (by the operator, or ``persistentVolumeClaimRetentionPolicy.whenScaled: Delete``).
 Without claim templates every new Pod starts with an empty dir.
 
+Readiness: a Ready pod's server is PINGed every ``probe_period``; ``probe_failures`` misses
+in a row (a hung, SIGSTOPped server) make it not Ready until it answers again.
+Not emulated: rolling updates of a changed pod template, node affinity, resource limits.
+
 Failures: a process that dies is restarted in place (same pod, port and dir, restartCount
 +1, not Ready until it answers), as ``restartPolicy: Always`` does; a Pod deleted through the
 API has its process stopped and is recreated (new uid, new port); :meth:`Kubelet.reschedule`
@@ -124,6 +128,8 @@ class Member:
     ready: bool = False
     restarts: int = 0
     ready_at: float | None = None
+    probed_at: float = 0.0
+    probe_failures: int = 0
     grace: float = MAX_GRACE_SECONDS
     created: float = field(default_factory=time.monotonic)
 
@@ -192,6 +198,8 @@ class Kubelet:
         worker_command: WorkerCommand | None = None,
         worker_env: dict[str, str] | None = None,
         interval: float = 0.1,
+        probe_period: float = 0.5,
+        probe_failures: int = 3,
     ) -> None:
         self.api = api
         self.workdir = Path(workdir)
@@ -203,6 +211,8 @@ class Kubelet:
         self.worker_command = worker_command
         self.worker_env = dict(worker_env or {})
         self.interval = interval
+        self.probe_period = probe_period
+        self.probe_failures = probe_failures
         self.errors: list[BaseException] = []
         self._members: dict[tuple[str, str], Member] = {}
         self._lock = threading.RLock()
@@ -369,6 +379,7 @@ class Kubelet:
         return (member.ready, cost, -member.created)
 
     def _check_health(self) -> None:
+        now = time.monotonic()
         for member in list(self._members.values()):
             if not member.running() and (member.server is not None or member.command):
                 member.restarts += 1
@@ -376,9 +387,15 @@ class Kubelet:
                 member.start()
                 self._patch_pod_status(member)
             elif not member.ready and member.answers():
-                member.ready = True
-                member.ready_at = time.monotonic()
+                member.ready, member.ready_at, member.probe_failures = True, now, 0
                 self._patch_pod_status(member)
+            elif member.ready and now - member.probed_at >= self.probe_period:
+                # The readiness probe: a hung (SIGSTOPped) server stops answering PING.
+                member.probed_at = now
+                member.probe_failures = 0 if member.answers() else member.probe_failures + 1
+                if member.probe_failures >= self.probe_failures:
+                    member.ready = False
+                    self._patch_pod_status(member)
 
     # -- pods and storage ------------------------------------------------------------
 

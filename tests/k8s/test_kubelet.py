@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -308,3 +309,23 @@ def test_everything_started_is_stopped(
     kubelet.stop()
     assert not any(m.running() for m in members)
     assert not any(answers(m.port) for m in members if m.server is not None)
+
+
+def test_a_hung_server_turns_not_ready_and_back(k8s_api: KubeAPI, kubelet: Kubelet) -> None:
+    k8s_api.create("apps/v1/statefulsets", dict(redis_statefulset(replicas=1), metadata={
+        "name": "shards", "namespace": NS, "labels": {"app": "shards"}}))  # fmt: skip
+    member = kubelet.wait_ready("shards", 1)[0]
+    assert member.server is not None
+
+    def pod_ready() -> bool:
+        stored = k8s_api.get("v1/pods", NS, "shards-0") or {}
+        conditions = (stored.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    member.server.signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: not pod_ready(), "the hung pod not Ready")
+        assert member.running() and member.restarts == 0  # hung, not dead: no restart
+    finally:
+        member.server.signal(signal.SIGCONT)
+    wait_until(pod_ready, "the pod Ready again")
