@@ -60,8 +60,9 @@ from controller.policy import (
 )
 from controller.probe import Probe
 from controller.routing import RoutingTable, build_routing_table
-from controller.scaling import NodeSource, ScaleReport, repair_structure, scale_shards
+from controller.scaling import NodeSource, ScaleReport, scale_shards
 from controller.status import build_status
+from controller.structure import repair_structure
 from controller.topology import ClusterNotStable, Connect, connector, fix
 
 __all__ = ["Controller"]
@@ -415,7 +416,7 @@ class Controller:
 
     def _repair_structure(self) -> None:
         """Forget failed nodes that own no slots once their grace period is over, and give
-        shards short of replicas new ones (``scaling.repair_structure``). Every attempt
+        shards short of replicas new ones (``structure.repair_structure``). Every attempt
         that does not leave the structure sound widens the wait before the next one."""
         view = self.view
         if self.nodes is None or view is None or self.migrating or view.gates:

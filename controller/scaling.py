@@ -23,8 +23,8 @@ one that resumes it after the controller was killed half-way:
 4. **balance** — every primary gets its weighted share; replicas are spread so each
    primary has ``replicas_per_shard``.
 
-:func:`repair_structure` is the controller's mend-while-holding step: forget failed
-slot-less nodes, refill shards short of replicas; it never moves a slot.
+:func:`controller.structure.repair_structure` is the controller's mend-while-holding
+step, and :mod:`controller.capacity` holds the capacity gate's arithmetic.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import redis
 
 from balancer.endpoint import parse_address
+from controller.capacity import check_scale_in_capacity, read_memory_facts
 from controller.migration import MigrationExecutor, MigrationReport, Progress
 from controller.probe import ClusterNodeEntry, myself_entry
 from controller.rebalance import plan_rebalance
@@ -54,22 +55,19 @@ from controller.topology import (
 )
 
 __all__ = [
-    "MemoryFacts",
     "NodeNotEmpty",
     "NodeSource",
     "ScaleInPlan",
     "ScaleInRefused",
     "ScaleReport",
-    "check_scale_in_capacity",
     "choose_leaving",
     "live_entries",
     "plan_scale_in",
     "prove_empty",
-    "plan_replicas",
-    "read_memory_facts",
-    "repair_structure",
+    "replicate",
     "retire_nodes",
     "scale_shards",
+    "slot_count",
     "wait_converged",
 ]
 
@@ -112,7 +110,7 @@ class NodeSource(Protocol):
 # -- pure planning ------------------------------------------------------------------------
 
 
-def _slot_count(entry: ClusterNodeEntry) -> int:
+def slot_count(entry: ClusterNodeEntry) -> int:
     return sum(hi - lo + 1 for lo, hi in entry.slots)
 
 
@@ -152,10 +150,10 @@ def plan_scale_in(
     survivors = [e for e in live if e.node_id not in leave]
     primaries = [e for e in live if e.is_primary]
     keepers = sorted(
-        (e for e in survivors if e.is_primary), key=lambda e: (-_slot_count(e), e.address)
+        (e for e in survivors if e.is_primary), key=lambda e: (-slot_count(e), e.address)
     )[:desired]
     promote: list[ClusterNodeEntry] = []
-    for primary in sorted(primaries, key=lambda e: (-_slot_count(e), e.address)):
+    for primary in sorted(primaries, key=lambda e: (-slot_count(e), e.address)):
         if len(keepers) + len(promote) >= desired:
             break
         if primary.node_id not in leave or not primary.slots:
@@ -181,65 +179,6 @@ def plan_scale_in(
         tuple(drain),
         tuple(sorted(leave)),
     )
-
-
-@dataclass(frozen=True)
-class MemoryFacts:
-    """One primary's memory as ``INFO memory`` reports it (``maxmemory`` 0 = no limit)."""
-
-    node_id: str
-    used_bytes: int
-    maxmemory: int
-    policy: str
-
-
-def check_scale_in_capacity(
-    keepers: Sequence[MemoryFacts],
-    leavers: Sequence[MemoryFacts],
-    max_share: float = 0.8,
-    capacity_bytes: int | None = None,
-) -> list[str]:
-    """Why the survivors could not take the leavers' data (empty list: they can).
-
-    The leavers' ``used_memory`` is spread evenly over the keepers (that is what the drain
-    does); each keeper must then stay at or below ``max_share`` of ``capacity_bytes``, or
-    of its own ``maxmemory`` when no capacity is configured. Without any limit there is
-    nothing to exceed, except under an ``allkeys-*`` policy: a cache-like cluster there
-    silently evicts instead of refusing writes, so its headroom must be shown."""
-    if not keepers:
-        return ["no surviving primary"]
-    moved = sum(f.used_bytes for f in leavers)
-    share = -(-moved // len(keepers))  # ceil
-    reasons = []
-    for keeper in keepers:
-        limit = capacity_bytes or keeper.maxmemory
-        evicting = keeper.policy.startswith("allkeys-")
-        if not limit:
-            if evicting:
-                reasons.append(
-                    f"{keeper.node_id[:8]}: {keeper.policy} with no memory limit to check "
-                    "headroom against (set shards.capacity.memory_bytes)"
-                )
-            continue
-        after = keeper.used_bytes + share
-        if after > max_share * limit:
-            evicts = f"; {keeper.policy} would evict keys" if evicting else ""
-            reasons.append(
-                f"{keeper.node_id[:8]} would use {after} bytes > {max_share:g} of {limit}{evicts}"
-            )
-    return reasons
-
-
-def read_memory_facts(connect: Connect, entries: Sequence[ClusterNodeEntry]) -> list[MemoryFacts]:
-    """``INFO memory`` of each entry (raises on a node that does not answer: no facts, no
-    scale-in)."""
-    facts = []
-    for entry in entries:
-        info = connect(entry.address).info("memory")
-        facts.append(MemoryFacts(entry.node_id, int(info.get("used_memory", 0)),
-                                 int(info.get("maxmemory", 0)),
-                                 _text(info.get("maxmemory_policy", "noeviction"))))  # fmt: skip
-    return facts
 
 
 # -- execution ----------------------------------------------------------------------------
@@ -444,7 +383,7 @@ def _scale_in(
               and (e.is_primary or e.primary_id not in keepers)]  # fmt: skip
     for entry in spares:
         primary = min(counts, key=lambda n: (counts[n], n))
-        _replicate(connect, entry.address, primary)
+        replicate(connect, entry.address, primary)
         counts[primary] += 1
     if spares:
         wait_converged(connect, seed, timeout)
@@ -472,7 +411,7 @@ def prove_empty(
             keys = int(node.dbsize())
         except (redis.RedisError, OSError) as exc:
             raise NodeNotEmpty(address, f"cannot be proven empty: {exc}") from exc
-        slots = _slot_count(own) if own is not None else 0
+        slots = slot_count(own) if own is not None else 0
         primary_id = own.primary_id if own is not None and not own.is_primary else None
         replica = primary_id is not None
         if not slots and (not keys or (replica and primary_id not in leaving)):
@@ -510,7 +449,7 @@ def retire_nodes(connect: Connect, seed: str, node_ids: Sequence[str]) -> list[s
     return sorted(e.address for e in leaving)
 
 
-def _replicate(connect: Connect, address: str, primary_id: str) -> None:
+def replicate(connect: Connect, address: str, primary_id: str) -> None:
     connect(address).execute_command("CLUSTER", "REPLICATE", primary_id)
 
 
@@ -538,181 +477,12 @@ def _balance_replicas(
     for owner in sorted(owners, key=lambda n: len(replicas[n])):
         while len(replicas[owner]) < per_primary and spare:
             entry = spare.pop(0)
-            _replicate(connect, entry.address, owner)
+            replicate(connect, entry.address, owner)
             replicas[owner].append(entry)
             emit({"event": "replica", "node": entry.address, "primary": owner})
             moved = True
     if moved:
         wait_converged(connect, seed, timeout)
-
-
-def repair_structure(
-    connect: Connect,
-    seed: str,
-    nodes: NodeSource | None,
-    replicas_per_shard: int,
-    forget: Collection[str] = (),
-    progress: Callable[[dict[str, Any]], None] | None = None,
-) -> list[str]:
-    """Mend the cluster's shape without moving a slot (slot balance is the rebalance
-    path's job): ``CLUSTER FORGET`` on every node the failed, slot-less nodes in
-    ``forget``; give every shard ``replicas_per_shard`` replicas — from spare nodes (empty
-    slot-less primaries, replicas of slot-less primaries), surplus replicas, or new nodes
-    of ``nodes`` — and even out the replicas when there are too few. Returns one line per
-    thing done or skipped (empty: the structure was fine). Never raises for a dead node."""
-    done: list[str] = []
-
-    def note(line: str) -> None:
-        done.append(line)
-        if progress is not None:
-            progress({"event": "repair_structure", "action": line})
-
-    try:
-        topology = read_topology(connect, seed, False)
-        if forget:
-            _forget_failed(connect, topology, forget, note)
-            topology = read_topology(connect, seed, False)
-    except (redis.RedisError, OSError) as exc:
-        note(f"skipped: {seed} did not answer ({exc})")
-        return done
-    changed = _fill_replicas(connect, seed, topology, nodes, replicas_per_shard, note)
-    if changed:
-        try:
-            wait_converged(connect, seed, 30.0)
-        except ClusterNotStable as exc:
-            note(f"not converged yet: {exc}")
-    return done
-
-
-def _forget_failed(
-    connect: Connect, topology: Topology, forget: Collection[str], note: Callable[[str], None]
-) -> None:
-    by_id = {e.node_id: e for e in topology.entries}
-    alive = [e for e in topology.entries if e.address and not e.flags & {"fail", "noaddr"}]
-    for node_id in sorted(forget):
-        entry = by_id.get(node_id)
-        name = f"{node_id[:8]} ({entry.address if entry else 'unknown'})"
-        if entry is not None and entry.slots:
-            note(f"kept {name}: it still owns {_slot_count(entry)} slots")
-            continue
-        if entry is not None and not entry.flags & {"fail", "fail?", "noaddr"}:
-            note(f"kept {name}: it is not failing")
-            continue
-        unreached = []
-        for node in alive:
-            if node.node_id == node_id:
-                continue
-            try:
-                connect(node.address).execute_command("CLUSTER", "FORGET", node_id)
-            except redis.ResponseError:
-                pass  # unknown there already, or that node's own primary
-            except (redis.RedisError, OSError):
-                unreached.append(node.address)
-        missed = f" (not reached: {', '.join(unreached)})" if unreached else ""
-        note(f"forgot failed node {name}{missed}")
-
-
-def plan_replicas(
-    replicas: dict[str, list[str]], spares: Sequence[str], per_shard: int, even_out: bool = True
-) -> tuple[list[tuple[str, str]], dict[str, int]]:
-    """Which node should replicate which shard: ``(address, primary id)`` moves, and how
-    many replicas each shard still lacks. Spares fill the shards with the fewest first,
-    then replicas above ``per_shard`` move; with ``even_out`` (no new nodes can be
-    started), while a shard lacks one, a shard with two more gives one up."""
-    have = {o: list(r) for o, r in replicas.items()}
-    pool = list(spares)
-    moves: list[tuple[str, str]] = []
-    for _ in range(len(pool) + sum(map(len, have.values()))):
-        if not have:
-            break
-        short = min(have, key=lambda o: (len(have[o]), o))
-        if len(have[short]) >= per_shard:
-            break
-        fullest = max(have, key=lambda o: (len(have[o]), o))
-        if pool:
-            node = pool.pop(0)
-        elif len(have[fullest]) > per_shard or (
-            even_out and len(have[fullest]) > len(have[short]) + 1
-        ):
-            node = have[fullest].pop()
-        else:
-            break
-        have[short].append(node)
-        moves.append((node, short))
-    missing = {o: per_shard - len(r) for o, r in have.items() if len(r) < per_shard}
-    return moves, missing
-
-
-def _fill_replicas(
-    connect: Connect,
-    seed: str,
-    topology: Topology,
-    nodes: NodeSource | None,
-    per_shard: int,
-    note: Callable[[str], None],
-) -> bool:
-    """Attach spares, surplus replicas, then new nodes to the shards short of replicas."""
-    live = live_entries(topology.entries)
-    owning = {e.node_id for e in topology.entries if e.is_primary and e.slots}
-    replicas: dict[str, list[str]] = {e.node_id: [] for e in live if e.node_id in owning}
-    for entry in sorted(live, key=lambda e: e.address):
-        if entry.primary_id in replicas:
-            replicas[entry.primary_id].append(entry.address)
-    spares = [e.address for e in live if not e.is_primary and e.primary_id not in owning]
-    spares += [
-        e.address for e in live if e.is_primary and not e.slots and _holds_no_key(connect, e)
-    ]
-    moves, missing = plan_replicas(replicas, spares, per_shard, even_out=nodes is None)
-    changed = False
-    for address, owner in moves:
-        try:
-            _replicate(connect, address, owner)
-        except (redis.RedisError, OSError) as exc:
-            note(f"skipped {address}: CLUSTER REPLICATE failed ({exc})")
-            missing[owner] = missing.get(owner, 0) + 1
-            continue
-        changed = True
-        note(f"{address} now replicates shard {owner[:8]}")
-    if missing and nodes is not None:
-        changed |= _start_replicas(connect, seed, topology, nodes, missing, note)
-    else:
-        for owner, count in sorted(missing.items()):
-            note(f"shard {owner[:8]} is short of {count} replicas: no spare node")
-    return changed
-
-
-def _holds_no_key(connect: Connect, entry: ClusterNodeEntry) -> bool:
-    try:
-        return int(connect(entry.address).dbsize()) == 0
-    except (redis.RedisError, OSError):
-        return False
-
-
-def _start_replicas(
-    connect: Connect,
-    seed: str,
-    topology: Topology,
-    nodes: NodeSource,
-    missing: dict[str, int],
-    note: Callable[[str], None],
-) -> bool:
-    existing = [e.address for e in topology.entries if e.address]
-    try:
-        added = nodes.add_nodes(sum(missing.values()), existing)
-    except (OSError, RuntimeError) as exc:
-        note(f"could not start {sum(missing.values())} nodes: {exc}")
-        return False
-    wanted = [owner for owner, count in sorted(missing.items()) for _ in range(count)]
-    for address, owner in zip(added, wanted, strict=False):
-        try:
-            join(connect, seed, address, replica_of=owner, timeout=30.0)
-        except (redis.RedisError, OSError, ClusterNotStable) as exc:
-            note(f"new node {address} did not join: {exc}; stopped")
-            with contextlib.suppress(redis.RedisError, OSError, RuntimeError):
-                nodes.remove_nodes([address])
-            continue
-        note(f"started {address} as a replica of shard {owner[:8]}")
-    return bool(added)
 
 
 def _failover(connect: Connect, address: str, timeout: float) -> None:

@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 import redis
 
+from controller.capacity import check_scale_in_capacity, read_memory_facts
 from controller.localcluster import LocalCluster
 from controller.scaling import (
     NodeNotEmpty,
     ScaleInRefused,
     live_entries,
-    read_memory_facts,
-    repair_structure,
     retire_nodes,
     scale_shards,
 )
+from controller.structure import repair_structure
 from controller.topology import ClusterNotStable, connector, join, read_topology
 
 
@@ -114,7 +114,6 @@ def test_scale_in_is_refused_when_survivors_lack_memory(make_cluster: Any) -> No
     with pytest.raises(ScaleInRefused, match="allkeys-lru would evict"):
         scale_shards(connect, cluster.seed, 2, cluster, replicas_per_shard=0)
     # With a configured capacity that has the room, the gate opens (not executed here).
-    from controller.scaling import check_scale_in_capacity
 
     facts = read_memory_facts(connect, after)
     assert check_scale_in_capacity(facts[:2], facts[2:], 0.8, capacity_bytes=highest * 4) == []

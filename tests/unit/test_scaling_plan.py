@@ -10,16 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from controller.capacity import MemoryFacts, check_scale_in_capacity
 from controller.probe import ClusterNodeEntry
 from controller.scaling import (
-    MemoryFacts,
     ScaleInPlan,
-    check_scale_in_capacity,
     choose_leaving,
     live_entries,
-    plan_replicas,
     plan_scale_in,
 )
+from controller.structure import plan_replicas
 
 TOTAL_SLOTS = 16384
 Slots = tuple[tuple[int, int], ...]
