@@ -178,8 +178,11 @@ class NodeTransport:
         replies come back as exception objects in the list, not raised. On a network
         failure, returns the replies read so far and the failure: the commands after
         them may or may not have run (or certainly did not, for a NotSentError)."""
-        conn = self.acquire(check=True)
         replies: list[Any] = []
+        try:
+            conn = self.acquire(check=True)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            return replies, exc  # a NotSentError: none of them left
         try:
             conn.send_packed_command(conn.pack_commands([tuple(c) for c in commands]))
             for _ in commands:
