@@ -16,7 +16,8 @@ import urllib3
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.k8s.emulator import KubeAPI, match_labels, merge_patch, strategic_merge_patch
+from tests.k8s.api_rules import match_labels, merge_patch, strategic_merge_patch
+from tests.k8s.emulator import KubeAPI
 
 __all__: list[str] = []
 
