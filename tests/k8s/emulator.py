@@ -38,7 +38,8 @@ buses and discovery. Emulated, for the resources in :data:`KINDS` (more with
   (no graceful deletion, no finalizers, no garbage collection of dependents).
 - **watch** (``?watch=true``): ADDED for the current objects (only those newer than a
   given ``resourceVersion``; no history replay), then ADDED/MODIFIED/DELETED as they
-  happen, filtered by namespace and selectors; ``timeoutSeconds`` ends the stream, and so
+  happen, filtered by namespace and selectors (an update moving an object into or out of
+  the selection arrives as ADDED or DELETED); ``timeoutSeconds`` ends the stream, and so
   does going offline.
 - A request the client gave up on (timeout, closed socket) is still carried out.
 - Discovery (``/apis/<group>/<version>`` lists the declared resources and subresources)
@@ -138,7 +139,7 @@ class SeenRequest:
 @dataclass
 class _Watch:
     resource: kmock.resource
-    queue: asyncio.Queue[Obj] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[tuple[str, Obj, Obj | None]] = field(default_factory=asyncio.Queue)
 
 
 class EmulatedKubernetes(kmock.KubernetesEmulator):
@@ -290,10 +291,10 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         obj.setdefault("metadata", {})["resourceVersion"] = str(self.revision)
         return obj
 
-    def _publish(self, kind: Kind, event: str, obj: Obj) -> None:
+    def _publish(self, kind: Kind, event: str, obj: Obj, old: Obj | None = None) -> None:
         for watch in list(self._watches):
             if watch.resource == kind.resource:
-                watch.queue.put_nowait({"type": event, "object": copy.deepcopy(obj)})
+                watch.queue.put_nowait((event, copy.deepcopy(obj), old))
 
     def get_object(self, kind: Kind, ns: str | None, name: str) -> Obj:
         live = self._live(kind, ns, name)
@@ -351,14 +352,14 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         live = self._live(kind, ns, name)
         if live is None:
             raise ApiError(404, f'{kind.plural} "{name}" not found')
-        old = live.raw
+        old = copy.deepcopy(live.raw)
         obj = copy.deepcopy(new)
         meta = obj.setdefault("metadata", {})
         generation = int((old.get("metadata") or {}).get("generation") or 1)
         meta["generation"] = generation + (1 if old.get("spec") != obj.get("spec") else 0)
         self._bump(obj)
         live.history.append(obj)
-        self._publish(kind, "MODIFIED", obj)
+        self._publish(kind, "MODIFIED", obj, old)
         return copy.deepcopy(obj)
 
     def delete_object(self, kind: Kind, ns: str | None, name: str) -> Obj:
@@ -440,13 +441,21 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
                     yield {"type": "ADDED", "object": obj}
             while not self.closing.is_set() and (left := deadline - time.monotonic()) > 0:
                 try:
-                    event = await asyncio.wait_for(watch.queue.get(), min(left, 0.2))
+                    kind_of_event, obj, old = await asyncio.wait_for(
+                        watch.queue.get(), min(left, 0.2)
+                    )
                 except TimeoutError:
                     continue
-                obj = event["object"]
-                in_ns = request.namespace in (None, obj.get("metadata", {}).get("namespace"))
-                if in_ns and selected(obj, labels, fields):
-                    yield event
+                if request.namespace not in (None, obj.get("metadata", {}).get("namespace")):
+                    continue
+                # An update that moves an object into or out of the selection is an ADDED or
+                # DELETED event for this watcher, as the API server's watch cache sends it.
+                now_in = selected(obj, labels, fields)
+                was_in = old is not None and selected(old, labels, fields)
+                if kind_of_event == "MODIFIED" and now_in != was_in:
+                    kind_of_event = "ADDED" if now_in else "DELETED"
+                if now_in or was_in:
+                    yield {"type": kind_of_event, "object": obj}
         finally:
             self._watches.remove(watch)
 

@@ -376,6 +376,9 @@ def test_watch_streams_matching_events_then_ends_on_timeout(core: Any, k8s_api: 
     def later() -> None:
         k8s_api.patch("v1/pods", NS, "redis-0", {"metadata": {"annotations": {"seen": "yes"}}})
         k8s_api.patch("v1/pods", NS, "worker-x", {"metadata": {"annotations": {"seen": "yes"}}})
+        k8s_api.patch("v1/pods", NS, "worker-x", {"metadata": {"labels": {"app": "redis"}}})
+        k8s_api.patch("v1/pods", NS, "redis-0", {"metadata": {"labels": {"app": "old"}}})
+        k8s_api.delete("v1/pods", NS, "worker-x")
         k8s_api.delete("v1/pods", NS, "redis-0")
 
     timer = threading.Timer(0.3, later)
@@ -389,7 +392,13 @@ def test_watch_streams_matching_events_then_ends_on_timeout(core: Any, k8s_api: 
             events.append((event["type"], event["object"].metadata.name))
     finally:
         timer.join(5)
-    assert events == [("ADDED", "redis-0"), ("MODIFIED", "redis-0"), ("DELETED", "redis-0")]
+    assert events == [
+        ("ADDED", "redis-0"),
+        ("MODIFIED", "redis-0"),
+        ("ADDED", "worker-x"),  # relabelled into the selection
+        ("DELETED", "redis-0"),  # relabelled out of it: its real deletion is not shown
+        ("DELETED", "worker-x"),
+    ]
 
 
 def test_watch_from_a_resource_version_skips_what_the_watcher_already_has(
