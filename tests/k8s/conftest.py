@@ -5,7 +5,8 @@ official ``kubernetes.client.ApiClient`` for it), fault injection (``fail_next``
 ``hang_next``, ``go_offline``/``go_online``), the request log (``requests()``) and a side
 door to the store (``create``/``get``/``list``/``patch``/``delete``). ``kubelet`` is a
 started :class:`tests.k8s.kubelet.Kubelet` on that API; ``make_kubelet`` builds one with
-other settings (a worker command, server args). Everything is stopped at teardown.
+other settings (a worker command, server args). Everything is stopped at teardown, and a
+kubelet that raised while the test ran fails it (its loop keeps going, so nothing else would).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def make_kubelet(k8s_api: KubeAPI, tmp_path: Path) -> Iterator[Callable[..., Kub
     yield factory
     for kubelet in started:
         kubelet.stop()
+    errors = [repr(error) for kubelet in started for error in kubelet.errors]
+    assert not errors, f"the kubelet failed while the test ran: {errors}"
 
 
 @pytest.fixture

@@ -287,7 +287,8 @@ class Kubelet:
             self._members[(namespace, pod)].kill()
 
     def reschedule(self, pod: str, namespace: str = "default") -> Member:
-        """Kill a pod's process and run it again as a new Pod: new port, empty data dir."""
+        """Kill a pod's process and run it again as a new Pod: new port, empty data dir (a
+        PVC-backed dir is emptied: the volume did not follow the pod)."""
         with self._lock:
             old = self._members.pop((namespace, pod))
             old.kill()
