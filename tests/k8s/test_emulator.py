@@ -17,7 +17,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.k8s.api_rules import match_labels, merge_patch, strategic_merge_patch
-from tests.k8s.emulator import KubeAPI
+from tests.k8s.emulator import Kind, KubeAPI
 
 __all__: list[str] = []
 
@@ -512,3 +512,22 @@ def test_the_client_itself_resends_a_get_answered_429_with_retry_after(
     with pytest.raises(ApiException) as error:  # PATCH is not re-sent
         apps.patch_namespaced_deployment("worker", NS, {"spec": {"replicas": 2}})
     assert error.value.status == 429
+
+
+def test_a_declared_custom_resource_is_served_like_the_built_in_ones(
+    k8s_api: KubeAPI, api_client: client.ApiClient
+) -> None:
+    k8s_api.declare(Kind("slotpilot.io", "v1alpha1", "queuescalers", "QueueScaler", True,
+                         ("status",)))  # fmt: skip
+    custom: Any = client.CustomObjectsApi(api_client)
+    args = ("slotpilot.io", "v1alpha1", NS, "queuescalers")
+    body = {"apiVersion": "slotpilot.io/v1alpha1", "kind": "QueueScaler",
+            "metadata": {"name": "jobs"}, "spec": {"target": "jobs"}}  # fmt: skip
+    created = custom.create_namespaced_custom_object(*args, body)
+    assert created["metadata"]["uid"] and created["spec"] == {"target": "jobs"}
+    custom.patch_namespaced_custom_object_status(*args, "jobs", {"status": {"replicas": 2}})
+    listed = custom.list_namespaced_custom_object(*args)["items"]
+    assert [(o["metadata"]["name"], o["status"]) for o in listed] == [("jobs", {"replicas": 2})]
+    with pytest.raises(ApiException) as error:
+        custom.list_namespaced_custom_object("slotpilot.io", "v1alpha1", NS, "undeclared")
+    assert error.value.status == 404
