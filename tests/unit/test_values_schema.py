@@ -191,3 +191,32 @@ def test_schema_refuses_bad_chart_values(key: str, value: Any) -> None:
     values = _values()
     values[key] = value if not isinstance(value, dict) else {**values.get(key, {}), **value}
     assert list(_validator().iter_errors(values)), f"the schema accepts {key}={value!r}"
+
+
+def undocumented_keys(text: str) -> list[str]:
+    """Leaf keys of a values file with no ``# --`` comment right above them or above one of
+    their parents (the helm-docs convention: a documented parent covers its block)."""
+    missing: list[str] = []
+    stack: list[tuple[int, str, bool]] = []  # (indent, key, documented)
+    previous = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        match = re.match(r"^( *)([A-Za-z_][\w.-]*):(.*)$", line)
+        if match and not stripped.startswith("-"):
+            indent, key, rest = len(match.group(1)), match.group(2), match.group(3).strip()
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            documented = previous.startswith("# --") or any(d for _, _, d in stack)
+            path = ".".join([k for _, k, _ in stack] + [key])
+            if rest and not rest.startswith("#") and not documented:
+                missing.append(path)
+            stack.append((indent, key, documented))
+        if stripped:
+            previous = stripped
+    return missing
+
+
+def test_values_yaml_is_documented_line_by_line() -> None:
+    text = (CHART / "values.yaml").read_text(encoding="utf-8")
+    assert undocumented_keys(text) == []
+    assert undocumented_keys("a:\n  # -- doc\n  b: 1\n  c: 2\n# -- d\nd:\n  e: 1\n") == ["a.c"]
