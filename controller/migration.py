@@ -16,11 +16,13 @@ Two engines, chosen by capability (overridable):
   carries the credentials of the admin connection (``AUTH2 user pass`` or ``AUTH pass``):
   the source opens its own connection to the target, which would otherwise answer NOAUTH.
 
-A slot is never left open: every slot set IMPORTING/MIGRATING is closed with
-``SETSLOT NODE`` before the pair returns, or, when a pair fails, set back to
-``STABLE`` — the source first, so it stops sending clients to the target with ASK, then
-the target — after which keys that clients wrote to the target through ASK meanwhile are
-moved back to the source (:meth:`MigrationExecutor.roll_back_slot`).
+Every slot set IMPORTING/MIGRATING is closed with ``SETSLOT NODE`` before the pair
+returns. When a pair fails, a slot whose keys are all still on the source is set back
+to ``STABLE`` — the source first, so it stops sending clients to the target with ASK,
+then the target — and keys that clients wrote to the target through ASK meanwhile are
+moved back (:meth:`MigrationExecutor.roll_back_slot`); a slot with keys on both sides
+stays open (the error log says so) for ``fix``, which finishes it toward the target
+(:meth:`MigrationExecutor.finish_slot`): closing it on either side would hide keys.
 """
 
 from __future__ import annotations
@@ -205,8 +207,8 @@ class MigrationExecutor:
         stops sending clients to the target with ASK), then on the target, then move
         back every key the target holds in the slot (clients wrote them through ASK
         while it was open). Returns how many keys were moved back."""
-        self._stable(source, [slot])
-        self._stable(target, [slot])
+        self._setslots(source, [slot], "STABLE")
+        self._setslots(target, [slot], "STABLE")
         return self._return_strays(slot, holder=target, owner=source)
 
     # -- atomic (Valkey 9) --------------------------------------------------------------
@@ -360,17 +362,12 @@ class MigrationExecutor:
                             "target": move.target, "slots": len(chunk), "keys": keys})  # fmt: skip
         return move.slot_count, moved_keys, batches
 
-    def _setslots(self, node_id: str, slots: Iterable[int], state: str, peer: str) -> None:
-        replies = self._batch(node_id, [("CLUSTER", "SETSLOT", s, state, peer) for s in slots])
+    def _setslots(self, node_id: str, slots: Iterable[int], state: str, *peer: str) -> None:
+        """``CLUSTER SETSLOT slot state [peer]`` for every slot, in one round trip."""
+        replies = self._batch(node_id, [("CLUSTER", "SETSLOT", s, state, *peer) for s in slots])
         errors = [r for r in replies if isinstance(r, Exception)]
         if errors:
             raise MigrationError(f"SETSLOT {state} on {node_id}: {errors[0]}")
-
-    def _stable(self, node_id: str, slots: Sequence[int]) -> None:
-        replies = self._batch(node_id, [("CLUSTER", "SETSLOT", s, "STABLE") for s in slots])
-        errors = [r for r in replies if isinstance(r, Exception)]
-        if errors:
-            raise MigrationError(f"SETSLOT STABLE on {node_id}: {errors[0]}")
 
     def _migrate_args(self, move: SlotMove, keys: Sequence[Any], *options: str) -> list[Any]:
         """``MIGRATE … KEYS`` from the source to the target, with our credentials."""
@@ -454,7 +451,7 @@ class MigrationExecutor:
             try:
                 moved += self._move_keys(SlotMove(((slot, slot),), holder, owner), [slot])[0]
             finally:
-                self._stable(holder, [slot])
+                self._setslots(holder, [slot], "STABLE")
         if self.count_keys(holder, [slot])[0]:
             raise MigrationError(
                 f"slot {slot}: keys keep arriving on {holder}, which does not serve it "
@@ -474,8 +471,8 @@ class MigrationExecutor:
                 log.error(
                     "%d slots hold keys on both sides: left open for fix", len(slots) - len(clean)
                 )
-            self._stable(move.source, clean)
-            self._stable(move.target, clean)
+            self._setslots(move.source, clean, "STABLE")
+            self._setslots(move.target, clean, "STABLE")
             for slot, n in zip(clean, self.count_keys(move.target, clean), strict=True):
                 if n:
                     self._return_strays(slot, holder=move.target, owner=move.source)
