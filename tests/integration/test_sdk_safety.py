@@ -440,3 +440,23 @@ def test_a_blocking_pop_on_a_hung_primary_is_never_resent(shared: LocalCluster) 
         time.sleep(0.2)
         # the abandoned pop took nothing: the item is still there for the next consumer
         assert c.lrange(queue, 0, -1) == [b"job"]
+
+
+def test_pipelined_reads_leave_a_replica_that_cannot_be_connected(shared: LocalCluster) -> None:
+    keys = [f"pipe-read:{i}" for i in range(60)]
+    with ClusterClient(shared.seed) as writer:
+        writer.mset({k: k for k in keys})
+    primary, (replica,) = shared.shard_map()[0]
+    wait_synced(primary, replica)
+    # no replica watch: nothing is connected to the replica before the stall
+    with ClusterClient(shared.seed, read_from="replicas", socket_timeout=0.3,
+                       socket_connect_timeout=0.3, max_replica_lag=None) as c:  # fmt: skip
+        resume = stalled(replica, seconds=2.0)  # its handshake (READONLY) times out
+        try:
+            pipe = c.pipeline()
+            for key in keys:
+                pipe.get(key)
+            assert pipe.execute() == [k.encode() for k in keys]
+        finally:
+            resume.join()
+        settle(replica)
