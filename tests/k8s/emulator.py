@@ -66,12 +66,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import re
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp.web
@@ -541,6 +543,19 @@ class KubeAPI:
         for name, value in settings.items():
             setattr(config, name, value)
         return kubernetes.client.ApiClient(config)
+
+    def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
+        """A kubeconfig for the emulator, for a controller run as a separate process."""
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+            "users": [{"name": "test", "user": {"token": "emulator-accepts-anything"}}],
+            "contexts": [{"name": "emulator", "context": {
+                "cluster": "emulator", "user": "test", "namespace": namespace}}],
+        }  # fmt: skip
+        target = Path(path)
+        target.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        return target
 
     # -- faults ----------------------------------------------------------------------
 

@@ -6,9 +6,12 @@ References: API concepts (resourceVersion, 409 Conflict, patch types, watch), th
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -531,3 +534,19 @@ def test_a_declared_custom_resource_is_served_like_the_built_in_ones(
     with pytest.raises(ApiException) as error:
         custom.list_namespaced_custom_object("slotpilot.io", "v1alpha1", NS, "undeclared")
     assert error.value.status == 404
+
+
+def test_a_kubeconfig_for_another_process(k8s_api: KubeAPI, tmp_path: Path) -> None:
+    k8s_api.create("v1/configmaps", {"metadata": {"name": "seen", "namespace": "ops"}})
+    path = k8s_api.write_kubeconfig(tmp_path / "kubeconfig", namespace="ops")
+    script = (
+        "from kubernetes import client, config\n"
+        f"config.load_kube_config(config_file={str(path)!r})\n"
+        f"_, context = config.list_kube_config_contexts(config_file={str(path)!r})\n"
+        "namespace = context['context']['namespace']\n"
+        "print(client.CoreV1Api().read_namespaced_config_map('seen', namespace).metadata.uid)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == k8s_api.get("v1/configmaps", "ops", "seen")["metadata"]["uid"]  # type: ignore[index]
