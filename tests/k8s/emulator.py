@@ -56,7 +56,8 @@ until :meth:`KubeAPI.go_online` listens again on the same port. Every request is
 with its answer (:meth:`KubeAPI.requests`).
 
 :class:`KubeAPI` runs the emulator in a background thread with its own asyncio loop, for
-the synchronous client; :meth:`KubeAPI.create`/``get``/``list``/``patch``/``delete`` are an
+the synchronous client (:meth:`KubeAPI.client`; :meth:`KubeAPI.write_kubeconfig` for another
+process); :meth:`KubeAPI.create`/``get``/``list``/``patch``/``delete`` are an
 in-process side door to the same store (same resourceVersions and watch events, no HTTP, no
 faults): the kubelet fixture and test set-up use it, as a real kubelet has its own path to
 the API server that a fault injected for the operator does not cut.

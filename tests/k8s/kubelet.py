@@ -5,7 +5,8 @@ nothing. :class:`Kubelet` plays the StatefulSet/ReplicaSet controllers and the k
 once: a background thread polls the workloads every ``interval`` and converges
 
 - a **StatefulSet whose pod template has a container port named ``redis``**: one
-  cluster-enabled server (``controller.localcluster.ServerNode``) per ordinal
+  cluster-enabled server (``controller.localcluster.ServerNode``: the harness's settings,
+  plus ``server_args``; the template's command is not used) per ordinal
   ``0..replicas-1``, Pods ``<sts>-<ordinal>``; scale-down removes the highest ordinals
   first; ``podManagementPolicy: OrderedReady`` (the default) creates one ordinal at a time,
   each after the lower ones are Ready, ``Parallel`` all at once;
