@@ -1,0 +1,1 @@
+"""promtool unit tests of the shipped alert rules, and the PromQL name checks they share."""
