@@ -171,6 +171,30 @@ def test_a_running_job_of_somebody_else_is_refused_not_cancelled(
     cluster.wait_healthy()
 
 
+def test_a_job_of_ours_past_its_deadline_is_cancelled(valkey_cluster: LocalCluster) -> None:
+    """Giving up cancels the job this run created: the slots stay with their source."""
+    cluster = valkey_cluster
+    source, target = cluster.primaries()[:2]
+    slot = _spare_slot(source, 30)
+    source_id, target_id = cluster.node_id(source), cluster.node_id(target)
+    executor = MigrationExecutor(
+        _addresses(cluster), connector(), engine="atomic", deadline_seconds=0.5
+    )
+    before = {j["name"] for j in source.client().execute_command("CLUSTER", "GETSLOTMIGRATIONS")}
+    target.signal(signal.SIGSTOP)  # our job waits for its target until we give up
+    try:
+        move = SlotMove(((slot, slot + 3),), source_id, target_id)
+        with pytest.raises(MigrationError, match=r"not done in 0\.5s"):
+            executor.execute(RebalancePlan((move,), {}, {}))
+    finally:
+        target.signal(signal.SIGCONT)
+    jobs = source.client().execute_command("CLUSTER", "GETSLOTMIGRATIONS")
+    ours = [j for j in jobs if j["name"] not in before]
+    assert [j["state"] for j in ours] == ["cancelled"]
+    assert all(_owner(cluster, s) is source for s in range(slot, slot + 4))
+    cluster.wait_healthy()
+
+
 # -- 2. classic engine: MIGRATE carries the cluster's credentials -----------------------
 
 
