@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -100,14 +101,7 @@ class Controller:
             "username": cfg.cluster.username,
             "password": resolve_password(cfg),
         }
-        if tls.enabled:
-            connection.update(
-                ssl=True,
-                ssl_ca_certs=tls.ca_file,
-                ssl_certfile=tls.cert_file,
-                ssl_keyfile=tls.key_file,
-                ssl_cert_reqs="required" if tls.verify else "none",
-            )
+        connection.update(tls.redis_options())  # hostname checking explicit, warned when off
         self._connection = connection
         self._admin: Connect | None = None
         self.migrating = False
@@ -118,6 +112,7 @@ class Controller:
         capacity = cfg.shards.capacity
         self.capacity = Capacity(capacity.memory_bytes, capacity.ops_per_second, capacity.cpu_cores)
         self.view: ClusterView | None = None
+        self.probed_at = datetime.now(UTC)  # wall-clock time of the view, for people
         self.routing: RoutingTable | None = None
         self.draining: set[str] = set()
         self.shard_state = ShardPolicyState()
@@ -227,6 +222,7 @@ class Controller:
                 lag = self.cfg.routing.max_replica_lag_seconds
                 self.routing = build_routing_table(self.view, self.draining, self.routing, lag)
                 view = self.view
+                self.probed_at = datetime.now(UTC)
             if not self.migrating:
                 self._own_change = False
         if self.metrics is not None:
@@ -547,6 +543,8 @@ class Controller:
         with self._lock:
             status = build_status(self.view, self.decisions, sorted(self.draining), lease,
                                   self.intent.change, self.clock())  # fmt: skip
+        if status.get("ready"):  # the view's time for people: wall clock, ISO-8601
+            status["taken_at"] = self.probed_at.isoformat(timespec="milliseconds")
         status["backlogs"] = dict(self.backlogs)
         last = self.scale_history[-1].as_dict() if self.scale_history else None
         status["resharding"] = {"in_progress": self.migrating, "last": last,
@@ -555,7 +553,11 @@ class Controller:
 
     @property
     def ready(self) -> bool:
-        return self.view is not None
+        """A probe cycle has reached at least one node (not merely completed)."""
+        view = self.view
+        return view is not None and any(
+            n.sample is not None and n.sample.ok for n in view.nodes.values()
+        )
 
     # -- running -------------------------------------------------------------------------
 

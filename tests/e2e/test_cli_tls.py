@@ -205,3 +205,21 @@ def test_password_never_goes_over_plain_tcp_when_tls_is_asked_for(
     plain = slotpilot("fix", "--seed", sniffer.address, password=PASSWORD)
     assert plain.returncode == 1
     assert any(PASSWORD.encode() in chunk for chunk in sniffer.seen)
+
+
+def test_plan_honours_check_hostname_false_from_the_config(
+    wrong_name_node: str, certs: Certs, tmp_path: Path
+) -> None:
+    good = certs.good
+    tls = (f'tls: {{enabled: true, ca_file: "{good.ca_file}", cert_file: "{good.cert_file}", '
+           f'key_file: "{good.key_file}"')  # fmt: skip
+    config = tmp_path / "c.yaml"
+    config.write_text(f'cluster: {{seeds: ["{wrong_name_node}"], {tls}}}}}\n')
+    checked = slotpilot("plan", "--config", str(config))
+    assert checked.returncode == 1 and f"cannot reach {wrong_name_node}" in checked.stderr
+    config.write_text(
+        f'cluster: {{seeds: ["{wrong_name_node}"], {tls}, check_hostname: false}}}}\n'
+    )
+    unchecked = slotpilot("plan", "--config", str(config))
+    assert unchecked.returncode == 0, unchecked.stderr
+    assert "check_hostname is false" in unchecked.stderr and "shards:" in unchecked.stdout

@@ -1,0 +1,40 @@
+"""`/v1/status` says when its view was taken in wall-clock ISO-8601 time; `plan` honours
+`tls.check_hostname: false` (after the loop.py change the lead applies)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from controller.localcluster import LocalCluster
+from tests.e2e.test_cli_errors import _run, _wait
+
+CLI = [sys.executable, "-m", "controller.cli"]
+
+
+@pytest.mark.parametrize("server_flavor", ["valkey"])
+def test_status_taken_at_is_wall_clock_iso8601(tmp_path: Path, cluster: LocalCluster) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f'cluster: {{seeds: ["{cluster.seed}"]}}\n'
+        "probe: {interval_seconds: 0.3, timeout_seconds: 0.2}\n"
+    )
+    proc, _, url = _run(config)
+    try:
+
+        def status() -> dict[str, object]:
+            with urllib.request.urlopen(f"{url}/v1/status", timeout=5) as response:
+                return dict(json.loads(response.read()))
+
+        assert _wait(lambda: status().get("ready") is True)
+        taken_at = datetime.fromisoformat(str(status()["taken_at"]))
+        assert taken_at.tzinfo is not None
+        assert abs(datetime.now(UTC) - taken_at) < timedelta(seconds=60)
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
