@@ -20,6 +20,11 @@ import pytest
 import yaml
 
 from controller.metrics import ControllerMetrics
+from tests.alerts.controller_scene import (
+    eventful_controller,
+    healthy_controller,
+    scraped_series,
+)
 from tests.alerts.promql_names import SCRAPE_SERIES, exposed_names, metric_names
 
 __all__: list[str] = []
@@ -125,6 +130,48 @@ def test_every_firing_case_fails_when_the_alert_never_fires(tmp_path: Path) -> N
     assert firing and firing <= failed, (
         f"firing cases that passed anyway: {sorted(firing - failed)}"
     )
+
+
+def _firing_on(metrics: ControllerMetrics, tmp_path: Path, expected: set[str]) -> str:
+    """promtool's verdict on which alerts fire after 40 minutes of scrapes of ``metrics``
+    (each expected alert exactly once); its output when that is not ``expected``."""
+    check = {
+        "expr": 'count by (alertname) (ALERTS{alertstate="firing"})',
+        "eval_time": "40m",
+        "exp_samples": [{"labels": f'{{alertname="{name}"}}', "value": 1} for name in expected],
+    }
+    suite = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": scraped_series(metrics, 45),
+                   "promql_expr_test": [check]}],
+    }  # fmt: skip
+    path = tmp_path / "scene_test.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    result = _promtool("test", "rules", str(path))
+    return "" if result.returncode == 0 else result.stdout + result.stderr
+
+
+@needs_promtool
+def test_no_alert_fires_on_a_healthy_controllers_real_metrics(tmp_path: Path) -> None:
+    assert _firing_on(healthy_controller(), tmp_path, set()) == ""
+
+
+@needs_promtool
+def test_the_right_alerts_fire_on_an_eventful_controllers_real_metrics(tmp_path: Path) -> None:
+    """Series with the label sets the registry really exports (not hand-written ones):
+    the joins on job/instance/target and the aggregations hold on them."""
+    expected = {
+        "SlotpilotClusterStateNotOk",  # B reports cluster_state fail
+        "SlotpilotNodeDown",  # C times out
+        "SlotpilotBreakerOpen",  # C's breaker is open
+        "SlotpilotProbeErrors",  # every probe of C fails
+        "SlotpilotScalingStuck",  # shards: 3 wanted, 2 there
+        "SlotpilotScalingBlocked",  # worker held by source_failed
+        "SlotpilotScalingFailing",  # a reshard fails every minute
+        "SlotpilotMigrationStuck",  # slots moving for 40 minutes
+    }
+    assert _firing_on(eventful_controller(), tmp_path, expected) == ""
 
 
 # -- the rules file and its unit tests (no promtool needed) ------------------------------

@@ -1,0 +1,80 @@
+"""Series scraped from a real :class:`ControllerMetrics`, as promtool input series.
+
+Hand-written promtool series can drift from what the controller exports (a label renamed,
+a join on a label that is not there). These come from the registry itself: a controller
+that has seen one eventful cycle is rendered, parsed back, and every sample becomes a
+series of one-minute scrapes for promtool to evaluate the alerts and the dashboard on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.metrics import ControllerMetrics
+from controller.policy import Decision
+from tests.unit.test_metrics import A, B, C, probe, view
+
+__all__ = ["TARGET_LABELS", "eventful_controller", "healthy_controller", "scraped_series"]
+
+# What Prometheus adds to every series of the controller's scrape target.
+TARGET_LABELS = {"job": "slotpilot", "instance": "10.0.0.1:8080"}
+
+
+def healthy_controller() -> ControllerMetrics:
+    """A leader's metrics in a quiet cycle: every node up, nothing wanted, nothing held."""
+    metrics = ControllerMetrics()
+    result = probe()
+    metrics.observe_probe(result)
+    metrics.observe_view(view(result))
+    metrics.observe_breakers({A: "closed", B: "closed", C: "closed"})
+    metrics.observe_decision(Decision("shards", 2, 2, "utilization within thresholds"))
+    metrics.observe_decision(Decision("worker", 4, 4, "backlog within tolerance"))
+    metrics.observe_backlog("worker", 380.0)
+    metrics.set_leader(True)
+    metrics.set_migration_in_progress(False)
+    return metrics
+
+
+def eventful_controller() -> ControllerMetrics:
+    """A leader's metrics after a cycle where a lot is wrong: node C times out behind an
+    open breaker, node B reports cluster_state fail, the shard policy wants 3 shards with
+    2, a consumer is held because its backlog source failed, slots are being moved and a
+    reshard failed."""
+    metrics = ControllerMetrics()
+    result = probe(errors={C: "timeout"})
+    failing = replace(result.samples[B], cluster_info={**result.samples[B].cluster_info,
+                                                       "cluster_state": "fail"})  # fmt: skip
+    result = replace(result, samples={**result.samples, B: failing})
+    metrics.observe_probe(result)
+    metrics.observe_view(view(result))
+    metrics.observe_breakers({A: "closed", B: "closed", C: "open"})
+    metrics.observe_decision(Decision("shards", 2, 3, "utilization above threshold"))
+    metrics.observe_decision(Decision("worker", 4, 4, "source failed", ("source_failed",)))
+    metrics.observe_backlog("worker", 500.0)
+    metrics.set_leader(True)
+    metrics.set_migration_in_progress(True)
+    metrics.observe_migration(slots=64, keys=4000, seconds=2.5)
+    metrics.count_error("shards")
+    return metrics
+
+
+def scraped_series(metrics: ControllerMetrics, scrapes: int) -> list[dict[str, str]]:
+    """promtool ``input_series`` for ``scrapes`` one-minute scrapes: gauges hold their
+    value, counters and histogram parts grow by theirs at every scrape (so rates and
+    increases are above 0), and ``up`` is 1."""
+    target = ", ".join(f"{k}={json.dumps(v)}" for k, v in TARGET_LABELS.items())
+    out = [{"series": f"up{{{target}}}", "values": f"1x{scrapes}"}]
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name.endswith("_created") or math.isnan(sample.value):
+                continue
+            labels = {**sample.labels, **TARGET_LABELS}
+            text = ", ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
+            grows = family.type in {"counter", "histogram"}
+            values = f"0+{sample.value:g}x{scrapes}" if grows else f"{sample.value:g}x{scrapes}"
+            out.append({"series": f"{sample.name}{{{text}}}", "values": values})
+    return out
