@@ -26,6 +26,7 @@ from tests.alerts.controller_scene import (
     scraped_series,
 )
 from tests.alerts.promql_names import SCRAPE_SERIES, exposed_names, metric_names
+from tests.unit.test_metrics import C
 
 __all__: list[str] = []
 
@@ -132,13 +133,22 @@ def test_every_firing_case_fails_when_the_alert_never_fires(tmp_path: Path) -> N
     )
 
 
-def _firing_on(metrics: ControllerMetrics, tmp_path: Path, expected: set[str]) -> str:
+Firing = dict[str, dict[str, str]]  # alertname -> the labels that say what it is about
+
+
+def _firing_on(metrics: ControllerMetrics, tmp_path: Path, expected: Firing) -> str:
     """promtool's verdict on which alerts fire after 40 minutes of scrapes of ``metrics``
-    (each expected alert exactly once); its output when that is not ``expected``."""
+    (each expected one exactly once, about what its labels name); its output when that
+    is not ``expected``."""
+    about = ("node", "target", "reason", "stage")
+    samples = []
+    for name, labels in expected.items():
+        text = ", ".join(f'{k}="{v}"' for k, v in {"alertname": name, **labels}.items())
+        samples.append({"labels": f"{{{text}}}", "value": 1})
     check = {
-        "expr": 'count by (alertname) (ALERTS{alertstate="firing"})',
+        "expr": f'count by (alertname, {", ".join(about)}) (ALERTS{{alertstate="firing"}})',
         "eval_time": "40m",
-        "exp_samples": [{"labels": f'{{alertname="{name}"}}', "value": 1} for name in expected],
+        "exp_samples": samples,
     }
     suite = {
         "rule_files": [str(RULES)],
@@ -154,22 +164,23 @@ def _firing_on(metrics: ControllerMetrics, tmp_path: Path, expected: set[str]) -
 
 @needs_promtool
 def test_no_alert_fires_on_a_healthy_controllers_real_metrics(tmp_path: Path) -> None:
-    assert _firing_on(healthy_controller(), tmp_path, set()) == ""
+    assert _firing_on(healthy_controller(), tmp_path, {}) == ""
 
 
 @needs_promtool
 def test_the_right_alerts_fire_on_an_eventful_controllers_real_metrics(tmp_path: Path) -> None:
     """Series with the label sets the registry really exports (not hand-written ones):
-    the joins on job/instance/target and the aggregations hold on them."""
+    the joins on job/instance/target and the aggregations hold on them, and each alert
+    names the node, target, reason or stage it is about."""
     expected = {
-        "SlotpilotClusterStateNotOk",  # B reports cluster_state fail
-        "SlotpilotNodeDown",  # C times out
-        "SlotpilotBreakerOpen",  # C's breaker is open
-        "SlotpilotProbeErrors",  # every probe of C fails
-        "SlotpilotScalingStuck",  # shards: 3 wanted, 2 there
-        "SlotpilotScalingBlocked",  # worker held by source_failed
-        "SlotpilotScalingFailing",  # a reshard fails every minute
-        "SlotpilotMigrationStuck",  # slots moving for 40 minutes
+        "SlotpilotClusterStateNotOk": {},  # B reports cluster_state fail
+        "SlotpilotNodeDown": {"node": C},  # C times out
+        "SlotpilotBreakerOpen": {"node": C},  # C's breaker is open
+        "SlotpilotProbeErrors": {"node": C, "reason": "timeout"},  # every probe of C fails
+        "SlotpilotScalingStuck": {"target": "shards"},  # 3 wanted, 2 there
+        "SlotpilotScalingBlocked": {"target": "worker", "reason": "source_failed"},
+        "SlotpilotScalingFailing": {"stage": "shards"},  # a reshard fails every minute
+        "SlotpilotMigrationStuck": {},  # slots moving for 40 minutes
     }
     assert _firing_on(eventful_controller(), tmp_path, expected) == ""
 

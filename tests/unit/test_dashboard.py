@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.config import ShardsConfig
 from controller.metrics import ControllerMetrics
 from tests.alerts.controller_scene import eventful_controller, scraped_series
 from tests.alerts.promql_names import exposed_names, metric_names
@@ -212,3 +213,13 @@ def test_every_query_shows_data_from_a_real_controller(tmp_path: Path) -> None:
     failed = {json.loads(q) for q in re.findall(r'^\s*expr: (".*"), time:', output, re.M)}
     empty = [where for where, expr in exprs if f"count({expr}) > bool 0" in failed]
     assert result.returncode == 0, f"queries without data: {empty}\n{output[-3000:]}"
+
+
+def test_threshold_variables_default_to_the_config_defaults() -> None:
+    """The controller exports no thresholds, so the dashboard draws them from variables;
+    their defaults are the config's, so a changed default shows here."""
+    fields = ShardsConfig.model_fields
+    for name in ("scale_up_threshold", "scale_down_threshold"):
+        variable = _variables()[name]
+        assert float(_variable_query(variable)) == fields[name].default, name
+        assert float(variable["current"]["value"]) == fields[name].default, name
