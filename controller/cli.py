@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.cliargs import build_parser as grammar
 from controller.errors import BadInput, CommandError, Unreachable, exit_code, interrupt_on_sigterm
+from controller.runner import state_dir
 
 if TYPE_CHECKING:
     from controller.config import SlotpilotConfig, TLSConfig
@@ -178,28 +180,25 @@ def _shard_nodes(cfg: SlotpilotConfig, access: _Access) -> Any:
     seed = _first_answering(connect, cfg.cluster.seeds)
     auth = ClusterAuth(access.password, access.username) if access.password else None
     try:
-        return local_node_source(connect(seed), cfg.shards.state_dir or _state_dir(), auth)
+        return local_node_source(connect(seed), cfg.shards.state_dir or state_dir(), auth)
     except ClusterStartError as exc:
         raise BadInput("shards.autoscale", str(exc)) from None
 
 
-def _platform(cfg: SlotpilotConfig) -> Any:
-    """Where consumers (and shards) run: the one place a platform is chosen from the
-    config (:func:`~controller.config.check_runnable` has refused the unavailable ones)."""
-    from controller.platform import LocalPlatform
-
-    return LocalPlatform({c.name: c.command or ["true"] for c in cfg.consumers})
-
-
 def _plan(args: argparse.Namespace) -> int:
     from controller.loop import Controller
+    from controller.runner import assemble
 
     cfg = _load_runnable(args.config)
-    platform = _platform(cfg)
+    parts = assemble(cfg, lambda: None, acting=False)
     try:
-        controller = Controller(cfg, platform)
+        controller = Controller(cfg, parts.platform)
         try:
             view = controller.probe_once()
+            if cfg.shards.capacity.cpu_cores and _reached_a_node(view):
+                # CPU is a rate: a second sample one probe interval later gives it
+                time.sleep(min(cfg.probe.interval_seconds, 5.0))
+                view = controller.probe_once()
             if not _reached_a_node(view):  # a plan of an unreachable cluster says nothing
                 reason = view.probe.membership_error if view.probe is not None else None
                 raise Unreachable(", ".join(cfg.cluster.seeds), reason or "no node answered")
@@ -208,7 +207,7 @@ def _plan(args: argparse.Namespace) -> int:
         finally:
             controller.stop()
     finally:
-        platform.close()
+        parts.close()
     if args.json:
         out = {"decisions": [asdict(d) | {"direction": d.direction} for d in decisions],
                "gates": status["gates"], "utilization": status["utilization"]}  # fmt: skip
@@ -248,6 +247,7 @@ def _run(args: argparse.Namespace) -> int:
     from controller.http import ControllerHTTPServer
     from controller.loop import Controller
     from controller.metrics import ControllerMetrics
+    from controller.runner import assemble
 
     cfg = _load_runnable(args.config)
     port = cfg.http.port if args.port is None else args.port
@@ -257,23 +257,26 @@ def _run(args: argparse.Namespace) -> int:
     try:  # the port first: a port in use is reported before anything starts
         server = ControllerHTTPServer(
             args.host, port, metrics=metrics,
-            ready=lambda: "c" in holder and _reached_a_node(holder["c"].view),
+            ready=lambda: "c" in holder and holder["c"].ready and holder["api_up"](),
             status=lambda: holder["c"].status(), routing=lambda: holder["c"].routing,
         )  # fmt: skip
     except OSError as exc:
         where = flag if exc.errno == errno.EADDRINUSE else f"--host/{flag}"
         reason = f"cannot listen on {args.host}:{port}: {exc.strerror or exc}"
         raise BadInput(where, reason) from None
-    platform = _platform(cfg)
+    parts = assemble(cfg, lambda: _shard_nodes(cfg, _access_for_config(cfg)), metrics)
+    holder["api_up"] = parts.api_up or (lambda: True)
     try:
-        nodes = _shard_nodes(cfg, _access_for_config(cfg)) if cfg.shards.autoscale else None
-        controller = holder["c"] = Controller(cfg, platform, metrics=metrics, nodes=nodes)
+        controller = holder["c"] = Controller(
+            cfg, parts.platform, metrics=metrics, nodes=parts.nodes, intent=parts.intent,
+            leader=parts.leader, leader_name=parts.leader_name, events=parts.events,
+        )  # fmt: skip
+        parts.start()
         server.start()
         log.info(json.dumps({"event": "listening", "url": server.url, "port": server.port}))
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        metrics.set_leader(True)
         try:
             controller.start()
             stop.wait()
@@ -282,7 +285,7 @@ def _run(args: argparse.Namespace) -> int:
             controller.stop()  # waits for a running step: never stops mid-step
     finally:
         server.stop()
-        platform.close()
+        parts.close()
     return 0
 
 
@@ -390,11 +393,6 @@ class _ProgressPrinter:
             print(file=sys.stderr)
 
 
-def _state_dir() -> str:
-    default = os.path.join(os.path.expanduser("~"), ".local", "state", "slotpilot", "nodes")
-    return os.environ.get("SLOTPILOT_STATE_DIR", default)
-
-
 def _scale(args: argparse.Namespace) -> int:
     import redis
 
@@ -434,7 +432,7 @@ def _scale(args: argparse.Namespace) -> int:
     progress = _ProgressPrinter()
     try:
         with _lease(access, seed, "scale", ttl=ttl):
-            nodes = local_node_source(connect(seed), workdir or _state_dir(), auth)
+            nodes = local_node_source(connect(seed), workdir or state_dir(), auth)
             report = scale_shards(connect, seed, args.shards, nodes, replicas_per_shard=replicas,
                                   engine=engine, progress=progress, **options)  # fmt: skip
     except ValueError as exc:  # a request the cluster's shape cannot take: bad input

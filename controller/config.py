@@ -452,12 +452,14 @@ def resolve_password(cfg: SlotpilotConfig, env: Mapping[str, str] | None = None)
 
 
 def check_runnable(cfg: SlotpilotConfig, env: Mapping[str, str] | None = None) -> None:
-    """What ``run`` would refuse beyond the schema (so ``validate`` refuses it too): an
-    unavailable platform, a password that cannot be read, TLS files that are missing, and
-    autoscale with TLS (new local nodes would need server certificates)."""
+    """What ``run`` would refuse beyond the schema (so ``validate`` refuses it too): a
+    Kubernetes autoscale without its StatefulSet, a password that cannot be read, TLS
+    files that are missing, and local autoscale with TLS (new local nodes would need
+    server certificates)."""
     problems: list[tuple[str, str]] = []
-    if cfg.shards.platform != "local":
-        problems.append(("shards.platform", "only 'local' is available in this release"))
+    kubernetes = cfg.shards.platform == "kubernetes"
+    if kubernetes and cfg.shards.autoscale and not cfg.kubernetes.statefulset:
+        problems.append(("kubernetes.statefulset", "required for shards.autoscale on Kubernetes"))
     try:
         resolve_password(cfg, env)
     except ConfigError as exc:
@@ -467,7 +469,7 @@ def check_runnable(cfg: SlotpilotConfig, env: Mapping[str, str] | None = None) -
         file = getattr(tls, name)
         if tls.enabled and file is not None and not os.access(file, os.R_OK):
             problems.append((f"cluster.tls.{name}", f"cannot read {file}"))
-    if tls.enabled and cfg.shards.autoscale:
+    if tls.enabled and cfg.shards.autoscale and cfg.shards.platform == "local":
         problems.append(("shards.autoscale", "the local platform cannot start TLS nodes yet"))
     if problems:
         raise ConfigError(problems)

@@ -66,7 +66,10 @@ from controller.status import build_status
 from controller.structure import repair_structure
 from controller.topology import ClusterNotStable, Connect, connector, fix
 
-__all__ = ["Controller"]
+__all__ = ["Controller", "EventSink"]
+
+# (target: "shards" or a consumer name, reason, message, warning)
+EventSink = Callable[[str, str, str, bool], None]
 
 log = logging.getLogger("slotpilot.controller")
 decisions_log = logging.getLogger("slotpilot.decision")
@@ -90,6 +93,7 @@ class Controller:
         wall: Callable[[], float] = time.time,
         leader: Callable[[], bool] | None = None,
         leader_name: Callable[[], str | None] | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.cfg = cfg
         self.platform = platform
@@ -131,6 +135,7 @@ class Controller:
         # On Kubernetes, the Lease election comes first: only its leader takes the
         # cluster's own lease (None: every controller may try for it).
         self.leader, self._leader_name = leader, leader_name
+        self.events = events  # Kubernetes Events (None: the log is the record)
         shards = cfg.shards
         self.intent_store = intent or IntentFile.configured(
             shards.intent_file, shards.state_dir, cfg.cluster.seeds[0]
@@ -440,6 +445,8 @@ class Controller:
                                 policy.replicas_per_shard, forget=tuple(failed),
                                 progress=self._on_progress)  # fmt: skip
         log.info(json.dumps({"event": "repaired_structure", "actions": done}))
+        if done:
+            self._event("shards", "StructureRepaired", "; ".join(done))
         self.probe_once()
 
     def _fill_empty_primaries(self, decision: Decision) -> None:
@@ -476,6 +483,7 @@ class Controller:
         else:
             change = PendingChange(kind, current, desired, self.wall())
         self._save_intent(change)
+        self._event("shards", "MigrationStarted", f"{change.kind}: {current} -> {desired} shards")
         self.migrating = self._own_change = True
         if self.metrics is not None:
             self.metrics.set_migration_in_progress(True)
@@ -495,6 +503,7 @@ class Controller:
                                      "error": f"{type(exc).__name__}: {exc}"}  # fmt: skip
             log.error(json.dumps({"event": "scale_failed", "desired": desired,
                                   "error": f"{type(exc).__name__}: {exc}"}))  # fmt: skip
+            self._event("shards", "MigrationFailed", f"to {desired} shards: {exc}", warning=True)
             return False
         finally:
             self.migrating = False
@@ -507,6 +516,12 @@ class Controller:
         self.scale_history.append(report)
         self.last_scale_error = None
         log.info(json.dumps({"event": "scaled", **report.as_dict()}, default=str))
+        self._event(
+            "shards",
+            "MigrationFinished",
+            f"{current} -> {desired} shards: "
+            f"{report.slots_moved} slots, {report.keys_moved} keys moved",
+        )
         self.probe_once()
         return True
 
@@ -537,6 +552,29 @@ class Controller:
         self._logged[decision.target] = key
         record = asdict(decision) | {"direction": decision.direction, "acted": acted}
         decisions_log.info(json.dumps(record, sort_keys=True))
+        if acted:
+            reason = "ScaledUp" if decision.desired > decision.current else "ScaledDown"
+            self._event(
+                decision.target,
+                reason,
+                f"{decision.current} -> {decision.desired}: {decision.reason}",
+            )
+        elif decision.blocked_by and decision.direction != "none":
+            self._event(
+                decision.target,
+                "ScaleBlocked",
+                f"wants {decision.current} -> {decision.desired}, blocked by "
+                f"{', '.join(decision.blocked_by)}: {decision.reason}",
+                warning=True,
+            )
+
+    def _event(self, target: str, reason: str, message: str, warning: bool = False) -> None:
+        """An Event about ``target`` (``shards`` or a consumer); never raises."""
+        if self.events is not None:
+            try:
+                self.events(target, reason, message, warning)
+            except Exception as exc:  # events are a courtesy, never the loop's end
+                log.warning(json.dumps({"event": "event_not_posted", "error": f"{exc}"}))
 
     def status(self) -> dict[str, Any]:
         lease = asdict(self.lease_state) | {"owner": self.lease.owner if self.lease else None}

@@ -127,6 +127,15 @@ class ControllerMetrics:
             ["target"], registry=r,
         )  # fmt: skip
         self.leader = Gauge("slotpilot_leader", "1 on the active controller", registry=r)
+        self.consumer_failed_exits = Counter(
+            "slotpilot_consumer_failed_exits_total",
+            "Consumer replicas that exited non-zero (local platform; restarted with backoff)",
+            ["target"], registry=r,
+        )  # fmt: skip
+        self.kubernetes_api_up = Gauge(  # a child per namespace: nothing on the local platform
+            "slotpilot_kubernetes_api_up",
+            "1 when the last Kubernetes API call was answered", ["namespace"], registry=r,
+        )  # fmt: skip
         self.migration_in_progress = Gauge(
             "slotpilot_migration_in_progress", "1 while slots are being moved", registry=r
         )

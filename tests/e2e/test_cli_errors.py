@@ -112,10 +112,10 @@ def _cases() -> dict[str, tuple[list[str | _File], int, str]]:
         "run refuses the same": (
             ["run", "--config", unset_env, "--port", "0"], 2, "SP_UNSET_PW is not set"
         ),
-        "plan on an unavailable platform": (
-            ["plan", "--config",
-             _File("k8s.yaml", b"cluster: {seeds: ['a:1']}\nshards: {platform: kubernetes}\n")],
-            2, "shards.platform: only 'local'",
+        "kubernetes autoscale without its StatefulSet": (
+            ["plan", "--config", _File("k8s.yaml", b"cluster: {seeds: ['a:1']}\n"
+                                       b"shards: {platform: kubernetes, autoscale: true}\n")],
+            2, "kubernetes.statefulset: required for shards.autoscale on Kubernetes",
         ),
         "plan of an unreachable cluster": (
             ["plan", "--config", ok_config], 1, f"cannot reach {dead}: {dead}: connection"

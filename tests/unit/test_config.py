@@ -189,8 +189,12 @@ def test_check_runnable_refuses_what_run_refuses(tmp_path: Path) -> None:
         check_runnable(cfg, env={})
     found = dict(info.value.problems)
     assert set(found) == {
-        "shards.platform", "cluster.password_env", "cluster.tls.ca_file", "shards.autoscale"
+        "kubernetes.statefulset", "cluster.password_env", "cluster.tls.ca_file"
     }  # fmt: skip
+    local = load_config(write(tmp_path, "cluster: {seeds: ['a:1'], tls: {enabled: true}}\n"
+                              "shards: {autoscale: true}"))  # fmt: skip
+    with pytest.raises(ConfigError, match="cannot start TLS nodes"):
+        check_runnable(local, env={})
     assert "NOT_SET_HERE is not set" in found["cluster.password_env"]
     check_runnable(load_config(write(tmp_path, "cluster: {seeds: ['a:1']}")), env={})
     out = io.StringIO()

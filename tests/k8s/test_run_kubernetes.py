@@ -1,0 +1,173 @@
+"""`slotpilot run` with ``shards.platform: kubernetes``, as processes, against the emulated
+API over HTTP (kubeconfig) and real server pods from the kubelet: one elected leader
+acts (consumer Deployment through the scale subresource, Events), a second replica
+follows, and SIGTERM hands the Lease over at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.k8s.emulator import KubeAPI
+from tests.k8s.kubelet import Kubelet
+from tests.k8s.test_kubelet import redis_statefulset, worker_deployment
+
+CLI = [sys.executable, "-m", "controller.cli"]
+NS = "default"
+TOTAL_SLOTS = 16384
+
+
+def form_cluster(addresses: list[str]) -> None:
+    """Meet the pods and give each its share of the slots (what a bootstrap Job does)."""
+    nodes = [redis.Redis.from_url(f"redis://{a}", decode_responses=True) for a in addresses]
+    first_host, first_port = addresses[0].split(":")
+    for node in nodes[1:]:
+        node.execute_command("CLUSTER", "MEET", first_host, first_port)
+    per = TOTAL_SLOTS // len(nodes)
+    for i, node in enumerate(nodes):
+        end = TOTAL_SLOTS - 1 if i == len(nodes) - 1 else (i + 1) * per - 1
+        node.execute_command("CLUSTER", "ADDSLOTSRANGE", i * per, end)
+    wait_until(lambda: all(n.cluster("info")["cluster_state"] == "ok" for n in nodes),
+               "cluster_state ok", 30)  # fmt: skip
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+class Run:
+    """One `slotpilot run` process with its stderr collected."""
+
+    def __init__(self, config: Path, kubeconfig: Path, pod: str) -> None:
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAME": pod}
+        self.proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--port", "0"],
+                                     stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        wait_until(lambda: self.url is not None or self.proc.poll() is not None, "listening")
+        assert self.proc.poll() is None, self.lines
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def url(self) -> str | None:
+        for line in list(self.lines):
+            if '"listening"' in line:
+                return str(json.loads(line)["url"])
+        return None
+
+    def status(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/v1/status", timeout=5) as response:
+            return dict(json.loads(response.read()))
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(30)
+
+
+@pytest.fixture
+def cluster_pods(k8s_api: KubeAPI, make_kubelet: Callable[..., Kubelet]) -> list[str]:
+    """Three cluster pods of StatefulSet "cache", formed into a cluster; the same kubelet
+    runs Deployments' pods as sleeping workers."""
+    kubelet = make_kubelet(worker_command=[sys.executable, "-c", "import time; time.sleep(120)"])
+    body = redis_statefulset("cache")
+    body["metadata"]["namespace"] = NS
+    body["spec"]["replicas"] = 3
+    k8s_api.create("apps/v1/statefulsets", body)
+    members = kubelet.wait_ready("cache", 3)
+    addresses = [f"127.0.0.1:{m.port}" for m in sorted(members, key=lambda m: m.ordinal or 0)]
+    form_cluster(addresses)
+    return addresses
+
+
+@pytest.fixture
+def runs() -> Iterator[list[Run]]:
+    started: list[Run] = []
+    yield started
+    for run in started:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait(10)
+
+
+def lease_holder(k8s_api: KubeAPI) -> str | None:
+    lease = k8s_api.get("coordination.k8s.io/v1/leases", NS, "slotpilot")
+    return None if lease is None else lease["spec"].get("holderIdentity")
+
+
+def test_run_on_kubernetes_one_leader_scales_a_deployment_and_hands_over(
+    k8s_api: KubeAPI,
+    cluster_pods: list[str],
+    runs: list[Run],
+    tmp_path: Path,
+) -> None:
+    k8s_api.create("apps/v1/deployments", {**worker_deployment("worker"), "metadata": {
+        "name": "worker", "namespace": NS, "labels": {"app": "worker"}}})  # fmt: skip
+    jobs = redis.RedisCluster.from_url(f"redis://{cluster_pods[0]}")
+    jobs.rpush("jobs", *range(250))  # 250 / 100 per replica -> 3 replicas
+    kubeconfig = k8s_api.write_kubeconfig(tmp_path / "kubeconfig")
+    config = tmp_path / "slotpilot.yaml"
+    config.write_text(
+        f'cluster: {{seeds: ["{cluster_pods[0]}"]}}\n'
+        "probe: {interval_seconds: 0.5, timeout_seconds: 0.4, rise: 1, fall: 2}\n"
+        "shards: {platform: kubernetes, min_shards: 3, max_shards: 3, lease_ttl_seconds: 3,\n"
+        "         capacity: {cpu_cores: null}}\n"
+        "kubernetes: {namespace: default, statefulset: cache, lease_seconds: 3,\n"
+        "             renew_deadline_seconds: 2, retry_seconds: 0.5}\n"
+        "consumers:\n"
+        "  - name: worker\n"
+        "    source: {type: redis_list, key: jobs}\n"
+        "    target_backlog_per_replica: 100\n"
+        "    max_replicas: 5\n"
+        "    behavior: {scale_down_stabilization_seconds: 0}\n"
+    )
+    first = Run(config, kubeconfig, "slotpilot-a")
+    runs.append(first)
+    wait_until(lambda: lease_holder(k8s_api) == "slotpilot-a", "the Lease held by slotpilot-a")
+
+    def replicas() -> int:
+        deployment = k8s_api.get("apps/v1/deployments", NS, "worker")
+        return int(deployment["spec"]["replicas"]) if deployment else -1
+
+    wait_until(lambda: replicas() == 3, "the Deployment scaled to 3 through its scale subresource")
+    patches = [r.path for r in k8s_api.requests("PATCH", "/deployments/worker")]
+    assert patches and all(p.endswith("/scale") for p in patches)
+    events = [e for e in k8s_api.list("v1/events", NS)
+              if e["involvedObject"]["name"] == "worker"]  # fmt: skip
+    assert any(e["reason"] == "ScaledUp" and "0 -> 3" in e["message"] for e in events), events
+
+    second = Run(config, kubeconfig, "slotpilot-b")
+    runs.append(second)
+    wait_until(lambda: second.status().get("ready") is True, "the second replica ready")
+    jobs.rpush("jobs", *range(250))  # more work: only the leader may act on it
+    wait_until(lambda: replicas() == 5, "the leader scaled to 5")
+    follower = second.status()
+    assert follower["lease"]["holding"] is False
+    assert not [r for r in k8s_api.requests("PATCH", "/scale") if "slotpilot-b" in r.path]
+
+    started = time.monotonic()
+    assert first.stop() == 0  # SIGTERM: the Lease is released, not left to expire
+    wait_until(lambda: lease_holder(k8s_api) == "slotpilot-b", "slotpilot-b took over", 10)
+    assert time.monotonic() - started < 3.0 + 2.0  # well before a 3 s lease + renew window
+    jobs.delete("jobs")
+    wait_until(lambda: replicas() < 5, "the new leader acts (scales the idle Deployment down)",
+               60)  # fmt: skip
+    assert second.stop() == 0
+    jobs.close()
