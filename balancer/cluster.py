@@ -315,10 +315,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         self._refresh_attempted = time.monotonic()
         self.stats.refresh_attempts += 1
         try:
-            reply, host = self._ask_any(("CLUSTER", "SHARDS"), deadline)
-            slot_map = parse_cluster_shards(reply, tls=self._tls, default_host=host)
-            if not slot_map.shards:
-                raise ClusterError("CLUSTER SHARDS lists no shard with a primary")
+            slot_map = self._read_slot_map(deadline)
         except (ClusterError, ValueError):
             self._refresh_failures += 1
             raise
@@ -336,25 +333,63 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         self._next_refresh = now + self.refresh_interval
         return slot_map
 
-    def _ask_any(self, args: Sequence[Any], deadline: float | None = None) -> tuple[Any, str]:
-        """Run a command on the first node that answers, healthy known nodes first:
-        (reply, host of the node that answered). Stops trying at ``deadline``."""
+    def _read_slot_map(self, deadline: float | None) -> SlotMap:
+        """``CLUSTER SHARDS`` from the first node whose view covers at least as many
+        slots as the map in use. A node that has just left the cluster (reset, about to
+        stop) still answers, with a view of itself alone and no slots: taking its word
+        would route every slot nowhere. When no node's view is that good (slots really
+        went uncovered), the best one wins."""
+        best: SlotMap | None = None
+        wanted = TOTAL_SLOTS - self._slot_map.uncovered if self._slot_map.shards else 1
+        errors: list[str] = []
+        for reply, host in self._answers(("CLUSTER", "SHARDS"), deadline, errors):
+            try:
+                slot_map = parse_cluster_shards(reply, tls=self._tls, default_host=host)
+            except ValueError as exc:
+                errors.append(f"{host}: {exc}")
+                continue
+            if not slot_map.shards:
+                errors.append(f"{host}: CLUSTER SHARDS lists no shard with a primary")
+                continue
+            if best is None or slot_map.uncovered < best.uncovered:
+                best = slot_map
+            if TOTAL_SLOTS - slot_map.uncovered >= wanted:
+                break
+        if best is None:
+            raise ClusterError(f"no node answered 'CLUSTER SHARDS': {'; '.join(errors[:5])}")
+        return best
+
+    def _answers(
+        self, args: Sequence[Any], deadline: float | None, errors: list[str]
+    ) -> Iterator[tuple[Any, str]]:
+        """Replies to ``args`` node by node (healthy known nodes first, then the seeds),
+        as long as the caller asks for more and ``deadline`` allows; failures go to
+        ``errors``."""
         known = list(self._slot_map.addresses())
         random.shuffle(known)
         known.sort(key=lambda a: self._breaker(a).state != "closed")
         seeds = [f"{h}:{p}" for h, p in self._seeds]
-        errors: list[str] = []
         for address in dict.fromkeys(known + seeds):
             if deadline is not None and errors and time.monotonic() >= deadline:
-                break
+                return
             transport = self._transport(address)
             try:
-                return transport.execute(args), transport.host
+                reply = transport.execute(args)
             except NETWORK_ERRORS as exc:
                 self._breaker(address).record(exc)
                 errors.append(f"{address}: {exc}")
+                continue
             except redis.ResponseError as exc:
                 errors.append(f"{address}: {exc}")
+                continue
+            yield reply, transport.host
+
+    def _ask_any(self, args: Sequence[Any], deadline: float | None = None) -> tuple[Any, str]:
+        """Run a command on the first node that answers, healthy known nodes first:
+        (reply, host of the node that answered). Stops trying at ``deadline``."""
+        errors: list[str] = []
+        for reply, host in self._answers(args, deadline, errors):
+            return reply, host
         raise ClusterError(f"no node answered {args[0]!r}: {'; '.join(errors[:5])}")
 
     def _run_anywhere(self, *args: Any) -> Any:
@@ -444,7 +479,8 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
             attempt += 1
             route = self._slot_route[slot]
             if route is None:
-                deadline = self._wait_or_raise(deadline, SlotNotCovered(slot), attempt)
+                last = SlotNotCovered(slot)
+                deadline = self._wait_or_raise(deadline, last, attempt)
                 continue
             member = None
             readers: Router | None = None
@@ -513,9 +549,11 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
                     asking = self._transport(f"{exc.host}:{exc.port}")
                 elif isinstance(exc, TryAgainError):
                     self.stats.tryagain += 1
+                    last = exc
                     deadline = self._wait_or_raise(deadline, exc, attempt)
                 elif isinstance(exc, ClusterDownError):
                     self.stats.clusterdown += 1
+                    last = exc
                     deadline = self._wait_or_raise(deadline, exc, attempt)
                 else:
                     raise

@@ -460,3 +460,21 @@ def test_pipelined_reads_leave_a_replica_that_cannot_be_connected(shared: LocalC
         finally:
             resume.join()
         settle(replica)
+
+
+def test_a_node_that_left_the_cluster_is_not_believed_about_the_slots(
+    cluster: LocalCluster,
+) -> None:
+    with ClusterClient(cluster.seed) as c:
+        c.set("k", "v")
+    _, (leaver,) = cluster.shard_map()[0]
+    leaver_id = leaver.client().execute_command("CLUSTER", "MYID")
+    for node in cluster.nodes:
+        if node is not leaver:
+            node.client().execute_command("CLUSTER", "FORGET", leaver_id)
+    leaver.client().execute_command("CLUSTER", "RESET", "HARD")  # alive, knows only itself
+    # asked first, it answers with a one-node, slot-less view: the next node is asked
+    with ClusterClient([leaver.address, cluster.seed]) as c:
+        assert c.slot_map.uncovered == 0
+        assert leaver.address not in c.slot_map.addresses()
+        assert c.get("k") == b"v"
