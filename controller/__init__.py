@@ -1,11 +1,14 @@
-"""slotpilot controller: probes a Redis/Valkey cluster, decides, acts and publishes routing."""
+"""slotpilot controller: probes a Redis/Valkey cluster, decides, acts and publishes routing.
+
+The local test/dev cluster harness (``controller.localcluster``) is not part of this
+package's API: production modules never import it."""
 
 from controller.backlog import BacklogError, BacklogSource, read_backlog
 from controller.health import Capacity, ClusterView, Gate, NodeHealth, NodeView, build_view
 from controller.lease import ClusterLease, LeaseHeld
-from controller.localcluster import ClusterAuth, LocalCluster, TLSFiles
 from controller.migration import BusyKeyConflict, MigrationError, MigrationExecutor, MigrationReport
 from controller.platform import LocalPlatform, Member, Platform, PlatformError
+from controller.platform.local_nodes import ClusterAuth
 from controller.probe import NodeSample, Probe, ProbeResult
 from controller.rebalance import RebalancePlan, SlotMove, plan_rebalance
 from controller.routing import RoutingEntry, RoutingTable, build_routing_table
@@ -20,7 +23,6 @@ __all__ = [
     "ClusterView",
     "Gate",
     "LeaseHeld",
-    "LocalCluster",
     "LocalPlatform",
     "Member",
     "MigrationError",
@@ -37,7 +39,6 @@ __all__ = [
     "RoutingEntry",
     "RoutingTable",
     "SlotMove",
-    "TLSFiles",
     "build_routing_table",
     "build_view",
     "plan_rebalance",

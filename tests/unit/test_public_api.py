@@ -45,4 +45,16 @@ def test_controller_exports_resolve() -> None:
     assert len(controller.__all__) == len(set(controller.__all__))
     for name in controller.__all__:
         assert getattr(controller, name) is not None, name
-    assert "LocalCluster" in controller.__all__ and "plan_rebalance" in controller.__all__
+    assert "plan_rebalance" in controller.__all__ and "ClusterLease" in controller.__all__
+    # the test/dev harness is not API, and importing the package does not load it
+    assert "LocalCluster" not in controller.__all__
+
+
+def test_production_modules_never_import_the_harness() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, controller, controller.cli, controller.loop, controller.runner; "
+            "print('controller.localcluster' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
