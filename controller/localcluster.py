@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from balancer.endpoint import parse_address
-from balancer.slots import parse_cluster_shards
+from balancer.slots import TOTAL_SLOTS, parse_cluster_shards
 from controller.platform.local_nodes import (
     CONFIG_FILE,
     ClusterAuth,
@@ -56,7 +56,6 @@ __all__ = [
     "port_ordinal",
 ]
 
-TOTAL_SLOTS = 16384
 _PR_SET_PDEATHSIG = 1
 
 

@@ -103,11 +103,14 @@ def read_topology(connect: Connect, seed: str, own_open_slots: bool = True) -> T
 
 def check_gates(topology: Topology, connect: Connect) -> None:
     """Raise :class:`ClusterNotStable` unless every primary says ``cluster_state:ok``, no
-    node is flagged pfail/fail/handshake/noaddr, and no slot is migrating or importing."""
+    node is in a handshake or without an address, no node that owns slots is flagged
+    pfail/fail, and no slot is migrating or importing. A failed node that owns no slot (a
+    dead replica, a primary whose replica took over) blocks nothing: the controller
+    forgets it after a grace period and gives its shard a new replica."""
     reasons = []
     for entry in topology.entries:
         bad = entry.flags & {"fail", "fail?", "handshake", "noaddr"}
-        if bad:
+        if bad & {"handshake", "noaddr"} or (bad and entry.slots):
             reasons.append(f"node {entry.address or entry.node_id[:8]} is {','.join(sorted(bad))}")
     opened = topology.open_slots()
     if opened:

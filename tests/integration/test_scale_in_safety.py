@@ -5,6 +5,7 @@ cluster whose primary died (forget it, give its shard a replica again)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from controller.scaling import (
     scale_shards,
 )
 from controller.structure import repair_structure
-from controller.topology import ClusterNotStable, connector, join, read_topology
+from controller.topology import ClusterNotStable, check_gates, connector, join, read_topology
 
 
 def _add_spare(cluster: LocalCluster) -> Any:
@@ -175,3 +176,22 @@ def test_repair_structure_takes_a_spare_and_reports_what_it_cannot_fix(
     assert done[0] == f"{spare.address} now replicates shard " + done[0].split()[-1]
     assert len(done) == 2 and "is short of 1 replicas: no spare node" in done[1]
     assert cluster.role(spare) == "slave"
+
+
+def test_a_failed_slotless_node_does_not_close_the_gates(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
+    cluster = make_cluster(3, 1, node_timeout_ms=500)
+    connect = connector()
+    _, (replica,) = cluster.shard_map()[0]
+    replica.kill()
+
+    def flagged() -> bool:
+        entries = read_topology(connect, cluster.seed, False).entries
+        return any("fail" in e.flags and e.address == replica.address for e in entries)
+
+    deadline = time.monotonic() + 20
+    while not flagged():
+        assert time.monotonic() < deadline, "the dead replica was never flagged fail"
+        time.sleep(0.1)
+    check_gates(read_topology(connect, cluster.seed, False), connect)  # does not raise
