@@ -431,8 +431,9 @@ def _scale(args: argparse.Namespace) -> int:
     auth = ClusterAuth(access.password, access.username) if access.password else None
     progress = _ProgressPrinter()
     try:
+        # first: a cluster with nodes on another host is refused before the lease is asked
+        nodes = local_node_source(connect(seed), workdir or state_dir(), auth)
         with _lease(access, seed, "scale", ttl=ttl):
-            nodes = local_node_source(connect(seed), workdir or state_dir(), auth)
             report = scale_shards(connect, seed, args.shards, nodes, replicas_per_shard=replicas,
                                   engine=engine, progress=progress, **options)  # fmt: skip
     except ValueError as exc:  # a request the cluster's shape cannot take: bad input
