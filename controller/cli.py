@@ -106,7 +106,7 @@ def _lease(
     passes ``required=False``: a cluster too broken to store the lease can still be fixed."""
     import redis
 
-    from balancer import ClusterClient, ClusterError
+    from balancer import ClusterClient, ClusterError, SlotNotCovered
     from controller.lease import ClusterLease
 
     owner = f"slotpilot {command} on {socket.gethostname()} pid {os.getpid()}"
@@ -118,6 +118,11 @@ def _lease(
     except (ClusterError, redis.RedisError, OSError) as exc:
         if client is not None:
             client.close()
+        if required and isinstance(exc, redis.exceptions.ClusterDownError | SlotNotCovered):
+            from controller.topology import ClusterNotStable  # a gate: refused, exit 3
+
+            raise ClusterNotStable([f"the cluster is down ({exc}): run `slotpilot fix`, "
+                                    "or wait for its failover"]) from None  # fmt: skip
         if required:
             raise Unreachable(seed, f"cannot take the cluster's lease: {exc}") from None
         log.warning("acting without the cluster's lease (%s)", exc)
