@@ -455,3 +455,23 @@ def test_busykey_with_a_different_value_stops_and_names_the_key(
     pipe.execute()
     assert fix(connector(), cluster.seed).finished == [slot]
     _assert_sound(cluster, slot, keys)
+
+
+def test_fix_finishes_a_move_cut_off_between_setslot_node_on_target_and_source(
+    plain_cluster: LocalCluster,
+) -> None:
+    """A crash after ``SETSLOT NODE`` reached the target but not the source: the target
+    owns the slot (it refuses IMPORTING), the source may still say MIGRATING. ``fix``
+    closes the slot toward the target; nothing is lost."""
+    cluster = plain_cluster
+    src, dst = cluster.primaries()[:2]
+    slot = _spare_slot(src, 7)
+    keys = {k: k for k in _keys_for_slot(slot, 6, "cut")}
+    with ClusterClient(cluster.seed) as client:
+        client.mset(keys)
+    _open(cluster, src, dst, slot)
+    src.client().execute_command("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys)
+    dst.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", cluster.node_id(dst))
+    fix(connector(), cluster.seed)
+    _assert_sound(cluster, slot, keys)
+    assert _owner(cluster, slot) is dst
