@@ -64,7 +64,7 @@ from controller.routing import RoutingTable, build_routing_table
 from controller.scaling import NodeSource, ScaleReport, scale_shards
 from controller.status import build_status
 from controller.structure import repair_structure
-from controller.topology import ClusterNotStable, Connect, connector, fix
+from controller.topology import ClusterNotStable, Connect, connector, fix, join
 
 __all__ = ["Controller", "EventSink"]
 
@@ -302,6 +302,7 @@ class Controller:
         out: list[Decision] = []
         if holding:
             self._guard("repair", self._repair_shards)
+            self._guard("structure", self._rejoin_strays)
             self._guard("structure", self._repair_structure)
         shard = self._guard("shards", lambda: self._reconcile_shards(holding))
         if shard is not None:
@@ -427,27 +428,52 @@ class Controller:
         policy, now = self.cfg.shards, self.clock()
         failed = view.failed_nodes
         short = shards_short_of_replicas(view, policy.replicas_per_shard)
-        if not failed and not short:
-            self._structure_failures = 0  # sound: the last attempt worked
+        grace = policy.forget_failed_after_seconds
+        expired = tuple(sorted(n for n, since in failed.items() if now - since >= grace))
+        if not expired and not short:
+            self._structure_failures = 0  # sound, or only nodes within their grace period
             return
-        if any(now - since < policy.forget_failed_after_seconds for since in failed.values()):
-            return  # a node just failed: it may come back; the shard waits meanwhile
+        # A node within its grace period may come back: meanwhile its shard may take a
+        # spare (a rescheduled pod that rejoined, say), but no new node is started for it.
+        waiting = len(expired) < len(failed)
         wait = retry_backoff(self._structure_failures, policy.retry_base_seconds,
                              policy.retry_max_seconds)  # fmt: skip
         if now - self._structure_failed_at < wait:
             return
         self._structure_failures += 1  # cleared once a later view finds nothing to mend
         self._structure_failed_at = now
-        log.info(json.dumps({"event": "repair_structure", "forget": sorted(failed),
+        log.info(json.dumps({"event": "repair_structure", "forget": list(expired),
                              "short_of_replicas": short}))  # fmt: skip
         self._own_change = True
-        done = repair_structure(self._admin_connect(), self._seed(), self.nodes,
-                                policy.replicas_per_shard, forget=tuple(failed),
-                                progress=self._on_progress)  # fmt: skip
+        done = repair_structure(self._admin_connect(), self._seed(),
+                                None if waiting else self.nodes, policy.replicas_per_shard,
+                                forget=expired, progress=self._on_progress)  # fmt: skip
         log.info(json.dumps({"event": "repaired_structure", "actions": done}))
         if done:
             self._event("shards", "StructureRepaired", "; ".join(done))
         self.probe_once()
+
+    def _rejoin_strays(self) -> None:
+        """A platform node that is ready but not a live member of the cluster — a pod
+        rescheduled with a new IP, or back with an empty ``nodes.conf`` — is met again;
+        it is then an empty primary, a spare that structure repair makes a replica."""
+        ready = getattr(self.nodes, "ready_addresses", None)
+        view = self.view
+        if ready is None or view is None or self.migrating or self.intent.change is not None:
+            return
+        probe = view.probe
+        if probe is None:
+            return
+        bad = {"fail", "fail?", "noaddr", "handshake"}
+        live = {e.address for e in probe.entries if e.address and not e.flags & bad}
+        strays = [address for address in ready() if address not in live]
+        for address in strays:
+            log.info(json.dumps({"event": "rejoin", "node": address}))
+            self._own_change = True
+            join(self._admin_connect(), self._seed(), address, timeout=30.0)
+            self._event("shards", "NodeRejoined", f"{address} met again (a rescheduled pod)")
+        if strays:
+            self.probe_once()
 
     def _fill_empty_primaries(self, decision: Decision) -> None:
         """A primary without slots (a scale-out cut off between join and rebalance, or a

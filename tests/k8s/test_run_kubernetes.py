@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,85 @@ def test_run_on_kubernetes_one_leader_scales_a_deployment_and_hands_over(
                60)  # fmt: skip
     assert second.stop() == 0
     jobs.close()
+
+
+def form_cluster_with_replicas(addresses: list[str], shards: int) -> None:
+    """The first ``shards`` pods are primaries; each other pod replicates one of them."""
+    form_cluster(addresses[:shards])
+    nodes = [redis.Redis.from_url(f"redis://{a}", decode_responses=True) for a in addresses]
+    host, port = addresses[0].split(":")
+    ids = [n.execute_command("CLUSTER", "MYID") for n in nodes[:shards]]
+    for i, node in enumerate(nodes[shards:]):
+        node.execute_command("CLUSTER", "MEET", host, port)
+        primary = ids[i % shards]
+        wait_until(partial(_replicate, node, primary), "replica attached", 30)
+
+
+def _replicate(node: redis.Redis, primary_id: str) -> bool:
+    try:
+        node.execute_command("CLUSTER", "REPLICATE", primary_id)
+    except redis.ResponseError:
+        return False  # the primary is not known to it yet
+    return True
+
+
+def is_replica(seed: str, address: str) -> bool:
+    with redis.Redis.from_url(f"redis://{seed}", decode_responses=True) as node:
+        lines = str(node.execute_command("CLUSTER", "NODES")).splitlines()
+    return any(f" {address}@" in f" {line.split()[1]}" and "slave" in line.split()[2]
+               and "fail" not in line.split()[2] for line in lines)  # fmt: skip
+
+
+def healthy_replicas(address: str) -> dict[str, int]:
+    """Per primary id owning slots: its replicas that are not failing."""
+    with redis.Redis.from_url(f"redis://{address}", decode_responses=True) as node:
+        lines = str(node.execute_command("CLUSTER", "NODES")).splitlines()
+    rows = [line.split() for line in lines]
+    counts = {r[0]: 0 for r in rows if "master" in r[2] and len(r) > 8}
+    for r in rows:
+        if r[3] in counts and "fail" not in r[2]:
+            counts[r[3]] += 1
+    return counts
+
+
+def test_a_rescheduled_replica_pod_is_healed_back_into_the_cluster(
+    k8s_api: KubeAPI, make_kubelet: Callable[..., Kubelet], runs: list[Run], tmp_path: Path
+) -> None:
+    kubelet = make_kubelet()
+    body = redis_statefulset("cache")
+    body["metadata"]["namespace"] = NS
+    body["spec"]["replicas"] = 6
+    k8s_api.create("apps/v1/statefulsets", body)
+    members = sorted(kubelet.wait_ready("cache", 6), key=lambda m: m.ordinal or 0)
+    addresses = [f"127.0.0.1:{m.port}" for m in members]
+    form_cluster_with_replicas(addresses, 3)
+    config = tmp_path / "slotpilot.yaml"
+    config.write_text(
+        f'cluster: {{seeds: ["{addresses[0]}", "{addresses[1]}"]}}\n'
+        "probe: {interval_seconds: 0.5, timeout_seconds: 0.4, rise: 1, fall: 2}\n"
+        "shards: {platform: kubernetes, autoscale: true, min_shards: 3, max_shards: 3,\n"
+        "         node_timeout_ms: 2000, forget_failed_after_seconds: 5,\n"
+        "         retry_base_seconds: 1, lease_ttl_seconds: 3, capacity: {cpu_cores: null}}\n"
+        "kubernetes: {namespace: default, statefulset: cache, lease_seconds: 3,\n"
+        "             renew_deadline_seconds: 2, retry_seconds: 0.5}\n"
+    )
+    kubeconfig = k8s_api.write_kubeconfig(tmp_path / "kubeconfig")
+    run = Run(config, kubeconfig, "slotpilot-a")
+    runs.append(run)
+    wait_until(lambda: lease_holder(k8s_api) == "slotpilot-a", "the leader")
+    assert sorted(healthy_replicas(addresses[0]).values()) == [1, 1, 1]
+
+    moved = kubelet.reschedule("cache-5")  # a replica's pod: new port, empty data dir
+    assert moved.port != members[5].port
+    new_address = f"127.0.0.1:{moved.port}"
+    wait_until(lambda: sorted(healthy_replicas(addresses[0]).values()) == [1, 1, 1]
+               and is_replica(addresses[0], new_address),
+               "every shard with a replica again: the rescheduled pod", 60)  # fmt: skip
+    events = [e["reason"] for e in k8s_api.list("v1/events", NS)]
+    assert "NodeRejoined" in events, (events, run.lines[-30:])
+    # after its grace period the dead node is forgotten everywhere
+    old = f"127.0.0.1:{members[5].port}"
+    wait_until(lambda: old not in str(redis.Redis.from_url(f"redis://{addresses[0]}")
+                                      .execute_command("CLUSTER", "NODES")),
+               "the dead node forgotten", 60)  # fmt: skip
+    assert run.stop() == 0

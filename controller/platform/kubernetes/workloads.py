@@ -227,6 +227,11 @@ class StatefulSetNodes:
                 self._ordinals[node.address] = node.ordinal
         return nodes
 
+    def ready_addresses(self) -> list[str]:
+        """Addresses of the Ready pods: the controller meets any that is not a live
+        member of the cluster (a rescheduled pod with a new IP or an empty nodes.conf)."""
+        return [str(n.address) for n in self.pods() if n.ready and n.address]
+
     def ordinal(self, address: str) -> Any:
         if address not in self._ordinals:
             self.pods()
