@@ -263,7 +263,8 @@ def _run(args: argparse.Namespace) -> int:
         server = ControllerHTTPServer(
             args.host, port, metrics=metrics,
             ready=lambda: "c" in holder and holder["c"].ready and holder["api_up"](),
-            status=lambda: holder["c"].status(), routing=lambda: holder["c"].routing,
+            status=lambda: holder["c"].status() | holder["extra"](),
+            routing=lambda: holder["c"].routing,
         )  # fmt: skip
     except OSError as exc:
         where = flag if exc.errno == errno.EADDRINUSE else f"--host/{flag}"
@@ -271,6 +272,8 @@ def _run(args: argparse.Namespace) -> int:
         raise BadInput(where, reason) from None
     parts = assemble(cfg, lambda: _shard_nodes(cfg, _access_for_config(cfg)), metrics)
     holder["api_up"] = parts.api_up or (lambda: True)
+    crashes = parts.crash_status  # local consumers that keep exiting non-zero
+    holder["extra"] = lambda: {"consumer_crashes": crashes()} if crashes else {}
     try:
         controller = holder["c"] = Controller(
             cfg, parts.platform, metrics=metrics, nodes=parts.nodes, intent=parts.intent,

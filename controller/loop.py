@@ -76,6 +76,23 @@ decisions_log = logging.getLogger("slotpilot.decision")
 migration_log = logging.getLogger("slotpilot.migration")
 SCALE_ERRORS = (ClusterNotStable, MigrationError, redis.RedisError, OSError, ValueError)
 _NUMBER = re.compile(r"\d+(\.\d+)?")
+# Slot shares further than this from the even share are rebalanced while holding (the
+# rebalance itself aims within 2 %, so a balanced cluster never churns).
+_BALANCE_TOLERANCE = 0.05
+
+
+def slot_skew(view: ClusterView) -> float:
+    """The largest distance of a slot-owning primary's slot count from the even share,
+    as a fraction of that share (0: perfectly even; pure, from the probe's entries)."""
+    probe = view.probe
+    if probe is None:
+        return 0.0
+    counts = [sum(hi - lo + 1 for lo, hi in e.slots) for e in probe.entries
+              if e.is_primary and e.slots and not e.flags & {"fail", "fail?"}]  # fmt: skip
+    if len(counts) < 2:
+        return 0.0
+    even = sum(counts) / len(counts)
+    return max(abs(c - even) for c in counts) / even
 
 
 class Controller:
@@ -476,15 +493,19 @@ class Controller:
             self.probe_once()
 
     def _fill_empty_primaries(self, decision: Decision) -> None:
-        """A primary without slots (a scale-out cut off between join and rebalance, or a
-        node joined by hand) gets its share when the policy wants no change."""
+        """When the policy wants no change, every primary gets its share of the slots: a
+        primary without slots (a scale-out cut off between join and rebalance, a node
+        joined by hand), or shares that drifted beyond ``_BALANCE_TOLERANCE`` of the
+        even share (two actors once rebalanced the same slots: 3842/4350/4096/4096)."""
         view = self.view
         if self.nodes is None or view is None or decision.direction != "none":
             return
         primaries = [n for n in view.nodes.values() if n.role == "primary" and n.node_id]
         empty = [n.address for n in primaries if n.node_id not in view.shard_utilization]
-        if empty and not view.gates:
-            log.info(json.dumps({"event": "repair", "empty_primaries": empty}))
+        skew = slot_skew(view)
+        if (empty or skew > _BALANCE_TOLERANCE) and not view.gates:
+            log.info(json.dumps({"event": "repair", "empty_primaries": empty,
+                                 "slot_skew": round(skew, 3)}))  # fmt: skip
             if self.scale_shards(len(primaries)):
                 self._save_intent(None)
 

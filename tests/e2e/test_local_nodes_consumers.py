@@ -67,3 +67,54 @@ def test_consumers_get_no_controller_secret_and_stop_with_the_controller(
             run.kill()
             run.wait(timeout=10)
     assert not any(_alive(pid) for pid in pids)
+
+
+def test_a_crashing_consumer_is_reported_in_status_and_metrics(
+    tmp_path: Path, cluster: LocalCluster
+) -> None:
+    import threading
+    import urllib.request
+
+    config = tmp_path / "slotpilot.yaml"
+    command = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    config.write_text(
+        f'cluster: {{seeds: ["{cluster.seed}"]}}\n'
+        "probe: {interval_seconds: 0.5, timeout_seconds: 0.3, rise: 1, fall: 2}\n"
+        "consumers:\n"
+        "  - name: flaky\n"
+        "    source: {type: redis_list, key: jobs}\n"
+        "    min_replicas: 1\n"
+        f"    command: {json.dumps(command)}\n"
+    )
+    run = subprocess.Popen([*CLI, "run", "--config", str(config), "--port", "0"],
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(run.stderr or ()), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 30
+        url = None
+        while url is None and time.monotonic() < deadline:
+            url = next((json.loads(x)["url"] for x in list(lines) if '"listening"' in x), None)
+            time.sleep(0.1)
+        assert url is not None, lines
+
+        def crashes() -> dict[str, object]:
+            with urllib.request.urlopen(f"{url}/v1/status", timeout=5) as response:
+                return dict(json.loads(response.read()).get("consumer_crashes", {}))
+
+        def failed_exits() -> int:
+            report = crashes().get("flaky")
+            return int(report["failed_exits"]) if isinstance(report, dict) else 0
+
+        while failed_exits() < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        report = crashes()["flaky"]
+        assert isinstance(report, dict) and report["failed_exits"] >= 1
+        assert report["last_exit_code"] == 3
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert 'slotpilot_consumer_failed_exits_total{target="flaky"}' in metrics
+        assert any("exited with 3" in line for line in lines)
+    finally:
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=30)

@@ -219,3 +219,22 @@ def test_one_second_burst_adds_no_shard(cluster: LocalCluster) -> None:
     finally:
         patient.stop()
         eager.stop()
+
+
+def test_drifted_slot_shares_are_rebalanced_while_holding(make_cluster: Any) -> None:
+    """Two actors once left 3842/4350/4096/4096-like shares that neither corrected: the
+    holder now brings every primary back within the tolerance of the even share."""
+    from controller.loop import slot_skew
+    from controller.topology import connector, rebalance
+
+    cluster: LocalCluster = make_cluster(3, 0)
+    ids = [cluster.node_id(n) for n in cluster.primaries()]
+    rebalance(connector(), cluster.seed, weights={ids[0]: 0.7, ids[1]: 1.3, ids[2]: 1.0})
+    controller = Controller(_config(cluster, min_shards=3, max_shards=3), LocalPlatform({}),
+                            nodes=cluster)  # fmt: skip
+    try:
+        assert slot_skew(controller.probe_once()) > 0.2
+        controller.reconcile_once()
+        assert slot_skew(controller.probe_once()) < 0.05
+    finally:
+        controller.stop()
