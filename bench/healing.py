@@ -16,13 +16,13 @@ from pathlib import Path
 from bench.common import emit, log, machine
 from tests.k8s.emulator import KubeAPI
 from tests.k8s.kubelet import Kubelet
-from tests.k8s.test_kubelet import redis_statefulset
 from tests.k8s.test_run_kubernetes import (
     Run,
-    form_cluster_with_replicas,
+    healing_config,
     healthy_replicas,
     is_replica,
     lease_holder,
+    six_pods_three_shards,
     wait_until,
 )
 
@@ -33,23 +33,8 @@ def one_round(workdir: Path) -> tuple[float, float]:
     kubelet = Kubelet(api, workdir / "kubelet").start()
     run: Run | None = None
     try:
-        body = redis_statefulset("cache")
-        body["metadata"]["namespace"] = "default"
-        body["spec"]["replicas"] = 6
-        api.create("apps/v1/statefulsets", body)
-        members = sorted(kubelet.wait_ready("cache", 6), key=lambda m: m.ordinal or 0)
-        addresses = [f"127.0.0.1:{m.port}" for m in members]
-        form_cluster_with_replicas(addresses, 3)
-        config = workdir / "slotpilot.yaml"
-        config.write_text(
-            f'cluster: {{seeds: ["{addresses[0]}", "{addresses[1]}"]}}\n'
-            "probe: {interval_seconds: 0.5, timeout_seconds: 0.4, rise: 1, fall: 2}\n"
-            "shards: {platform: kubernetes, autoscale: true, min_shards: 3, max_shards: 3,\n"
-            "         node_timeout_ms: 2000, forget_failed_after_seconds: 60,\n"
-            "         retry_base_seconds: 1, lease_ttl_seconds: 3, capacity: {cpu_cores: null}}\n"
-            "kubernetes: {namespace: default, statefulset: cache, lease_seconds: 3,\n"
-            "             renew_deadline_seconds: 2, retry_seconds: 0.5}\n"
-        )
+        _, addresses = six_pods_three_shards(api, kubelet)
+        config = healing_config(workdir, addresses, forget_after=60)
         run = Run(config, api.write_kubeconfig(workdir / "kubeconfig"), "bench")
         wait_until(lambda: lease_holder(api) == "bench", "the leader")
         killed = time.monotonic()

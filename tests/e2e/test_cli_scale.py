@@ -213,7 +213,10 @@ def test_controller_sigkilled_mid_migration_resumes_after_restart(
             lines.append(line)
             if '"event": "scaled"' in line:
                 break
-            assert time.monotonic() < deadline, ("the restarted controller never finished", lines[-25:])
+            assert time.monotonic() < deadline, (
+                "the restarted controller never finished",
+                lines[-25:],
+            )
         scaled = json.loads(lines[-1])
         assert scaled["after"] == 2
         if partial.open_slots():  # the kill left slots open: closed before anything else

@@ -213,27 +213,39 @@ def healthy_replicas(address: str) -> dict[str, int]:
     return counts
 
 
-def test_a_rescheduled_replica_pod_is_healed_back_into_the_cluster(
-    k8s_api: KubeAPI, make_kubelet: Callable[..., Kubelet], runs: list[Run], tmp_path: Path
-) -> None:
-    kubelet = make_kubelet()
+def six_pods_three_shards(api: KubeAPI, kubelet: Kubelet) -> tuple[list[Any], list[str]]:
+    """StatefulSet "cache" of 6 real server pods formed into 3 shards x 1 replica."""
     body = redis_statefulset("cache")
     body["metadata"]["namespace"] = NS
     body["spec"]["replicas"] = 6
-    k8s_api.create("apps/v1/statefulsets", body)
+    api.create("apps/v1/statefulsets", body)
     members = sorted(kubelet.wait_ready("cache", 6), key=lambda m: m.ordinal or 0)
     addresses = [f"127.0.0.1:{m.port}" for m in members]
     form_cluster_with_replicas(addresses, 3)
-    config = tmp_path / "slotpilot.yaml"
+    return members, addresses
+
+
+def healing_config(folder: Path, addresses: list[str], forget_after: float) -> Path:
+    """`run` on Kubernetes with autoscale on (the node source heals), 3 shards fixed."""
+    config = folder / "slotpilot.yaml"
     config.write_text(
         f'cluster: {{seeds: ["{addresses[0]}", "{addresses[1]}"]}}\n'
         "probe: {interval_seconds: 0.5, timeout_seconds: 0.4, rise: 1, fall: 2}\n"
         "shards: {platform: kubernetes, autoscale: true, min_shards: 3, max_shards: 3,\n"
-        "         node_timeout_ms: 2000, forget_failed_after_seconds: 5,\n"
+        f"         node_timeout_ms: 2000, forget_failed_after_seconds: {forget_after},\n"
         "         retry_base_seconds: 1, lease_ttl_seconds: 3, capacity: {cpu_cores: null}}\n"
         "kubernetes: {namespace: default, statefulset: cache, lease_seconds: 3,\n"
         "             renew_deadline_seconds: 2, retry_seconds: 0.5}\n"
     )
+    return config
+
+
+def test_a_rescheduled_replica_pod_is_healed_back_into_the_cluster(
+    k8s_api: KubeAPI, make_kubelet: Callable[..., Kubelet], runs: list[Run], tmp_path: Path
+) -> None:
+    kubelet = make_kubelet()
+    members, addresses = six_pods_three_shards(k8s_api, kubelet)
+    config = healing_config(tmp_path, addresses, forget_after=5)
     kubeconfig = k8s_api.write_kubeconfig(tmp_path / "kubeconfig")
     run = Run(config, kubeconfig, "slotpilot-a")
     runs.append(run)

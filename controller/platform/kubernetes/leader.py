@@ -103,18 +103,21 @@ class LeaderElector:
             lease_transitions=transitions,
         )
 
+    def _read(self) -> Any:
+        return self.api.call(
+            f"get leases {self.name}",
+            self.api.coordination.read_namespaced_lease,
+            self.name,
+            self.namespace,
+        )
+
     def step(self) -> bool:
         """One attempt to acquire or renew; returns :attr:`is_leader`. Never raises."""
         coordination = self.api.coordination
         now = self._wall()
         try:
             try:
-                lease = self.api.call(
-                    f"get leases {self.name}",
-                    coordination.read_namespaced_lease,
-                    self.name,
-                    self.namespace,
-                )
+                lease = self._read()
             except NotFound:
                 lease = None
             view = _view(lease) if lease is not None else None
@@ -165,12 +168,7 @@ class LeaderElector:
             return
         coordination = self.api.coordination
         try:
-            lease = self.api.call(
-                f"get leases {self.name}",
-                coordination.read_namespaced_lease,
-                self.name,
-                self.namespace,
-            )
+            lease = self._read()
             if lease.spec is None or lease.spec.holder_identity != self.identity:
                 return
             lease.spec.holder_identity = None
