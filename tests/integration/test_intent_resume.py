@@ -38,23 +38,22 @@ def _config(cluster: LocalCluster, state_dir: Path) -> SlotpilotConfig:
 
 
 class DiesAfterDrain(Controller):
-    """Dies once the leaving primaries have given away all their slots, before the
-    leaving nodes are forgotten and stopped."""
+    """Dies once the leaving nodes own no slot any more (drained, or their primary role
+    handed to a surviving replica by failover), before they are forgotten and stopped."""
 
-    to_move = 0
-    moved = 0
+    leaving: tuple[str, ...] = ()
 
     def _mark_draining(self, addresses: list[str]) -> None:
         super()._mark_draining(addresses)
-        topology = read_topology(connector(), self._seed())
-        self.to_move = sum(hi - lo + 1 for p in topology.primaries if p.address in addresses
-                           for lo, hi in p.slots)  # fmt: skip
+        self.leaving = tuple(addresses)
 
     def _on_progress(self, event: dict[str, Any]) -> None:
         super()._on_progress(event)
         if event.get("event") == "moved":
-            self.moved += event["slots"]
-            if self.moved >= self.to_move:
+            topology = read_topology(connector(), self._seed())
+            owned = sum(hi - lo + 1 for p in topology.primaries if p.address in self.leaving
+                        for lo, hi in p.slots)  # fmt: skip
+            if owned == 0:
                 raise Crash
 
 
