@@ -13,6 +13,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from balancer.slots import as_text
+
 __all__ = ["BLOCKING_COMMANDS", "block_seconds"]
 
 # Block time (seconds) is the last argument.
@@ -24,24 +26,20 @@ _BLOCK_OPTION = frozenset({"XREAD", "XREADGROUP"})
 BLOCKING_COMMANDS = _LAST_SECONDS | _FIRST_SECONDS | _BLOCK_OPTION
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def block_seconds(args: Sequence[Any]) -> float | None:
     """Seconds the server may block before answering ``args``: ``None`` when the command
     does not block, ``math.inf`` for "block forever" (0), else the block time."""
-    name = _text(args[0]).upper()
+    name = as_text(args[0]).upper()
     try:
         if name in _LAST_SECONDS:
-            value = float(_text(args[-1]))
+            value = float(as_text(args[-1]))
         elif name in _FIRST_SECONDS:
-            value = float(_text(args[1]))
+            value = float(as_text(args[1]))
         elif name in _BLOCK_OPTION:
-            upper = [_text(a).upper() for a in args[1:]]
+            upper = [as_text(a).upper() for a in args[1:]]
             if "BLOCK" not in upper:
                 return None
-            value = float(_text(args[upper.index("BLOCK") + 2])) / 1000.0
+            value = float(as_text(args[upper.index("BLOCK") + 2])) / 1000.0
         else:
             return None
     except (IndexError, ValueError):

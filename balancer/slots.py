@@ -15,6 +15,7 @@ from redis.crc import key_slot
 
 __all__ = [
     "TOTAL_SLOTS",
+    "as_text",
     "ShardInfo",
     "ShardNode",
     "SlotMap",
@@ -81,40 +82,41 @@ class SlotMap:
         return {n.address for s in self.shards for n in (s.primary, *s.replicas)}
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A RESP value as text: bytes decoded as UTF-8, anything else through ``str``."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _as_dict(item: Any) -> dict[str, Any]:
     """RESP3 map or RESP2 flat [k1, v1, k2, v2, ...] list -> dict with str keys."""
     if isinstance(item, Mapping):
-        return {_text(k): v for k, v in item.items()}
+        return {as_text(k): v for k, v in item.items()}
     if isinstance(item, list | tuple) and len(item) % 2 == 0:
-        return {_text(item[i]): item[i + 1] for i in range(0, len(item), 2)}
+        return {as_text(item[i]): item[i + 1] for i in range(0, len(item), 2)}
     raise ValueError(f"unexpected CLUSTER SHARDS entry: {item!r:.200}")
 
 
 def _node(raw: Any, tls: bool, default_host: str) -> ShardNode:
     fields = _as_dict(raw)
-    host = _text(fields.get("endpoint") or "")
+    host = as_text(fields.get("endpoint") or "")
     if host in ("", "?"):
-        host = _text(fields.get("ip") or "")
+        host = as_text(fields.get("ip") or "")
     if host in ("", "?"):
-        host = _text(fields.get("hostname") or "")
+        host = as_text(fields.get("hostname") or "")
     if host in ("", "?"):
         host = default_host  # a lone node that never saw a MEET does not know its IP
     if not host:
-        raise ValueError(f"node {_text(fields.get('id'))} has no address in CLUSTER SHARDS")
+        raise ValueError(f"node {as_text(fields.get('id'))} has no address in CLUSTER SHARDS")
     port_field = "tls-port" if tls and "tls-port" in fields else "port"
     if port_field not in fields and "tls-port" in fields:
         port_field = "tls-port"
     port = int(fields[port_field])
-    role = _text(fields["role"])
+    role = as_text(fields["role"])
     return ShardNode(
-        id=_text(fields["id"]),
+        id=as_text(fields["id"]),
         address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         role="primary" if role in ("master", "primary") else "replica",
-        health=_text(fields.get("health", "online")),
+        health=as_text(fields.get("health", "online")),
         replication_offset=int(fields.get("replication-offset", 0)),
     )
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from balancer.slots import as_text
 from controller.probe import ClusterNodeEntry
 from controller.topology import Connect
 
@@ -72,9 +72,5 @@ def read_memory_facts(connect: Connect, entries: Sequence[ClusterNodeEntry]) -> 
         info = connect(entry.address).info("memory")
         facts.append(MemoryFacts(entry.node_id, int(info.get("used_memory", 0)),
                                  int(info.get("maxmemory", 0)),
-                                 _text(info.get("maxmemory_policy", "noeviction"))))  # fmt: skip
+                                 as_text(info.get("maxmemory_policy", "noeviction"))))  # fmt: skip
     return facts
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -586,8 +586,7 @@ class Controller:
     def _on_progress(self, event: dict[str, Any]) -> None:
         migration_log.info(json.dumps(event))  # one line per batch and per step
         if self.metrics is not None and event.get("event") == "moved":
-            self.metrics.migrated_slots.inc(event.get("slots", 0))
-            self.metrics.migrated_keys.inc(event.get("keys", 0))
+            self.metrics.observe_batch(event.get("slots", 0), event.get("keys", 0))
 
     def _log(self, decision: Decision, acted: bool) -> None:
         """One line when the decision or its reason changes (numbers in the reason, such

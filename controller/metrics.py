@@ -255,11 +255,10 @@ class ControllerMetrics:
     def set_migration_in_progress(self, in_progress: bool) -> None:
         self.migration_in_progress.set(1 if in_progress else 0)
 
-    def observe_migration(self, slots: int, keys: int, seconds: float) -> None:
-        """One finished migration run (e.g. a ``MigrationReport``'s slots, keys, seconds)."""
+    def observe_batch(self, slots: int, keys: int) -> None:
+        """One migration batch as it lands (a ``moved`` progress event)."""
         self.migrated_slots.inc(slots)
         self.migrated_keys.inc(keys)
-        self.migration_duration.observe(seconds)
 
     # -- exposition ----------------------------------------------------------------------
 

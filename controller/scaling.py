@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import redis
 
 from balancer.endpoint import parse_address
+from balancer.slots import as_text
 from controller.capacity import check_scale_in_capacity, read_memory_facts
 from controller.migration import MigrationExecutor, MigrationReport, Progress
 from controller.probe import ClusterNodeEntry, myself_entry
@@ -407,7 +408,7 @@ def prove_empty(
     deadline = time.monotonic() + settle
     while True:
         try:
-            own = myself_entry(_text(node.execute_command("CLUSTER", "NODES")))
+            own = myself_entry(as_text(node.execute_command("CLUSTER", "NODES")))
             keys = int(node.dbsize())
         except (redis.RedisError, OSError) as exc:
             raise NodeNotEmpty(address, f"cannot be proven empty: {exc}") from exc
@@ -492,7 +493,7 @@ def _failover(connect: Connect, address: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         role = node.execute_command("ROLE")
-        if _text(role[0]) == "master":
+        if as_text(role[0]) == "master":
             return
         time.sleep(0.05)
     raise ClusterNotStable([f"failover to {address} did not finish in {timeout:.0f}s"])
@@ -511,7 +512,7 @@ def wait_converged(connect: Connect, seed: str, timeout: float = 60.0) -> None:
             for entry in live:
                 view = live_entries(read_topology(connect, entry.address, False).entries)
                 views.add(frozenset((e.node_id, e.is_primary, e.primary_id, e.slots) for e in view))
-                state = _text(connect(entry.address).cluster("info").get("cluster_state"))
+                state = as_text(connect(entry.address).cluster("info").get("cluster_state"))
                 if state != "ok":
                     last = f"{entry.address}: cluster_state:{state}"
                     break
@@ -521,7 +522,3 @@ def wait_converged(connect: Connect, seed: str, timeout: float = 60.0) -> None:
                 last = f"{len(views)} different views of the cluster"
         time.sleep(0.05)
     raise ClusterNotStable([f"cluster did not converge in {timeout:.0f}s ({last})"])
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -33,6 +33,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from balancer.endpoint import parse_address
+from balancer.slots import as_text
 from controller.errors import BadInput
 from controller.probe import myself_entry, parse_node_entries
 
@@ -215,21 +216,17 @@ class NodeSettings:
         return int(dict(self.inherited).get("cluster-node-timeout", "15000"))
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _config_get(client: redis.Redis, names: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in names:  # one by one: Redis 7.0 and Valkey both answer that form
-        out.update({_text(k): _text(v) for k, v in client.config_get(name).items()})
+        out.update({as_text(k): as_text(v) for k, v in client.config_get(name).items()})
     return out
 
 
 def read_node_settings(client: redis.Redis, auth: ClusterAuth | None = None) -> NodeSettings:
     """Read a running node's settings that new nodes of its cluster must share."""
     flavor = "valkey" if client.info("server").get("valkey_version") else "redis"
-    nodes_text = _text(client.execute_command("CLUSTER", "NODES"))
+    nodes_text = as_text(client.execute_command("CLUSTER", "NODES"))
     entries = parse_node_entries(nodes_text)
     own = myself_entry(nodes_text)
     host = parse_address(own.address)[0] if own is not None and own.address else "127.0.0.1"
@@ -239,7 +236,7 @@ def read_node_settings(client: redis.Redis, auth: ClusterAuth | None = None) -> 
     aclfile = config.get("aclfile", "")
     users: tuple[str, ...] = ()
     if not aclfile:  # users in the config file and an aclfile exclude each other
-        users = tuple(_text(line) for line in client.execute_command("ACL", "LIST"))
+        users = tuple(as_text(line) for line in client.execute_command("ACL", "LIST"))
     return NodeSettings(
         binary=find_server_binary(flavor), host=host, inherited=inherited, acl_users=users,
         aclfile=aclfile,

@@ -57,7 +57,8 @@ def eventful_controller() -> ControllerMetrics:
     metrics.observe_backlog("worker", 500.0)
     metrics.set_leader(True)
     metrics.set_migration_in_progress(True)
-    metrics.observe_migration(slots=64, keys=4000, seconds=2.5)
+    metrics.observe_batch(slots=64, keys=4000)
+    metrics.migration_duration.observe(2.5)
     metrics.count_error("shards")
     return metrics
 

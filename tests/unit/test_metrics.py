@@ -234,8 +234,10 @@ def test_backlog_leader_and_migration() -> None:
 
     metrics.set_migration_in_progress(True)
     assert value(metrics, "slotpilot_migration_in_progress") == 1
-    metrics.observe_migration(slots=100, keys=4000, seconds=0.2)
-    metrics.observe_migration(slots=28, keys=1000, seconds=12.0)
+    metrics.observe_batch(slots=100, keys=4000)
+    metrics.observe_batch(slots=28, keys=1000)
+    metrics.migration_duration.observe(0.2)
+    metrics.migration_duration.observe(12.0)
     metrics.set_migration_in_progress(False)
     assert value(metrics, "slotpilot_migration_in_progress") == 0
     assert value(metrics, "slotpilot_migrated_slots_total") == 128
