@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 
-from bench import failures, migration, pick_cost, probe_cycle, table, throughput
+from bench import failures, healing, migration, pick_cost, probe_cycle, table, throughput
 from controller.localcluster import available_servers
 
 
@@ -17,6 +17,7 @@ def main() -> None:
         if shutil.which("redis-cli") or server == "valkey":
             runs.append((migration, ["--server", server]))
     runs.append((probe_cycle, []))
+    runs.append((healing, []))
     for module, args in runs:
         sys.argv = [module.__name__, *args]  # type: ignore[attr-defined]
         module.main()  # type: ignore[attr-defined]
