@@ -376,7 +376,8 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
             try:
                 reply = transport.execute(args)
             except NETWORK_ERRORS as exc:
-                self._breaker(address).record(exc)
+                if not refused(exc):  # a dead node costs nothing; a hung one does
+                    self._breaker(address).record(exc)
                 errors.append(f"{address}: {exc}")
                 continue
             except redis.ResponseError as exc:
@@ -719,7 +720,8 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
             try:
                 return transport.execute(args)
             except NETWORK_ERRORS as exc:
-                self._breaker(transport.address).record(exc)
+                if not refused(exc):
+                    self._breaker(transport.address).record(exc)
                 self.stats.node_errors += 1
                 if not (never_sent(exc) or self._locator.readonly(args[0])):
                     self.stats.unknown_outcomes += 1
