@@ -170,13 +170,6 @@ def _load_runnable(path: str) -> SlotpilotConfig:
     return cfg
 
 
-def _reached_a_node(view: Any) -> bool:
-    """Ready: a probe cycle has completed and at least one node answered in it."""
-    return view is not None and any(
-        n.sample is not None and n.sample.ok for n in view.nodes.values()
-    )
-
-
 def _shard_nodes(cfg: SlotpilotConfig, access: _Access) -> Any:
     """The local platform's shard nodes: detached server processes (``shards.state_dir``)."""
     from controller.platform.local_nodes import ClusterAuth, ClusterStartError, local_node_source
@@ -200,11 +193,11 @@ def _plan(args: argparse.Namespace) -> int:
         controller = Controller(cfg, parts.platform)
         try:
             view = controller.probe_once()
-            if cfg.shards.capacity.cpu_cores and _reached_a_node(view):
+            if cfg.shards.capacity.cpu_cores and controller.ready:
                 # CPU is a rate: a second sample one probe interval later gives it
                 time.sleep(min(cfg.probe.interval_seconds, 5.0))
                 view = controller.probe_once()
-            if not _reached_a_node(view):  # a plan of an unreachable cluster says nothing
+            if not controller.ready:  # a plan of an unreachable cluster says nothing
                 reason = view.probe.membership_error if view.probe is not None else None
                 raise Unreachable(", ".join(cfg.cluster.seeds), reason or "no node answered")
             decisions = controller.plan()
