@@ -473,13 +473,21 @@ class LocalCluster:
             start = end + 1
 
     def _wait_known(self, nodes: Sequence[ServerNode]) -> None:
-        self._wait(
-            lambda: all(
-                len(str(n.client().execute_command("CLUSTER", "NODES")).splitlines()) >= len(nodes)
-                for n in nodes
-            ),
-            "nodes never all learned each other",
-        )
+        """Wait until every node knows every other by its real id. A line count is not
+        enough: a node still in handshake is listed under a random temporary id, and a
+        REPLICATE naming the real id then fails with "Unknown node"."""
+        ids = {self.node_id(n) for n in nodes}
+
+        def known() -> bool:
+            for n in nodes:
+                text = str(n.client().execute_command("CLUSTER", "NODES"))
+                if "handshake" in text or not ids <= {
+                    line.split(" ", 1)[0] for line in text.splitlines()
+                }:
+                    return False
+            return True
+
+        self._wait(known, "nodes never all learned each other")
 
     def wait_healthy(self, timeout: float | None = None) -> None:
         """Wait until every running node says ``cluster_state:ok``, every node's
