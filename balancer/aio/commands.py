@@ -1,0 +1,178 @@
+"""The asyncio client's command surface beyond one-key routing.
+
+redis-py's async mixins give every command method; here are the ones a cluster changes:
+multi-key commands split per slot (one command per slot, batched per node, not atomic),
+keyless commands fanned out to every primary (FLUSHALL, DBSIZE, …), and SCAN walking
+each primary with its own cursor.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from redis.commands.core import AsyncDataAccessCommands, AsyncScriptCommands
+from redis.crc import key_slot
+
+from balancer.aio.pipeline import AsyncClusterPipeline
+
+if TYPE_CHECKING:
+    from balancer.aio.client import AsyncClusterClient
+    from balancer.aio.transport import AsyncNodeTransport
+    from balancer.slots import SlotMap
+
+__all__ = ["AsyncClusterCommands"]
+
+_SCAN_MAX_ROUNDS = 10_000_000  # a bound on one node's SCAN walk, never reached in practice
+# Keyless commands that must reach every primary, and how their replies combine
+# (the sync client's table).
+_ALL_PRIMARIES: dict[str, Callable[[list[Any]], Any]] = {
+    "FLUSHALL": lambda r: all(r),
+    "FLUSHDB": lambda r: all(r),
+    "DBSIZE": sum,
+    "KEYS": lambda r: [k for part in r for k in part],
+    "SCRIPT LOAD": lambda r: r[0],
+    "SCRIPT FLUSH": lambda r: all(r),
+    "SCRIPT EXISTS": lambda r: [all(x) for x in zip(*r, strict=True)],
+}
+
+
+class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands):
+    """Mixed into :class:`~balancer.aio.client.AsyncClusterClient`."""
+
+    _encoder: Any
+
+    if TYPE_CHECKING:
+
+        async def execute_command(self, *args: Any, **options: Any) -> Any: ...
+        async def _on_node(self, transport: AsyncNodeTransport, args: Sequence[Any]) -> Any: ...
+        def _parse(self, name: str, raw: Any, options: dict[str, Any]) -> Any: ...
+        def _primaries(self) -> list[AsyncNodeTransport]: ...
+        def _transport(self, address: str) -> AsyncNodeTransport: ...
+        async def initialize(self) -> AsyncClusterClient: ...
+        @property
+        def slot_map(self) -> SlotMap: ...
+
+    def pipeline(self, transaction: bool = False, shard_hint: Any = None) -> AsyncClusterPipeline:
+        """A pipeline that groups commands per node (no MULTI across nodes)."""
+        if transaction:
+            raise NotImplementedError(
+                "AsyncClusterClient pipelines are not transactional; use hash tags and a "
+                "single-node Lua script"
+            )
+        return AsyncClusterPipeline(self)  # type: ignore[arg-type]
+
+    async def _execute_keyless(self, args: Sequence[Any], options: dict[str, Any]) -> Any:
+        name = args[0].upper() if isinstance(args[0], str) else args[0]
+        combine = _ALL_PRIMARIES.get(name)
+        primaries = self._primaries()
+        if combine is not None:
+            replies = [self._parse(name, await self._on_node(p, args), dict(options))
+                       for p in primaries]  # fmt: skip
+            return combine(replies)
+        return self._parse(name, await self._on_node(random.choice(primaries), args), options)
+
+    # -- multi-key commands split per slot ---------------------------------------------
+
+    def _group_by_slot(self, keys: Iterable[Any]) -> dict[int, list[int]]:
+        groups: dict[int, list[int]] = {}
+        for index, key in enumerate(keys):
+            groups.setdefault(key_slot(self._encoder.encode(key)), []).append(index)
+        return groups
+
+    async def mget(self, keys: Any, *args: Any) -> list[Any]:  # type: ignore[override]
+        """MGET across slots: one MGET per slot, pipelined per node (not atomic)."""
+        all_keys = list(keys) if isinstance(keys, list | tuple) else [keys]
+        all_keys.extend(args)
+        groups = self._group_by_slot(all_keys)
+        if len(groups) == 1:
+            return list(await self.execute_command("MGET", *all_keys))
+        pipe = self.pipeline()
+        for indexes in groups.values():
+            pipe.execute_command("MGET", *(all_keys[i] for i in indexes))
+        result: list[Any] = [None] * len(all_keys)
+        for indexes, values in zip(groups.values(), await pipe.execute(), strict=True):
+            for i, value in zip(indexes, values, strict=True):
+                result[i] = value
+        return result
+
+    async def mset(self, mapping: Any) -> bool:  # type: ignore[override]
+        """MSET across slots: one MSET per slot, pipelined per node (not atomic)."""
+        items = list(mapping.items())
+        pipe = self.pipeline()
+        for indexes in self._group_by_slot(k for k, _ in items).values():
+            pipe.execute_command("MSET", *(x for i in indexes for x in items[i]))
+        return all(await pipe.execute())
+
+    async def _sum_per_slot(self, command: str, names: Sequence[Any]) -> int:
+        pipe = self.pipeline()
+        for indexes in self._group_by_slot(names).values():
+            pipe.execute_command(command, *(names[i] for i in indexes))
+        return sum(int(x) for x in await pipe.execute())
+
+    async def delete(self, *names: Any) -> int:  # type: ignore[override]
+        """DEL across slots (not atomic): the number of keys removed."""
+        return await self._sum_per_slot("DEL", names)
+
+    async def unlink(self, *names: Any) -> int:  # type: ignore[override]
+        """UNLINK across slots (not atomic)."""
+        return await self._sum_per_slot("UNLINK", names)
+
+    async def exists(self, *names: Any) -> int:  # type: ignore[override]
+        """EXISTS across slots (not atomic): how many of the names exist."""
+        return await self._sum_per_slot("EXISTS", names)
+
+    async def touch(self, *names: Any) -> int:  # type: ignore[override]
+        """TOUCH across slots (not atomic): how many of the names exist."""
+        return await self._sum_per_slot("TOUCH", names)
+
+    # -- whole-cluster commands ---------------------------------------------------------
+
+    async def scan_iter(  # type: ignore[override]
+        self,
+        match: Any = None,
+        count: int | None = None,
+        _type: str | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[Any]:
+        """Every key of the cluster: each primary is walked with its own cursor, and a
+        cursor is only ever sent back to the node that issued it."""
+        await self.initialize()
+        args: list[Any] = []
+        if match is not None:
+            args += ["MATCH", match]
+        if count is not None:
+            args += ["COUNT", count]
+        if _type is not None:
+            args += ["TYPE", _type]
+        for address in [shard.primary.address for shard in self.slot_map.shards]:
+            transport = self._transport(address)
+            cursor = 0
+            for _ in range(_SCAN_MAX_ROUNDS):
+                raw = await self._on_node(transport, ("SCAN", cursor, *args))
+                cursor, keys = self._parse("SCAN", raw, {})
+                for key in keys:
+                    yield key
+                if int(cursor) == 0:
+                    break
+
+    async def dbsize(self) -> int:
+        """Keys in the whole cluster (sum over primaries)."""
+        return int(await self.execute_command("DBSIZE"))
+
+    async def flushall(self, asynchronous: bool = False) -> bool:
+        """FLUSHALL on every primary."""
+        args = ("FLUSHALL", "ASYNC") if asynchronous else ("FLUSHALL",)
+        return bool(await self.execute_command(*args))
+
+    async def flushdb(self, asynchronous: bool = False) -> bool:
+        """FLUSHDB on every primary."""
+        args = ("FLUSHDB", "ASYNC") if asynchronous else ("FLUSHDB",)
+        return bool(await self.execute_command(*args))
+
+    async def ping(self, **kwargs: Any) -> bool:
+        """PING one primary."""
+        await self.initialize()
+        raw = await self._on_node(random.choice(self._primaries()), ("PING",))
+        return bool(self._parse("PING", raw, kwargs))

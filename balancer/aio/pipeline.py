@@ -1,0 +1,162 @@
+"""AsyncClusterPipeline: buffer commands, send them grouped per node, one round trip each.
+
+The asyncio twin of :class:`balancer.pipeline.ClusterPipeline`, with the same rules:
+commands go to their slot's primary, read-only ones to one reader per shard as
+``read_from`` says; every node's batch is sent at once (concurrently). A command
+answered with a redirection, TRYAGAIN/CLUSTERDOWN, or whose node failed before it was
+sent, is re-run alone through :meth:`AsyncClusterClient.execute_command`; an unanswered
+read is re-run; an unanswered write becomes :class:`~balancer.errors.OutcomeUnknown` in
+its place (raised by ``execute()`` unless ``raise_on_error=False``), never re-sent.
+Not atomic, within a node or across nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Literal
+
+import redis
+from redis.commands import READ_COMMANDS
+from redis.commands.core import AsyncDataAccessCommands, AsyncScriptCommands
+from redis.exceptions import AskError, ClusterDownError, TryAgainError
+
+from balancer.breaker import CLOSED
+from balancer.errors import NoHealthyEndpoint, OutcomeUnknown, never_sent, refused
+from balancer.router import Member, Router
+
+if TYPE_CHECKING:
+    from balancer.aio.client import AsyncClusterClient
+    from balancer.aio.transport import AsyncNodeTransport
+
+__all__ = ["AsyncClusterPipeline"]
+
+_RETRY_ON_OWN = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
+_Lease = tuple[Router, Member, bool]
+
+
+class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
+    """Returned by :meth:`AsyncClusterClient.pipeline`; queue commands (plain calls),
+    then ``await pipe.execute()``; also an ``async with`` block."""
+
+    _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
+    _is_async_client: Literal[True] = True
+
+    def __init__(self, client: AsyncClusterClient) -> None:
+        self._client = client
+        self._commands: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    async def __aenter__(self) -> AsyncClusterPipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.reset()
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def __bool__(self) -> bool:
+        return True  # an empty pipeline is still a pipeline (redis-py's behaviour)
+
+    def reset(self) -> None:
+        self._commands = []
+
+    def execute_command(self, *args: Any, **options: Any) -> AsyncClusterPipeline:
+        self._commands.append((args, options))
+        return self
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Send every buffered command; results in order. With ``raise_on_error`` the
+        first error is raised after all commands ran; otherwise errors are returned in
+        place."""
+        commands, self._commands = self._commands, []
+        client = self._client
+        if not client._ready:
+            await client.initialize()
+        by_node: dict[str, tuple[AsyncNodeTransport, list[int]]] = {}
+        leases: dict[int, _Lease | None] = {}
+        for index, (args, options) in enumerate(commands):
+            keys = list(options.pop("keys", None) or ()) or await client._keys(args)
+            if not keys:
+                continue  # keyless: run alone below
+            route = client._slot_route[client._slot_of(args[0], keys)]
+            if route is None:
+                continue
+            transport = route.primary
+            if args[0] in READ_COMMANDS and route.readers is not None:
+                if id(route) not in leases:
+                    leases[id(route)] = _checkout(route.readers)
+                lease = leases[id(route)]
+                if lease is not None:
+                    transport = client._transport(lease[1].endpoint.id)
+            if transport is route.primary and route.primary_breaker.state != CLOSED:
+                continue  # run alone below: a primary with an open breaker fails fast
+            by_node.setdefault(transport.address, (transport, []))[1].append(index)
+
+        results: list[Any] = [_PENDING] * len(commands)
+        batches = list(by_node.values())
+        answers = await asyncio.gather(
+            *(t.execute_partial([commands[i][0] for i in indexes]) for t, indexes in batches)
+        )
+        failed: dict[str, BaseException] = {}
+        for (transport, indexes), (replies, failure) in zip(batches, answers, strict=True):
+            if failure is not None:
+                failed[transport.address] = failure
+                self._node_failed(transport.address, failure, leases)
+                sent = not never_sent(failure)
+                for i in indexes[len(replies) :]:
+                    name = commands[i][0][0]
+                    if sent and not client._locator.readonly(name):
+                        client.stats.unknown_outcomes += 1
+                        results[i] = _unknown(name, transport.address, failure)
+            for i, reply in zip(indexes, replies, strict=False):
+                if isinstance(reply, _RETRY_ON_OWN):
+                    continue
+                if isinstance(reply, Exception):
+                    results[i] = reply
+                else:
+                    name, options = commands[i][0][0], dict(commands[i][1])
+                    options.pop("NEVER_DECODE", None)
+                    results[i] = client._parse(name, reply, options)
+        for lease in leases.values():
+            if lease is not None:
+                router, member, trial = lease
+                router.checkin(member, trial, failed.get(member.endpoint.id), None)
+
+        for i, result in enumerate(results):
+            if result is _PENDING:  # one at a time, in order: a later read sees a write
+                args, options = commands[i]
+                try:
+                    results[i] = await client.execute_command(*args, **options)
+                except (redis.ResponseError, OutcomeUnknown) as exc:
+                    results[i] = exc
+        if raise_on_error:
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+        return results
+
+    def _node_failed(
+        self, address: str, failure: BaseException, leases: dict[int, _Lease | None]
+    ) -> None:
+        client = self._client
+        leased = any(lease and lease[1].endpoint.id == address for lease in leases.values())
+        if not leased and not refused(failure):  # a refused connect costs nothing
+            client._breaker(address).record(failure)
+        client.stats.node_errors += 1
+
+
+_PENDING: Any = object()
+
+
+def _unknown(name: Any, address: str, failure: BaseException) -> OutcomeUnknown:
+    error = OutcomeUnknown(str(name), address, failure)
+    error.__cause__ = failure
+    return error
+
+
+def _checkout(router: Router) -> _Lease | None:
+    try:
+        member, trial = router.checkout()
+    except NoHealthyEndpoint:
+        return None
+    return router, member, trial
