@@ -45,7 +45,7 @@ from controller.intent import (
     shift_clock,
 )
 from controller.lease import ClusterLease, LeaseState
-from controller.migration import MigrationError
+from controller.migration import MigrationError, MigrationInterrupted
 from controller.platform import Platform, PlatformError
 from controller.policy import (
     ConsumerObservation,
@@ -126,6 +126,7 @@ class Controller:
         self._connection = connection
         self._admin: Connect | None = None
         self.migrating = False
+        self._stopping = False
         self.scale_history: list[ScaleReport] = []
         self.last_scale_error: dict[str, Any] | None = None  # the refusing gate, if any
         self.probe = Probe(cfg.cluster.seeds, timeout=cfg.probe.timeout_seconds, **connection)
@@ -543,7 +544,13 @@ class Controller:
                 on_draining=self._mark_draining,
                 max_memory_share=self.cfg.shards.scale_in_max_memory_share,
                 capacity_bytes=self.cfg.shards.capacity.memory_bytes,
+                may_continue=self.may_act,
             )  # fmt: skip
+        except MigrationInterrupted as exc:  # not a failure: the intent record stays
+            log.warning(json.dumps({"event": "scale_interrupted", "desired": desired,
+                                    "reason": f"{exc}"}))  # fmt: skip
+            self._event("shards", "MigrationInterrupted", f"to {desired} shards: {exc}")
+            return False
         except SCALE_ERRORS as exc:
             self._count_error("shards")
             self.last_scale_error = {"gate": getattr(exc, "gate", None), "desired": desired,
@@ -571,6 +578,13 @@ class Controller:
         )
         self.probe_once()
         return True
+
+    def may_act(self) -> bool:
+        """Asked between migration batches: still the leader, still holding the
+        cluster's lease, and not shutting down."""
+        if self._stopping or (self.leader is not None and not self.leader()):
+            return False
+        return self.lease is None or self.lease.held
 
     def _mark_draining(self, addresses: list[str]) -> None:
         """Publish the leaving nodes with weight 0 before any of their slots move, and
@@ -669,6 +683,7 @@ class Controller:
     def stop(self) -> None:
         """Stop scheduling, wait for a running step to finish (never mid-step), and give
         the lease up so another controller can act at once."""
+        self._stopping = True  # a running reshard stops after its current batch
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None

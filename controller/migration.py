@@ -46,6 +46,7 @@ __all__ = [
     "BusyKeyConflict",
     "MigrationError",
     "MigrationExecutor",
+    "MigrationInterrupted",
     "MigrationReport",
     "Progress",
     "detect_engine",
@@ -64,6 +65,11 @@ class MigrationError(RuntimeError):
     def __init__(self, message: str, source: str = "", target: str = "", slots: int = 0) -> None:
         super().__init__(message)
         self.source, self.target, self.slots = source, target, slots
+
+
+class MigrationInterrupted(MigrationError):
+    """The caller may no longer act (leadership lost, shutting down): stopped between
+    batches, nothing left open. The next actor resumes from the cluster's state."""
 
 
 class BusyKeyConflict(MigrationError):
@@ -146,6 +152,7 @@ class MigrationExecutor:
         migrate_timeout_ms: int = 10_000,
         deadline_seconds: float = 600.0,
         progress: Progress | None = None,
+        may_continue: Callable[[], bool] | None = None,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine {engine!r}; valid: {', '.join(ENGINES)}")
@@ -158,6 +165,7 @@ class MigrationExecutor:
         self.migrate_timeout_ms = migrate_timeout_ms
         self.deadline_seconds = deadline_seconds
         self._progress = progress or (lambda event: None)
+        self._may_continue = may_continue or (lambda: True)
         self._transports: dict[str, NodeTransport] = {}
 
     def node(self, node_id: str) -> redis.Redis:
@@ -180,6 +188,10 @@ class MigrationExecutor:
                 self._classic(plan.moves, report)
         report.seconds = time.monotonic() - started
         return report
+
+    def _check_may_continue(self) -> None:
+        if not self._may_continue():
+            raise MigrationInterrupted("stopped between batches: this controller may no longer act")
 
     # -- single slots, for `fix` ------------------------------------------------------
 
@@ -287,6 +299,8 @@ class MigrationExecutor:
                     pending.discard(source)
             if pending and time.monotonic() > deadline:
                 raise MigrationError(f"atomic migration not done in {self.deadline_seconds}s")
+            if pending:  # our jobs are cancelled by the caller: the source keeps its slots
+                self._check_may_continue()
             if pending:
                 time.sleep(0.01)
 
@@ -351,6 +365,7 @@ class MigrationExecutor:
     def _classic_pair(self, move: SlotMove) -> tuple[int, int, int]:
         moved_keys = batches = 0
         for chunk in _chunks(move.slots, self.slots_per_round):
+            self._check_may_continue()
             self._setslots(move.target, chunk, "IMPORTING", move.source)
             try:
                 self._setslots(move.source, chunk, "MIGRATING", move.target)

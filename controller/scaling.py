@@ -40,7 +40,12 @@ import redis
 from balancer.endpoint import parse_address
 from balancer.slots import as_text
 from controller.capacity import check_scale_in_capacity, read_memory_facts
-from controller.migration import MigrationExecutor, MigrationReport, Progress
+from controller.migration import (
+    MigrationExecutor,
+    MigrationInterrupted,
+    MigrationReport,
+    Progress,
+)
 from controller.probe import ClusterNodeEntry, myself_entry
 from controller.rebalance import plan_rebalance
 from controller.topology import (
@@ -216,6 +221,12 @@ class ScaleReport:
         return out
 
 
+# Progress events after which stopping leaves nothing half-done: before a step starts,
+# or after a batch closed its slots. Not after nodes were forgotten (their pods must go
+# before anyone stops) or while joins are under way.
+_SAFE_STOPS = frozenset({"repair", "add_nodes", "rebalance", "draining", "promoted", "moved"})
+
+
 def scale_shards(
     connect: Connect,
     seed: str,
@@ -229,6 +240,7 @@ def scale_shards(
     timeout: float = 60.0,
     max_memory_share: float = 0.8,
     capacity_bytes: int | None = None,
+    may_continue: Callable[[], bool] | None = None,
 ) -> ScaleReport:
     """Bring the cluster at ``seed`` to ``desired`` balanced shards (see the module doc).
 
@@ -237,10 +249,18 @@ def scale_shards(
     hold more than ``max_memory_share`` of their memory (``capacity_bytes``, else their
     ``maxmemory``), :class:`NodeNotEmpty` when a leaving node cannot be proven empty;
     everything done up to then is consistent, and calling again resumes.
+    ``may_continue`` is asked before every step and every migration batch; once it says
+    False, :class:`MigrationInterrupted` is raised with nothing left open.
     """
     if desired < 1 or replicas_per_shard < 0:
         raise ValueError("need desired >= 1 and replicas_per_shard >= 0")
-    emit = progress or (lambda event: None)
+    proceed = may_continue or (lambda: True)
+
+    def emit(event: dict[str, Any]) -> None:  # a step reports: a place to stop, if safe
+        (progress or (lambda e: None))(event)
+        if event.get("event") in _SAFE_STOPS and not proceed():
+            raise MigrationInterrupted(f"stopped at {event.get('event')}: may no longer act")
+
     started = time.monotonic()
     report = ScaleReport(desired)
     topology = read_topology(connect, seed)
@@ -258,13 +278,13 @@ def scale_shards(
     elif len(primaries) > desired or len(live) > desired * per_shard:
         limits = (max_memory_share, capacity_bytes)
         seed = _scale_in(connect, seed, topology, desired, per_shard, nodes, report, emit,
-                         engine, on_draining, timeout, limits)  # fmt: skip
+                         engine, on_draining, timeout, limits, proceed)  # fmt: skip
     topology = read_topology(connect, seed)
     check_gates(topology, connect)
     plan = plan_rebalance(topology.ownership(), None, threshold)
     if not plan.is_empty:
         emit({"event": "rebalance", "slots": plan.slot_count, "moves": len(plan.moves)})
-        report.migrations.append(_execute(connect, topology, plan, engine, emit))
+        report.migrations.append(_execute(connect, topology, plan, engine, emit, proceed))
     _balance_replicas(connect, seed, replicas_per_shard, emit, timeout)
     final = read_topology(connect, seed, False)
     report.after = sum(1 for p in final.primaries if p.slots)
@@ -273,9 +293,10 @@ def scale_shards(
     return report
 
 
-def _execute(connect: Connect, topology: Topology, plan: Any, engine: str,
-             emit: Progress) -> MigrationReport:  # fmt: skip
-    executor = MigrationExecutor(topology.addresses(), connect, engine=engine, progress=emit)
+def _execute(connect: Connect, topology: Topology, plan: Any, engine: str, emit: Progress,
+             may_continue: Callable[[], bool]) -> MigrationReport:  # fmt: skip
+    executor = MigrationExecutor(topology.addresses(), connect, engine=engine, progress=emit,
+                                 may_continue=may_continue)  # fmt: skip
     return executor.execute(plan)
 
 
@@ -345,6 +366,7 @@ def _scale_in(
     on_draining: Callable[[list[str]], None] | None,
     timeout: float,
     limits: tuple[float, int | None] = (0.8, None),
+    proceed: Callable[[], bool] = lambda: True,
 ) -> str:
     check_gates(topology, connect)
     live = live_entries(topology.entries)
@@ -375,7 +397,7 @@ def _scale_in(
     weights = {e.node_id: 1.0 if e.node_id in keepers else 0.0 for e in topology.primaries}
     drain_plan = plan_rebalance(topology.ownership(), weights, threshold=0.0)
     if not drain_plan.is_empty:
-        report.migrations.append(_execute(connect, topology, drain_plan, engine, emit))
+        report.migrations.append(_execute(connect, topology, drain_plan, engine, emit, proceed))
     # Survivors that are neither keepers nor their replicas become replicas of keepers
     # now, so forgetting the leaving nodes cannot take a survivor's primary with it.
     live = live_entries(read_topology(connect, seed, False).entries)
