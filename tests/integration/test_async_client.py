@@ -1,0 +1,284 @@
+"""AsyncClusterClient against real servers: the same answers as redis-py's asyncio
+RedisCluster, and the sync client's safety rules (no write applied twice, blocking
+commands waited for and never re-sent, reads retried through a stall)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from balancer import BreakerPolicy, CrossSlotError, NodeUnavailable, OutcomeUnknown
+from balancer.aio import AsyncClusterClient
+from controller.localcluster import LocalCluster
+from tests.conftest import FLAVORS, SERVERS, _flavor_param
+from tests.integration.test_sdk_safety import owner, settle, stalled
+
+
+@pytest.fixture(scope="module", params=[_flavor_param(f) for f in FLAVORS])
+def shared(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """One 3x1 cluster per flavor; a node timeout well above any stall here."""
+    cluster = LocalCluster(3, 1, binary=SERVERS[request.param], node_timeout_ms=8000)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def run(shared: LocalCluster, test: Callable[[AsyncClusterClient], Awaitable[None]],
+        **options: Any) -> None:  # fmt: skip
+    """``test(client)`` in a fresh event loop, the client closed afterwards."""
+
+    async def main() -> None:
+        async with AsyncClusterClient(shared.seed, **options) as client:
+            await test(client)
+
+    asyncio.run(main())
+
+
+async def scenario(c: Any, p: str) -> list[Any]:
+    """Commands whose keys share a slot (``{p}``), so RedisCluster runs them too."""
+    k = f"{{{p}}}"
+    return [
+        await c.set(f"{k}s", "v"),
+        await c.get(f"{k}s"),
+        await c.get(f"{k}missing"),
+        await c.incr(f"{k}n"),
+        await c.incrby(f"{k}n", 5),
+        await c.set(f"{k}s", "w", nx=True),
+        await c.getdel(f"{k}s"),
+        await c.hset(f"{k}h", mapping={"a": "1", "b": "2"}),
+        await c.hgetall(f"{k}h"),
+        await c.hincrby(f"{k}h", "a", 3),
+        await c.rpush(f"{k}l", "x", "y", "z"),
+        await c.lrange(f"{k}l", 0, -1),
+        await c.lpop(f"{k}l"),
+        await c.sadd(f"{k}set", "a", "b"),
+        await c.smembers(f"{k}set"),
+        await c.zadd(f"{k}z1", {"a": 1, "b": 2}),
+        await c.zadd(f"{k}z2", {"a": 5}),
+        await c.zrange(f"{k}z1", 0, -1, withscores=True),
+        await c.zunionstore(f"{k}z3", {f"{k}z1": 1, f"{k}z2": 2}),
+        await c.zrange(f"{k}z3", 0, -1, withscores=True),
+        await c.expire(f"{k}h", 100),
+        await c.ttl(f"{k}h"),
+        await c.type(f"{k}l"),
+        await c.mset({f"{k}m1": "1", f"{k}m2": "2"}),
+        await c.mget([f"{k}m1", f"{k}m2", f"{k}nope"]),
+        await c.exists(f"{k}m1", f"{k}m2", f"{k}nope"),
+        await c.eval("return redis.call('incr', KEYS[1])", 1, f"{k}ev"),
+        await c.delete(f"{k}m1", f"{k}m2", f"{k}nope"),
+        await c.strlen(f"{k}n"),
+    ]
+
+
+def test_answers_equal_redis_asyncio_cluster(shared: LocalCluster) -> None:
+    async def main() -> None:
+        first = shared.primaries()[0]
+        theirs = aioredis.RedisCluster(host="127.0.0.1", port=first.port)
+        async with AsyncClusterClient(shared.seed) as ours:
+            assert await scenario(ours, "ours") == await scenario(theirs, "theirs")
+            assert await ours.dbsize() == sum(n.client().dbsize() for n in shared.primaries())
+        await theirs.aclose()
+
+    asyncio.run(main())
+
+
+def test_cross_slot_multi_key_commands_are_split(shared: LocalCluster) -> None:
+    async def test(c: AsyncClusterClient) -> None:
+        keys = [f"split:{i}" for i in range(40)]
+        assert await c.mset({k: k.upper() for k in keys}) is True
+        assert await c.mget(keys) == [k.upper().encode() for k in keys]
+        assert await c.exists(*keys, "split:none") == 40
+        assert await c.touch(*keys[:10]) == 10
+        assert await c.delete(*keys[:20]) == 20
+        assert await c.unlink(*keys) == 20
+        with pytest.raises(CrossSlotError):
+            await c.rename("split:a", "split:b")
+
+    run(shared, test)
+
+
+def test_pipeline_keeps_order_and_scan_walks_every_primary(shared: LocalCluster) -> None:
+    async def test(c: AsyncClusterClient) -> None:
+        await c.delete(*[f"walk:{i}" for i in range(200)])
+        async with c.pipeline() as pipe:
+            for i in range(200):
+                pipe.set(f"walk:{i}", i)
+            pipe.incr("walk:0")
+            pipe.get("walk:0")
+            pipe.hget("walk:1", "f")  # WRONGTYPE, returned in place
+            results = await pipe.execute(raise_on_error=False)
+        assert results[:200] == [True] * 200
+        assert results[200:202] == [1, b"1"]
+        assert isinstance(results[202], redis.ResponseError)
+        seen = [k async for k in c.scan_iter(match="walk:*", count=50)]
+        assert sorted(seen) == sorted(f"walk:{i}".encode() for i in range(200))
+
+    run(shared, test)
+
+
+def test_decode_responses_and_from_url(shared: LocalCluster) -> None:
+    async def main() -> None:
+        c = AsyncClusterClient.from_url(f"redis://{shared.seed}", decode_responses=True)
+        await c.set("text", "é")
+        assert await c.get("text") == "é"
+        assert await c.ping() is True
+        await c.aclose()
+
+    asyncio.run(main())
+
+
+def test_incr_on_a_stalled_primary_is_applied_once(shared: LocalCluster) -> None:
+    key = "async:incr"
+    node = owner(shared, key)
+
+    async def test(c: AsyncClusterClient) -> None:
+        await c.delete(key)
+        resume = stalled(node)
+        try:
+            with pytest.raises(OutcomeUnknown) as info:
+                await c.incr(key)
+        finally:
+            await asyncio.to_thread(resume.join)
+        await asyncio.to_thread(settle, node)
+        assert isinstance(info.value, redis.TimeoutError) and node.address in str(info.value)
+        assert await c.get(key) == b"1"  # the server ran it once, after SIGCONT
+        assert c.stats.unknown_outcomes == 1
+
+    run(shared, test, socket_timeout=0.3)
+
+
+def test_a_read_on_a_stalled_primary_is_retried_and_succeeds(shared: LocalCluster) -> None:
+    key = "async:read"
+    node = owner(shared, key)
+
+    async def test(c: AsyncClusterClient) -> None:
+        await c.set(key, "v")
+        resume = stalled(node)
+        started = time.monotonic()
+        try:
+            assert await c.get(key) == b"v"
+        finally:
+            await asyncio.to_thread(resume.join)
+        assert time.monotonic() - started >= 1.5 * 0.9  # it waited for the node
+        await asyncio.to_thread(settle, node)
+
+    run(shared, test, socket_timeout=0.3)
+
+
+def test_pipelined_writes_on_a_stalled_primary_are_not_resent(shared: LocalCluster) -> None:
+    counter, queue = "{apipe}:n", "{apipe}:q"
+    node = owner(shared, counter)
+    other = next(f"o:{i}" for i in range(1000) if owner(shared, f"o:{i}") is not node)
+
+    async def test(c: AsyncClusterClient) -> None:
+        await c.delete(counter, queue, other)
+        pipe = c.pipeline()
+        pipe.incr(counter)
+        pipe.lpush(queue, "job")
+        pipe.set(other, "x")
+        pipe.get(counter)
+        resume = stalled(node)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        finally:
+            await asyncio.to_thread(resume.join)
+        await asyncio.to_thread(settle, node)
+        assert isinstance(results[0], OutcomeUnknown) and isinstance(results[1], OutcomeUnknown)
+        assert results[2] is True  # another node's command is unaffected
+        assert results[3] == b"1"  # a read is re-run once the node answers again
+        assert await c.get(counter) == b"1" and await c.llen(queue) == 1
+
+    run(shared, test, socket_timeout=0.3)
+
+
+def test_writes_to_a_primary_with_an_open_breaker_fail_fast(shared: LocalCluster) -> None:
+    key = "async:fast"
+    node = owner(shared, key)
+
+    async def test(c: AsyncClusterClient) -> None:
+        await c.set(key, "v")
+        resume = stalled(node, seconds=2.5)
+        try:
+            with pytest.raises(OutcomeUnknown):
+                await c.set(key, "w")  # sent, then waits out one socket timeout
+            with pytest.raises(NodeUnavailable):
+                await c.set(key, "w2")  # the reconnect's handshake hangs: breaker opens
+            started = time.monotonic()
+            with pytest.raises(NodeUnavailable, match="not sent"):
+                await c.set(key, "x")
+            assert time.monotonic() - started < 0.25
+        finally:
+            await asyncio.to_thread(resume.join)
+        await asyncio.to_thread(settle, node)
+        assert node.client().get(key) == "w"  # the unknown outcome landed; nothing else
+
+    run(shared, test, socket_timeout=0.3, breaker=BreakerPolicy(fail_max=2, reset_timeout=30))
+
+
+def test_a_blocking_pop_waits_its_own_timeout_and_is_sent_once(shared: LocalCluster) -> None:
+    queue = "async:queue"
+    node = owner(shared, queue)
+
+    async def test(c: AsyncClusterClient) -> None:
+        await c.delete(queue)
+        node.client().config_resetstat()
+        started = time.monotonic()
+        assert await c.blpop([queue], timeout=1) is None  # an idle queue is not a hung node
+        assert 0.9 <= time.monotonic() - started < 2.0
+        pusher = threading.Timer(0.6, lambda: node.client().rpush(queue, "job"))
+        pusher.start()
+        assert await c.blpop([queue], timeout=2) == (queue.encode(), b"job")
+        pusher.join()
+        assert node.client().info("commandstats")["cmdstat_blpop"]["calls"] == 2
+        assert all(state == "closed" for state in c.node_states().values())
+
+    run(shared, test, socket_timeout=0.3)
+
+
+def test_a_blocking_pop_on_a_hung_primary_is_never_resent(shared: LocalCluster) -> None:
+    queue = "async:hung-queue"
+    node = owner(shared, queue)
+
+    async def test(c: AsyncClusterClient) -> None:
+        await c.delete(queue)
+        resume = stalled(node, seconds=2.5)
+        try:
+            started = time.monotonic()
+            with pytest.raises(OutcomeUnknown):
+                await c.blpop([queue], timeout=1)
+            assert time.monotonic() - started < 1.0 + 0.3 + 0.5
+            assert c.node_states().get(node.address, "closed") == "closed"
+        finally:
+            await asyncio.to_thread(resume.join)
+        await asyncio.to_thread(settle, node)
+        node.client().rpush(queue, "job")
+        await asyncio.sleep(0.2)
+        assert await c.lrange(queue, 0, -1) == [b"job"]  # the abandoned pop took nothing
+
+    run(shared, test, socket_timeout=0.3)
+
+
+def test_a_cancelled_call_leaves_no_reply_behind(shared: LocalCluster) -> None:
+    key = "async:cancel"
+    node = owner(shared, key)
+
+    async def test(c: AsyncClusterClient) -> None:
+        await c.set(key, "mine")
+        resume = stalled(node, seconds=0.5)
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(c.get(key), 0.1)
+        finally:
+            await asyncio.to_thread(resume.join)
+        await asyncio.to_thread(settle, node)
+        await c.set("async:other", "theirs")
+        assert await c.get(key) == b"mine" and await c.get("async:other") == b"theirs"
+
+    run(shared, test, socket_timeout=2.0)
