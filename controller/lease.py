@@ -159,6 +159,20 @@ class ClusterLease:
             return LeaseState(False, exc.holder, exc.expires_in)
         return LeaseState(True, self.owner)
 
+    def still_held(self) -> bool:
+        """True while the lease is ours, renewing it first when less than half of a TTL
+        of confirmed holding is left: the check to make before each step of a long
+        change (the periodic renewal may be late, or not running at all)."""
+        with self._lock:
+            left = self._valid_until - time.monotonic()
+        if left > self.ttl_seconds / 2:
+            return True
+        try:
+            return self.renew()
+        except Exception as exc:  # unknown: act only while the lease is surely ours
+            log.warning("lease %s not renewed: %s", self.key, exc)
+            return left > 0
+
     def renew(self) -> bool:
         """Extend the lease if it is still ours; False when it was lost or taken over."""
         started = time.monotonic()

@@ -584,7 +584,7 @@ class Controller:
         cluster's lease, and not shutting down."""
         if self._stopping or (self.leader is not None and not self.leader()):
             return False
-        return self.lease is None or self.lease.held
+        return self.lease is None or self.lease.still_held()
 
     def _mark_draining(self, addresses: list[str]) -> None:
         """Publish the leaving nodes with weight 0 before any of their slots move, and

@@ -127,3 +127,22 @@ def test_hold_renews_or_reports_the_holder(
     ours.release()
     assert theirs.hold() == LeaseState(True, "loop-b")
     theirs.release()
+
+
+def test_still_held_renews_a_lease_going_stale_and_sees_a_takeover(
+    client: ClusterClient, request: pytest.FixtureRequest
+) -> None:
+    """The check made before each migration batch: no round trip while the lease was
+    confirmed recently; a renewal once half a TTL has passed; False once someone else
+    holds it."""
+    key = _key(request)
+    lease = ClusterLease(client, owner="alpha", ttl_seconds=0.6, key=key)
+    lease.acquire()
+    assert lease.still_held()
+    time.sleep(0.4)  # past half the TTL, not yet expired: renewed, so still ours
+    assert lease.still_held()
+    assert client.pttl(key) > 400  # the renewal reset the key's TTL to 600 ms
+    client.delete(key)
+    ClusterLease(client, owner="beta", ttl_seconds=10, key=key).acquire()
+    time.sleep(0.4)
+    assert not lease.still_held() and not lease.held

@@ -148,3 +148,65 @@ def test_run_reshards_a_statefulset_3_to_5_to_3_under_sdk_load(
     lost = [k for k, v in zip(keys, values, strict=True) if v != writer.acked[k]]
     assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}"
     writer.client.close()
+
+
+def open_slots(seed: str) -> list[str]:
+    with redis.Redis.from_url(f"redis://{seed}", decode_responses=True) as node:
+        lines = str(node.execute_command("CLUSTER", "NODES")).splitlines()
+    return [line for line in lines if "->-" in line or "-<-" in line]
+
+
+def test_sigkill_of_the_leader_mid_migration_the_follower_finishes(
+    k8s_api: KubeAPI, make_kubelet: Callable[..., Kubelet], tmp_path: Path
+) -> None:
+    """Two `run` replicas; the leader is SIGKILLed after its first migration batch (the
+    classic engine: many batches, slots open on the wire). The follower takes the Lease
+    once it expires, repairs what was left open and finishes the scale-out from the
+    intent record on the StatefulSet: 5 shards with replicas, every key still there."""
+    kubelet = make_kubelet()
+    body = redis_statefulset("cache")
+    body["metadata"]["namespace"] = NS
+    body["spec"]["replicas"] = 6
+    k8s_api.create("apps/v1/statefulsets", body)
+    members = sorted(kubelet.wait_ready("cache", 6), key=lambda m: m.ordinal or 0)
+    seeds = [f"127.0.0.1:{m.port}" for m in members]
+    form_cluster_with_replicas(seeds, 3)
+    keys = {f"data:{i}": str(i) for i in range(60_000)}
+    with ClusterClient(seeds[0]) as client:
+        client.mset(keys)
+    path = config(tmp_path, seeds, 5)
+    path.write_text(path.read_text().replace("autoscale: true", "autoscale: true, engine: classic"))
+    kubeconfig = k8s_api.write_kubeconfig(tmp_path / "kubeconfig")
+    leader = Run(path, kubeconfig, "slotpilot-a")
+    follower: Run | None = None
+    try:
+        wait_until(lambda: lease_holder(k8s_api) == "slotpilot-a", "the leader")
+        follower = Run(path, kubeconfig, "slotpilot-b")
+        wait_until(lambda: any('"moved"' in line for line in leader.lines),
+                   "the leader's first migration batch", 60)  # fmt: skip
+        leader.proc.kill()
+        killed_at = time.monotonic()
+        leader.proc.wait(10)
+        intent = k8s_api.get("apps/v1/statefulsets", NS, "cache")["metadata"]["annotations"]
+        assert any("intent" in name for name in intent), intent  # what the follower resumes
+        wait_until(lambda: lease_holder(k8s_api) == "slotpilot-b", "the follower elected", 30)
+        took_over = time.monotonic() - killed_at
+        print(f"took over {took_over:.1f} s after the kill")
+        wait_until(lambda: shards_with_replica(seeds[0]) == [1] * 5 and not open_slots(seeds[0])
+                   and follower is not None and not follower.status()["resharding"]["in_progress"]
+                   and follower.status()["resharding"]["last"] is not None,
+                   "the follower finished the scale-out", 120)  # fmt: skip
+        print(f"finished {time.monotonic() - killed_at:.1f} s after the kill")
+        # the 3 s Lease, the 3 s cluster lease and a 0.5 s cycle, with room for a busy host
+        assert took_over < 15, took_over
+        assert sts_replicas(k8s_api) == 10
+        assert follower.stop() == 0
+        follower = None
+    finally:
+        for run in (leader, follower):
+            if run is not None and run.proc.poll() is None:
+                run.proc.kill()
+    with ClusterClient(seeds[0]) as client:
+        names = list(keys)
+        assert client.mget(names) == [keys[k].encode() for k in names]
+        assert client.dbsize() == len(keys)  # nothing extra (the lease key was released)
