@@ -19,6 +19,7 @@ from typing import Any
 import redis
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 
+from balancer.aio.mux import Multiplexer
 from balancer.errors import NotSentError
 
 __all__ = ["AsyncNodeTransport", "AsyncTransportOptions"]
@@ -75,7 +76,8 @@ class AsyncNodeTransport:
     after the write raises redis-py's ``TimeoutError`` / ``ConnectionError``.
     """
 
-    __slots__ = ("_idle", "_open", "address", "host", "max_connections", "options", "port")
+    __slots__ = ("_idle", "_mux", "_open", "address", "host", "max_connections", "options",
+                 "port")  # fmt: skip
 
     def __init__(
         self, host: str, port: int, options: AsyncTransportOptions, max_connections: int
@@ -87,8 +89,10 @@ class AsyncNodeTransport:
         self.max_connections = max_connections
         self._idle: list[tuple[AbstractConnection, float]] = []
         self._open = 0
+        self._mux: Multiplexer | None = None
 
-    async def _new_connection(self) -> AbstractConnection:
+    async def connect(self) -> AbstractConnection:
+        """A new, connected connection (counted against ``max_connections``)."""
         if self._open >= self.max_connections:
             raise NotSentError(self.address, f"all {self.max_connections} connections in use")
         self._open += 1
@@ -123,7 +127,7 @@ class AsyncNodeTransport:
             if not stale:
                 return conn
             self.discard(conn)
-        return await self._new_connection()
+        return await self.connect()
 
     def release(self, conn: AbstractConnection) -> None:
         self._idle.append((conn, time.monotonic()))
@@ -150,7 +154,13 @@ class AsyncNodeTransport:
         connection, any other failure drops it. With ``asking`` the command follows an
         ``ASKING`` in the same write and both replies are read. ``read_timeout``
         replaces the socket timeout for this exchange (``None``: wait forever; ``False``:
-        the socket timeout), for blocking commands."""
+        the socket timeout), for blocking commands. Plain commands share the node's
+        multiplexed connection; the others take one of their own."""
+        if not (asking or never_decode) and read_timeout is False:
+            mux = self._mux
+            if mux is None or mux.dead:
+                mux = self._mux = Multiplexer(self)
+            return await mux.execute(args)
         conn = await self.acquire(check)
         asking_error: redis.ResponseError | None = None
         try:
@@ -216,6 +226,9 @@ class AsyncNodeTransport:
         return replies, None
 
     def close(self) -> None:
+        if self._mux is not None:
+            self._mux.close()
+            self._mux = None
         idle, self._idle = self._idle, []
         for conn, _ in idle:
             self.discard(conn)

@@ -140,6 +140,7 @@ def test_incr_on_a_stalled_primary_is_applied_once(shared: LocalCluster) -> None
 
     async def test(c: AsyncClusterClient) -> None:
         await c.delete(key)
+        assert await c.get(key) is None  # connected: the INCR will certainly be sent
         resume = stalled(node)
         try:
             with pytest.raises(OutcomeUnknown) as info:
