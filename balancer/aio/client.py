@@ -61,6 +61,10 @@ _READ_FROM = ("primary", "replicas", "any")
 NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 # The sync client's numbers: refreshes at most one per _REFRESH_GAP, doubling while they
 # fail; retry backoff ~base * 2**attempt, half of it jittered.
+# Commands that change a connection's state: meaningless over shared connections.
+_CONNECTION_STATE = frozenset({"MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SELECT",
+                               "MONITOR", "RESET", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE",
+                               "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"})  # fmt: skip
 _REFRESH_GAP = 0.1
 _REFRESH_GAP_MAX = 2.0
 _BACKOFF_BASE = 0.004
@@ -486,6 +490,11 @@ class AsyncClusterClient(AsyncClusterCommands):
         if not self._ready:
             await self.initialize()
         name = args[0]
+        if name in _CONNECTION_STATE:
+            raise redis.RedisClusterException(
+                f"{name} changes a connection's state; AsyncClusterClient shares "
+                "connections between tasks and does not support it"
+            )
         keys = list(options.pop("keys", None) or ()) or await self._keys(args)
         if self._next_refresh <= time.monotonic():
             await self._maybe_refresh()

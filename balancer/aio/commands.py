@@ -12,6 +12,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio.lock import Lock
 from redis.commands.core import AsyncDataAccessCommands, AsyncScriptCommands
 from redis.crc import key_slot
 
@@ -53,6 +54,33 @@ class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands):
         async def initialize(self) -> AsyncClusterClient: ...
         @property
         def slot_map(self) -> SlotMap: ...
+
+    def get_encoder(self) -> Any:
+        """The encoder redis-py's ``AsyncScript`` and ``Lock`` ask for."""
+        return self._encoder
+
+    def lock(
+        self,
+        name: Any,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        lock_class: type[Lock] | None = None,
+        thread_local: bool = True,
+        raise_on_release_error: bool = True,
+    ) -> Lock:
+        """redis-py's asyncio ``Lock`` (Lua scripts on the lock key's node)."""
+        return (lock_class or Lock)(
+            self,  # type: ignore[arg-type]
+            name,
+            timeout=timeout,
+            sleep=sleep,
+            blocking=blocking,
+            blocking_timeout=blocking_timeout,
+            thread_local=thread_local,
+            raise_on_release_error=raise_on_release_error,
+        )
 
     def pipeline(self, transaction: bool = False, shard_hint: Any = None) -> AsyncClusterPipeline:
         """A pipeline that groups commands per node (no MULTI across nodes)."""

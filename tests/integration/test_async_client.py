@@ -283,3 +283,39 @@ def test_a_cancelled_call_leaves_no_reply_behind(shared: LocalCluster) -> None:
         assert await c.get(key) == b"mine" and await c.get("async:other") == b"theirs"
 
     run(shared, test, socket_timeout=2.0)
+
+
+def test_scripts_and_locks(shared: LocalCluster) -> None:
+    async def test(c: AsyncClusterClient) -> None:
+        incr = c.register_script("return redis.call('incrby', KEYS[1], ARGV[1])")
+        await c.delete("script:n")
+        assert await incr(keys=["script:n"], args=[5]) == 5
+        assert await incr(keys=["script:n"], args=[2]) == 7
+        lock = c.lock("lock:job", timeout=5)
+        assert await lock.acquire(blocking=False) is True
+        assert await c.lock("lock:job").acquire(blocking=False) is False
+        await lock.release()
+        async with c.lock("lock:job", timeout=5, blocking_timeout=1):
+            assert await c.exists("lock:job") == 1
+        with pytest.raises(redis.RedisClusterException, match="MULTI"):
+            await c.execute_command("MULTI")
+
+    run(shared, test)
+
+
+def test_concurrent_tasks_each_get_their_own_reply(shared: LocalCluster) -> None:
+    async def test(c: AsyncClusterClient) -> None:
+        keys = [f"many:{i}" for i in range(500)]
+        assert all(await asyncio.gather(*(c.set(k, k) for k in keys)))
+        tasks = [asyncio.ensure_future(c.get(k)) for k in keys]
+        for task in tasks[::7]:
+            task.cancel()  # cancelled callers: their replies are read and dropped
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for i, (key, result) in enumerate(zip(keys, results, strict=True)):
+            if i % 7:
+                assert result == key.encode()
+            else:
+                assert isinstance(result, asyncio.CancelledError)
+        assert await asyncio.gather(*(c.get(k) for k in keys)) == [k.encode() for k in keys]
+
+    run(shared, test)
