@@ -25,10 +25,19 @@ from redis._parsers.encoders import Encoder
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.backoff import EqualJitterBackoff
 from redis.commands import READ_COMMANDS
-from redis.commands.core import DataAccessCommands, ScriptCommands
+from redis.commands.cluster import RedisClusterCommands
+from redis.commands.core import Script
 from redis.connection import parse_url
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    TryAgainError,
+    WatchError,
+)
+from redis.lock import Lock
 from redis.utils import SENTINEL
 
 from balancer.blocking import BLOCKING_COMMANDS, block_seconds
@@ -47,9 +56,22 @@ from balancer.errors import (
 from balancer.follow import RoutingFollower
 from balancer.freshness import ReplicaWatch
 from balancer.keys import KeyLocator
+from balancer.nodes import ClusterNode, NodeDirectory, node_of
+from balancer.pubsub import ClusterPubSub, PubSubNodes
 from balancer.router import Router
-from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, parse_cluster_shards
+from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, as_text, parse_cluster_shards
 from balancer.strategies import Strategy, StrategySpec, make_strategy
+from balancer.targets import (
+    ALL_NODES,
+    DEFAULT_NODE,
+    NODE_COMMANDS,
+    PRIMARIES,
+    RANDOM,
+    REPLICAS,
+    cluster_callbacks,
+    combine,
+    command_name,
+)
 from balancer.transport import NodeTransport, TransportOptions
 
 __all__ = ["ClientStats", "ClusterClient", "ReadFrom"]
@@ -63,17 +85,8 @@ _REFRESH_GAP_MAX = 2.0
 # Retry backoff (redis-py's EqualJitterBackoff): ~base * 2**attempt, half of it jittered.
 _BACKOFF_BASE = 0.004
 _BACKOFF_CAP = 0.25
-_SCAN_MAX_ROUNDS = 10_000_000  # a bound on one node's SCAN walk, never reached in practice
-# Keyless commands that must reach every primary, and how their replies combine.
-_ALL_PRIMARIES: dict[str, Callable[[list[Any]], Any]] = {
-    "FLUSHALL": lambda r: all(r),
-    "FLUSHDB": lambda r: all(r),
-    "DBSIZE": sum,
-    "KEYS": lambda r: [k for part in r for k in part],
-    "SCRIPT LOAD": lambda r: r[0],
-    "SCRIPT FLUSH": lambda r: all(r),
-    "SCRIPT EXISTS": lambda r: [all(x) for x in zip(*r, strict=True)],
-}
+# Scripts and functions called with no keys may run on any primary (as in RedisCluster).
+_ANY_PRIMARY = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
 
 
 @dataclass
@@ -106,11 +119,17 @@ class _Route:
         self.readers: Router | None = None
 
 
-class ClusterClient(DataAccessCommands, ScriptCommands):
+class ClusterClient(RedisClusterCommands):
     """Slot-aware cluster client; see the module docstring and README for behaviour."""
 
     _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
     _is_async_client: Literal[False] = False  # selects redis-py's sync return types
+    # ``target_nodes=`` flags, spelled as in RedisCluster.
+    PRIMARIES = PRIMARIES
+    REPLICAS = REPLICAS
+    ALL_NODES = ALL_NODES
+    RANDOM = RANDOM
+    DEFAULT_NODE = DEFAULT_NODE
 
     def __init__(
         self,
@@ -166,7 +185,12 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
             connection_kwargs.get("encoding_errors", "strict"),
             decode_responses,
         )
+        self.encoder: Encoder = self._encoder
         self._callbacks = get_response_callbacks(connection_kwargs.get("protocol"), True)
+        self._callbacks.update(cluster_callbacks(connection_kwargs))
+        self._pubsub_nodes: PubSubNodes | None = None  # made by the first pubsub()
+        self._scripts: dict[str, Any] = {}  # sha -> text of register_script()'s scripts
+        self._directory = NodeDirectory([f"{h}:{p}" for h, p in self._seeds])
         self._transports: dict[str, NodeTransport] = {}
         self._breakers: dict[str, NodeBreaker] = {}
         self._routes: dict[str, _Route] = {}
@@ -327,7 +351,10 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
                 del self._routes[address]
         slot_route: list[_Route | None] = [routes[i] if i >= 0 else None for i in slot_map.owner]
         self._slot_route = slot_route
-        self._slot_map = slot_map
+        old, self._slot_map = self._slot_map, slot_map
+        self._directory.update(slot_map)
+        if self._pubsub_nodes is not None and old.owner != slot_map.owner:
+            self._pubsub_nodes.slots_changed()
         self.stats.refreshes += 1
         now = time.monotonic()
         self._next_refresh = now + self.refresh_interval
@@ -425,7 +452,12 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
 
     def _slot_of(self, name: str, keys: Sequence[Any]) -> int:
         encode = self._encoder.encode
-        slot = key_slot(encode(keys[0]))
+        try:
+            first = keys[0]
+        except TypeError:  # a view or iterator (``zunion({key: weight})`` passes dict_keys)
+            keys = list(keys)
+            first = keys[0]
+        slot = key_slot(encode(first))
         for key in keys[1:]:
             other = key_slot(encode(key))
             if other != slot:
@@ -436,11 +468,13 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         """Route one command by its keys and return the parsed reply."""
         name = args[0]
+        if name in NODE_COMMANDS or "target_nodes" in options:
+            return self._execute_on_nodes(args, options)
         keys = options.pop("keys", None) or self._locator.keys(args)
         if self._next_refresh <= time.monotonic():
             self._maybe_refresh()
         if not keys:
-            return self._execute_keyless(args, options)
+            return self._execute_on_nodes(args, options)
         slot = self._slot_of(name, keys)
         block = block_seconds(args) if name in BLOCKING_COMMANDS else None
         raw = self._execute_slot(
@@ -610,16 +644,24 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         self._slot_route[slot] = route
         self._next_refresh = 0.0  # the next call re-reads the whole map
 
-    def _execute_keyless(self, args: Sequence[Any], options: dict[str, Any]) -> Any:
-        name = args[0].upper() if isinstance(args[0], str) else args[0]
-        combine = _ALL_PRIMARIES.get(name)
-        routes = list({id(r): r for r in self._slot_route if r is not None}.values())
-        if combine is not None:
-            replies = [self._parse(name, self._on_node(r.primary, args), dict(options))
-                       for r in routes]  # fmt: skip
-            return combine(replies)
-        route = random.choice(routes)
-        return self._parse(name, self._on_node(route.primary, args), options)
+    def _execute_on_nodes(self, args: Sequence[Any], options: dict[str, Any]) -> Any:
+        """A command without keys (or with ``target_nodes=``): on the nodes its flag or
+        ``target_nodes`` names, replies combined as ``RedisCluster`` does."""
+        if self._next_refresh <= time.monotonic():
+            self._maybe_refresh()
+        target = options.pop("target_nodes", None)
+        options.pop("keys", None)
+        never_decode = options.pop("NEVER_DECODE", False)
+        command = command_name(args)
+        if target is None and command in _ANY_PRIMARY:
+            nodes = [random.choice(self.get_primaries())]
+        else:
+            nodes = self._directory.resolve(target, command, args)
+        replies: dict[str, Any] = {}
+        for node in nodes:
+            raw = self._on_node(self._transport(node.name), args, never_decode)
+            replies[node.name] = self._parse(args[0], raw, dict(options))
+        return combine(command, replies, **options)
 
     # -- multi-key commands split per slot ---------------------------------------------
 
@@ -630,7 +672,8 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         return groups
 
     def mget(self, keys: Any, *args: Any) -> list[Any]:
-        """MGET across slots: one MGET per slot, pipelined per node (not atomic)."""
+        """MGET across slots: one MGET per slot, pipelined per node (not atomic;
+        RedisCluster refuses keys of different slots)."""
         all_keys = list(keys) if isinstance(keys, list | tuple) else [keys]
         all_keys.extend(args)
         groups = self._group_by_slot(all_keys)
@@ -645,14 +688,23 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
                 result[i] = value
         return result
 
+    def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:
+        """MGET split per slot (as RedisCluster's); the same as :meth:`mget` here."""
+        return self.mget(keys, *args)
+
     def mset(self, mapping: Any) -> bool:
-        """MSET across slots: one MSET per slot, pipelined per node (not atomic)."""
+        """MSET across slots: one MSET per slot, pipelined per node (not atomic;
+        RedisCluster refuses keys of different slots)."""
+        return all(self.mset_nonatomic(mapping))
+
+    def mset_nonatomic(self, mapping: Any) -> list[bool]:
+        """One MSET per slot, pipelined per node: each MSET's reply, as RedisCluster."""
         items = list(mapping.items())
         groups = self._group_by_slot(k for k, _ in items)
         pipe = self.pipeline()
         for indexes in groups.values():
             pipe.execute_command("MSET", *(x for i in indexes for x in items[i]))
-        return all(pipe.execute())
+        return pipe.execute()
 
     def _sum_per_slot(self, command: str, names: Sequence[Any]) -> int:
         groups = self._group_by_slot(names)
@@ -673,43 +725,44 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         """EXISTS across slots (not atomic): how many of the names exist."""
         return self._sum_per_slot("EXISTS", names)
 
-    def pipeline(self, transaction: bool = False, shard_hint: Any = None) -> ClusterPipeline:
-        """A pipeline that groups commands per node (no MULTI across nodes)."""
+    def touch(self, *names: Any) -> int:
+        """TOUCH across slots (not atomic): how many of the names exist."""
+        return self._sum_per_slot("TOUCH", names)
+
+    def _split_command_across_slots(self, command: str, *keys: Any) -> int:
+        return self._sum_per_slot(command, keys)
+
+    def pipeline(
+        self, transaction: bool | None = None, shard_hint: Any = None
+    ) -> ClusterPipeline | ClusterTransaction:
+        """A pipeline that groups commands per node (not atomic), or with ``transaction``
+        a MULTI/EXEC block on one slot's primary (every key in one slot)."""
+        if shard_hint:
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
         if transaction:
-            raise ClusterError(
-                "transactions are not supported by ClusterPipeline; use hash tags "
-                "and a single-node Lua script or WATCH-free design"
-            )
+            return ClusterTransaction(self)
         return ClusterPipeline(self)
 
-    def scan_iter(
-        self,
-        match: Any = None,
-        count: int | None = None,
-        _type: str | None = None,
-        **kwargs: Any,
-    ) -> Iterator[Any]:
-        """Every key of the cluster: each primary is walked with its own cursor, and a
-        cursor is only ever sent back to the node that issued it. Keys whose slot moves
-        during the walk may be missed or seen twice (as with any cluster SCAN)."""
-        args: list[Any] = []
-        if match is not None:
-            args += ["MATCH", match]
-        if count is not None:
-            args += ["COUNT", count]
-        if _type is not None:
-            args += ["TYPE", _type]
-        for address in [shard.primary.address for shard in self._slot_map.shards]:
-            transport = self._transport(address)
-            cursor = 0
-            for _ in range(_SCAN_MAX_ROUNDS):
-                raw = self._on_node(transport, ("SCAN", cursor, *args))
-                cursor, keys = self._parse("SCAN", raw, {})
-                yield from keys
-                if int(cursor) == 0:
-                    break
+    def transaction(self, func: Callable[[Any], Any], *watches: Any, **kwargs: Any) -> Any:
+        """Run ``func(pipe)`` in a transaction watching ``watches``, again while the
+        watched keys change (redis-py's ``transaction()``)."""
+        value_from_callable = kwargs.pop("value_from_callable", False)
+        watch_delay = kwargs.pop("watch_delay", None)
+        with self.pipeline(True) as pipe:
+            while True:
+                try:
+                    if watches:
+                        pipe.watch(*watches)
+                    func_value = func(pipe)
+                    exec_value = pipe.execute()
+                    return func_value if value_from_callable else exec_value
+                except WatchError:
+                    if watch_delay is not None and watch_delay > 0:
+                        time.sleep(watch_delay)
 
-    def _on_node(self, transport: NodeTransport, args: Sequence[Any]) -> Any:
+    def _on_node(
+        self, transport: NodeTransport, args: Sequence[Any], never_decode: bool = False
+    ) -> Any:
         """A command pinned to one node (keyless commands, SCAN cursors): retried on that
         node within ``retry_deadline`` when it never left or only reads; a write whose
         reply was lost raises :class:`OutcomeUnknown`, as everywhere."""
@@ -718,7 +771,7 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
         while True:
             attempt += 1
             try:
-                return transport.execute(args)
+                return transport.execute(args, never_decode)
             except NETWORK_ERRORS as exc:
                 if not refused(exc):
                     self._breaker(transport.address).record(exc)
@@ -728,20 +781,103 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
                     raise OutcomeUnknown(str(args[0]), transport.address, exc) from exc
                 deadline = self._wait_or_raise(deadline, exc, attempt)
 
-    def dbsize(self) -> int:
-        """Keys in the whole cluster (sum over primaries)."""
-        return int(self.execute_command("DBSIZE"))
+    # -- redis-py's node API and helpers ------------------------------------------------
 
-    def flushall(self, asynchronous: bool = False) -> bool:
-        """FLUSHALL on every primary."""
-        args = ("FLUSHALL", "ASYNC") if asynchronous else ("FLUSHALL",)
-        return bool(self.execute_command(*args))
+    def get_nodes(self) -> list[ClusterNode]:
+        return list(self._directory.nodes.values())
 
-    def ping(self, **kwargs: Any) -> bool:
-        return bool(self._parse("PING", self._on_node(self._random_primary(), ("PING",)), kwargs))
+    def get_primaries(self) -> list[ClusterNode]:
+        return self._directory.by_type("primary")
 
-    def _random_primary(self) -> NodeTransport:
-        return random.choice(list(self._routes.values())).primary
+    def get_replicas(self) -> list[ClusterNode]:
+        return self._directory.by_type("replica")
+
+    def get_random_node(self) -> ClusterNode:
+        return random.choice(self.get_nodes())
+
+    def get_node(
+        self, host: str | None = None, port: int | None = None, node_name: str | None = None
+    ) -> ClusterNode | None:
+        """A node by ``host`` and ``port`` or by ``node_name`` (``host:port``)."""
+        if node_name is None:
+            if host is None or port is None:
+                return None
+            node_name = f"{host}:{port}"
+        return self._directory.nodes.get(node_name)
+
+    def get_node_from_key(self, key: Any, replica: bool = False) -> ClusterNode | None:
+        return node_of(self._directory, self._encoder.encode(key), replica)
+
+    def get_default_node(self) -> ClusterNode | None:
+        return self._directory.default
+
+    def set_default_node(self, node: ClusterNode | None) -> bool:
+        if node is None or self.get_node(node_name=node.name) is None:
+            return False
+        self._directory.default = node
+        return True
+
+    def keyslot(self, key: Any) -> int:
+        return key_slot(self._encoder.encode(key))
+
+    def get_encoder(self) -> Encoder:
+        """The encoder of keys and values (what ``Script`` and ``Lock`` ask for)."""
+        return self.encoder
+
+    def register_script(self, script: Any) -> Script:
+        """redis-py's :class:`~redis.commands.core.Script`; the client remembers it, so
+        a pipeline that meets NOSCRIPT for it loads it and runs the call again (it did
+        not run), where RedisCluster refuses scripts in pipelines."""
+        registered = Script(self, script)  # type: ignore[arg-type]
+        self._scripts[registered.sha] = registered.script
+        return registered
+
+    def _load_script(self, args: Sequence[Any]) -> bool:
+        """Load the script an ``EVALSHA`` names, if registered here: whether it was."""
+        if as_text(args[0]).upper() not in ("EVALSHA", "EVALSHA_RO") or len(args) < 2:
+            return False
+        text = self._scripts.get(as_text(args[1]))
+        if text is None:
+            return False
+        self.script_load(text)
+        return True
+
+    def pubsub(
+        self, node: ClusterNode | None = None, host: str | None = None, port: int | None = None,
+        **kwargs: Any,
+    ) -> ClusterPubSub:  # fmt: skip
+        """redis-py's ``ClusterPubSub`` (see :mod:`balancer.pubsub`): on ``node`` (or
+        ``host``/``port``) if given, else on the node of the first channel's slot."""
+        if self._pubsub_nodes is None:
+            self._pubsub_nodes = PubSubNodes(self)
+        return ClusterPubSub(self._pubsub_nodes, node=node, host=host, port=port, **kwargs)
+
+    def get_connection_kwargs(self) -> dict[str, Any]:
+        return dict(self._options.connection_kwargs)
+
+    def lock(
+        self,
+        name: Any,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        lock_class: type[Lock] | None = None,
+        thread_local: bool = True,
+        raise_on_release_error: bool = True,
+    ) -> Lock:
+        """redis-py's :class:`~redis.lock.Lock` on key ``name`` (see ``RedisCluster.lock``)."""
+        cls = lock_class or Lock
+        return cls(
+            self,
+            name,
+            timeout=timeout,
+            sleep=sleep,
+            blocking=blocking,
+            blocking_timeout=blocking_timeout,
+            thread_local=thread_local,
+            raise_on_release_error=raise_on_release_error,
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -752,6 +888,8 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
             self._watch.stop()
         for transport in list(self._transports.values()):
             transport.close()
+        if self._pubsub_nodes is not None:
+            self._pubsub_nodes.close()
 
     def __enter__(self) -> ClusterClient:
         return self
@@ -765,3 +903,4 @@ class ClusterClient(DataAccessCommands, ScriptCommands):
 
 
 from balancer.pipeline import ClusterPipeline  # noqa: E402  (circular by design)
+from balancer.transaction import ClusterTransaction  # noqa: E402

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 __all__ = [
     "ClusterError",
@@ -25,12 +26,14 @@ class NoHealthyEndpoint(RuntimeError):
         self.endpoints = endpoints
 
 
-class ClusterError(redis.RedisError):
-    """The cluster could not serve a command within the client's retry budget."""
+class ClusterError(redis.exceptions.ClusterError):
+    """The cluster could not serve a command within the client's retry budget (a
+    ``redis.exceptions.ClusterError``, as RedisCluster raises when its retries run out)."""
 
 
-class CrossSlotError(ClusterError):
-    """A multi-key command whose keys hash to different slots and that cannot be split."""
+class CrossSlotError(ClusterError, RedisClusterException):
+    """A multi-key command whose keys hash to different slots and that cannot be split
+    (also a ``redis.exceptions.RedisClusterException``, as RedisCluster raises)."""
 
     def __init__(self, command: str, slots: tuple[int, ...]) -> None:
         super().__init__(
@@ -41,8 +44,9 @@ class CrossSlotError(ClusterError):
         self.slots = slots
 
 
-class SlotNotCovered(ClusterError):
-    """No node serves the slot (the cluster is down or still being formed)."""
+class SlotNotCovered(ClusterError, SlotNotCoveredError):
+    """No node serves the slot (the cluster is down or still being formed); also
+    redis-py's ``SlotNotCoveredError``."""
 
     def __init__(self, slot: int) -> None:
         super().__init__(f"slot {slot} is not served by any known node")

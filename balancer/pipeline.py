@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import redis
 from redis.commands import READ_COMMANDS
 from redis.commands.core import DataAccessCommands, ScriptCommands
-from redis.exceptions import AskError, ClusterDownError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    NoScriptError,
+    RedisClusterException,
+    TryAgainError,
+)
+from redis.utils import safe_str, truncate_text
 
 from balancer.breaker import CLOSED
 from balancer.errors import NoHealthyEndpoint, OutcomeUnknown, never_sent
@@ -28,7 +35,7 @@ if TYPE_CHECKING:
     from balancer.cluster import ClusterClient
     from balancer.transport import NodeTransport
 
-__all__ = ["ClusterPipeline"]
+__all__ = ["ClusterPipeline", "annotate"]
 
 _RETRY_ON_OWN = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
 
@@ -53,8 +60,30 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
     def __len__(self) -> int:
         return len(self._commands)
 
+    def __bool__(self) -> bool:
+        return True  # as redis-py's: an empty pipeline is still a pipeline
+
     def reset(self) -> None:
         self._commands = []
+
+    def discard(self) -> None:
+        """Forget the queued commands (RedisCluster allows this in transactions only)."""
+        self.reset()
+
+    def multi(self) -> None:
+        raise RedisClusterException(
+            "method multi() is not supported outside of transactional context"
+        )
+
+    def watch(self, *names: Any) -> None:
+        raise RedisClusterException(
+            "method watch() is not supported outside of transactional context"
+        )
+
+    def unwatch(self, *names: Any) -> None:
+        raise RedisClusterException(
+            "method unwatch() is not supported outside of transactional context"
+        )
 
     def execute_command(self, *args: Any, **options: Any) -> ClusterPipeline:
         self._commands.append((args, options))
@@ -109,6 +138,8 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
             for i, reply in zip(indexes, replies, strict=False):
                 if isinstance(reply, _RETRY_ON_OWN):
                     continue
+                if isinstance(reply, NoScriptError) and client._load_script(commands[i][0]):
+                    continue  # it did not run: loaded now, and re-run on its own below
                 if isinstance(reply, Exception):
                     results[i] = reply
                 else:
@@ -128,13 +159,22 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
                 except (redis.ResponseError, OutcomeUnknown) as exc:
                     results[i] = exc
         if raise_on_error:
-            for result in results:
+            for i, result in enumerate(results):
                 if isinstance(result, Exception):
+                    annotate(result, i + 1, commands[i][0])
                     raise result
         return results
 
 
 _PENDING: Any = object()
+
+
+def annotate(exception: BaseException, number: int, command: Any) -> None:
+    """redis-py's prefix on an error raised from a pipeline: which command failed."""
+    text = " ".join(map(safe_str, command))
+    first = exception.args[0] if exception.args else ""
+    message = f"Command # {number} ({truncate_text(text)}) of pipeline caused error: {first}"
+    exception.args = (message, *exception.args[1:])
 
 
 def _unknown(name: Any, address: str, failure: BaseException) -> OutcomeUnknown:

@@ -1,0 +1,100 @@
+"""Pub/sub and sharded pub/sub, ClusterClient next to redis-py's RedisCluster on one
+real cluster: the same subscriptions receive the same messages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from balancer import ClusterClient
+from controller.localcluster import LocalCluster
+from tests.conftest import FLAVORS, SERVERS, _flavor_param
+
+Client = Any
+
+
+@pytest.fixture(scope="module", params=[_flavor_param(f) for f in FLAVORS])
+def pair(request: pytest.FixtureRequest) -> Iterator[tuple[ClusterClient, redis.RedisCluster]]:
+    cluster = LocalCluster(3, 1, binary=SERVERS[request.param])
+    cluster.start()
+    ours = ClusterClient(cluster.seed)
+    theirs = redis.RedisCluster.from_url(cluster.url)
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+    cluster.stop()
+
+
+def same(pair: Any, action: Callable[[Client], Any]) -> Any:
+    results = [action(pair[1]), action(pair[0])]
+    assert results[1] == results[0]
+    return results[0]
+
+
+def collect(get: Callable[[], Any], count: int, seconds: float = 3.0) -> list[Any]:
+    """``count`` messages (subscribe confirmations skipped) or what came in ``seconds``."""
+    found: list[Any] = []
+    deadline = time.monotonic() + seconds
+    while len(found) < count and time.monotonic() < deadline:
+        message = get()
+        if message is not None and message["type"] not in ("subscribe", "ssubscribe",
+                                                             "psubscribe"):  # fmt: skip
+            found.append({k: message[k] for k in ("type", "channel", "data", "pattern")})
+    return found
+
+
+def test_subscribe_and_publish(pair: Any) -> None:
+    def run(c: Client) -> Any:
+        with c.pubsub() as p:
+            p.subscribe("news", "sport")
+            p.psubscribe("w*")
+            time.sleep(0.05)
+            counts = [c.publish("news", "a"), c.publish("sport", "b"), c.publish("weather", "c")]
+            got = collect(lambda: p.get_message(timeout=0.1), 3)
+            return counts, got, c.pubsub_channels(), c.pubsub_numpat()
+
+    counts, got, _, _ = same(pair, run)
+    assert len(got) == 3 and counts[0] >= 0
+
+
+def test_pubsub_on_a_given_node(pair: Any) -> None:
+    theirs = pair[1]
+    node_name = sorted(n.name for n in theirs.get_primaries())[1]
+
+    def run(c: Client) -> Any:
+        node = c.get_node(node_name=node_name)
+        with c.pubsub(node=node) as p:
+            p.subscribe("local")
+            time.sleep(0.05)
+            publisher = c.get_node(node_name=node_name)
+            receivers = c.publish("local", "x", target_nodes=publisher)
+            got = collect(lambda: p.get_message(timeout=0.1), 1)
+            return p.get_pubsub_node().name, receivers, got, c.pubsub_numsub("local")
+
+    assert same(pair, run)[0] == node_name
+
+
+def test_sharded_pubsub_follows_channel_slots(pair: Any) -> None:
+    channels = ["orders", "users", "carts", "audit"]  # slots on different primaries
+
+    def run(c: Client) -> Any:
+        p = c.pubsub()
+        try:
+            p.ssubscribe(*channels)
+            time.sleep(0.05)
+            counts = [c.spublish(ch, f"m-{ch}") for ch in channels]
+            got = collect(lambda: p.get_sharded_message(timeout=0.1), len(channels))
+            shard = sorted(c.pubsub_shardchannels(target_nodes=c.PRIMARIES))
+            numsub = c.pubsub_shardnumsub("orders", target_nodes=c.PRIMARIES)
+            p.sunsubscribe()
+            return counts, sorted(got, key=str), shard, numsub
+        finally:
+            p.close()
+
+    counts, got, shard, _ = same(pair, run)
+    assert counts == [1, 1, 1, 1] and len(got) == 4
+    assert shard == sorted(ch.encode() for ch in channels)
