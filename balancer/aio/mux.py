@@ -75,6 +75,9 @@ class Multiplexer:
         if task.cancelled() or task.exception() is not None:
             self.dead = True  # waiters get the NotSentError from the task itself
             return
+        if self.dead:  # closed while connecting
+            self._transport.discard(task.result())
+            return
         self._conn = task.result()
         self._reader = self._loop.create_task(self._read_loop(self._conn))
 
