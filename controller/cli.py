@@ -258,6 +258,9 @@ def _run(args: argparse.Namespace) -> int:
             ready=lambda: "c" in holder and holder["c"].ready and holder["api_up"](),
             status=lambda: holder["c"].status() | holder["extra"](),
             routing=lambda: holder["c"].routing,
+            not_ready_reason=lambda: "no probe cycle has reached a node yet"
+            if holder.get("api_up", lambda: True)()
+            else "Kubernetes API unreachable: every target is held",
         )  # fmt: skip
     except OSError as exc:
         where = flag if exc.errno == errno.EADDRINUSE else f"--host/{flag}"

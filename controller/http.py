@@ -131,6 +131,7 @@ class ControllerHTTPServer:
         ready: Callable[[], bool],
         status: Callable[[], dict[str, Any]],
         routing: Callable[[], RoutingTable | None],
+        not_ready_reason: Callable[[], str] | None = None,
         request_timeout: float = 10.0,
         max_workers: int = 16,
     ) -> None:
@@ -139,6 +140,7 @@ class ControllerHTTPServer:
         self.host = host
         self.metrics = metrics
         self._ready, self._status, self._routing = ready, status, routing
+        self._why_not_ready = not_ready_reason or (lambda: "no probe cycle has reached a node yet")
         server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
         self._server = make_server(host, port, self.app, server_class, _QuietHandler)
         assert isinstance(self._server, _ThreadingWSGIServer)
@@ -216,8 +218,7 @@ class ControllerHTTPServer:
     def _readyz(self, environ: WSGIEnvironment) -> _Response:
         if self._ready():
             return _text("200 OK", "ready\n")
-        reason = "no probe cycle has reached a node yet"
-        return _json("503 Service Unavailable", {"ready": False, "reason": reason})
+        return _json("503 Service Unavailable", {"ready": False, "reason": self._why_not_ready()})
 
     def _metrics(self, environ: WSGIEnvironment) -> _Response:
         return _Response("200 OK", self.metrics.render(), (("Content-Type", CONTENT_TYPE_LATEST),))

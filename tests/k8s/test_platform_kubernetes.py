@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pybreaker
 import pytest
 import redis
 from kubernetes import client
@@ -243,3 +244,35 @@ def test_the_intent_record_lives_in_an_annotation_on_the_statefulset(
                   {"metadata": {"annotations": {INTENT_ANNOTATION: "{not json"}}})  # fmt: skip
     with pytest.raises(IntentError, match=INTENT_ANNOTATION):
         store.load()
+
+
+def test_an_open_breaker_lets_a_trial_call_through_after_its_reset_timeout(
+    k8s_api: KubeAPI,
+) -> None:
+    """Unreachable long enough to open the breaker; once the API is back and the reset
+    timeout has passed, the next call goes through and closes it (it used to stay open
+    for good, holding every target forever)."""
+    k8s_api.create("apps/v1/deployments", {**worker_deployment("jobs"), "metadata": {
+        "name": "jobs", "namespace": NS, "labels": {"app": "jobs"}}})  # fmt: skip
+    breaker = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=0.5)
+    with k8s_api.client() as api_client:
+        api = KubeApi(api_client, attempts=1, request_timeout=1, breaker=breaker)
+        platform = KubernetesPlatform(api, NS)
+        k8s_api.go_offline()
+        try:
+            for _ in range(3):
+                with pytest.raises(KubeApiError):
+                    platform.get_replicas("jobs")
+            assert breaker.current_state == pybreaker.STATE_OPEN
+            with pytest.raises(KubeApiError, match="circuit open"):
+                platform.get_replicas("jobs")
+        finally:
+            k8s_api.go_online()
+        time.sleep(0.6)
+        assert platform.get_replicas("jobs") == 0 and api.reachable
+        assert breaker.current_state == pybreaker.STATE_CLOSED
+        k8s_api.fail_next(404, 3, path="/scale")  # answers, not outages: never trip it
+        for _ in range(3):
+            with pytest.raises(KubeApiError):
+                platform.get_replicas("jobs")
+        assert breaker.current_state == pybreaker.STATE_CLOSED

@@ -11,7 +11,6 @@ that still fails is a :class:`~controller.platform.PlatformError`: the controlle
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -90,38 +89,40 @@ class KubeApi:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.request_timeout = request_timeout
+        # answers such as 404 or 409 are not outages: the breaker does not count them
         self.breaker = breaker or pybreaker.CircuitBreaker(fail_max=5, reset_timeout=15)
+        if _answered not in self.breaker.excluded_exceptions:
+            self.breaker.add_excluded_exception(_answered)  # type: ignore[type-var,arg-type]
         self._sleep = sleep
         self.reachable = True  # the last call reached the API server
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` with retries; ``what`` names the call in errors, e.g.
-        ``"patch statefulsets/scale redis"``."""
+        ``"patch statefulsets/scale redis"``. Every attempt goes through the breaker, so
+        an open circuit lets one trial call through once its reset timeout has passed."""
         kwargs.setdefault("_request_timeout", self.request_timeout)
         for attempt in range(1, self.attempts + 1):
-            if self.breaker.current_state == pybreaker.STATE_OPEN:
-                self.reachable = False
-                raise KubeApiError(f"{what}: Kubernetes API unavailable (circuit open)")
             try:
-                result = fn(*args, **kwargs)
+                result = self.breaker.call(fn, *args, **kwargs)
+            except pybreaker.CircuitBreakerError as exc:
+                self.reachable = False
+                raise KubeApiError(f"{what}: Kubernetes API unavailable (circuit open)") from exc
             except ApiException as exc:
                 status = int(exc.status or 0)
-                if status in _RETRIED_STATUS:
-                    self._failed(exc)
-                    if attempt < self.attempts:
-                        self._sleep(self._backoff(attempt))
-                        continue
-                    raise KubeApiError(f"{what}: HTTP {status} {exc.reason}", status) from exc
-                self._succeeded()  # the API answered: client-side problem, not an outage
-                raise _classify(what, exc) from exc
+                if status not in _RETRIED_STATUS:
+                    self.reachable = True  # it answered: a client-side problem, not an outage
+                    raise _classify(what, exc) from exc
+                if attempt < self.attempts:
+                    self._sleep(self._backoff(attempt))
+                    continue
+                raise KubeApiError(f"{what}: HTTP {status} {exc.reason}", status) from exc
             except Exception as exc:  # urllib3 timeouts, refused connections, DNS
-                self._failed(exc)
                 self.reachable = False
                 if attempt < self.attempts:
                     self._sleep(self._backoff(attempt))
                     continue
                 raise KubeApiError(f"{what}: Kubernetes API unreachable: {exc}") from exc
-            self._succeeded()
+            self.reachable = True
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -129,18 +130,10 @@ class KubeApi:
         ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (attempt - 1))
         return ceiling / 2 + random.random() * ceiling / 2
 
-    def _failed(self, exc: BaseException) -> None:
-        def replay() -> None:
-            raise exc
 
-        with contextlib.suppress(BaseException):  # the replayed failure, now counted
-            self.breaker.call(replay)
-
-    def _succeeded(self) -> None:
-        self.reachable = True
-        if self.breaker.current_state != pybreaker.STATE_CLOSED or self.breaker.fail_counter:
-            with contextlib.suppress(pybreaker.CircuitBreakerError):
-                self.breaker.call(lambda: None)
+def _answered(exc: BaseException) -> bool:
+    """An API answer that is not an outage (404, 409, 403, 422, …): not a breaker failure."""
+    return isinstance(exc, ApiException) and int(exc.status or 0) not in _RETRIED_STATUS
 
 
 def _classify(what: str, exc: ApiException) -> KubeApiError:
