@@ -23,7 +23,9 @@ _LAST_SECONDS = frozenset({"BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX", "BLMOVE", "
 _FIRST_SECONDS = frozenset({"BLMPOP", "BZMPOP"})
 # ``BLOCK milliseconds`` option.
 _BLOCK_OPTION = frozenset({"XREAD", "XREADGROUP"})
-BLOCKING_COMMANDS = _LAST_SECONDS | _FIRST_SECONDS | _BLOCK_OPTION
+# Block time (milliseconds) is the last argument: waiting for replicas (or the AOF).
+_LAST_MILLISECONDS = frozenset({"WAIT", "WAITAOF"})
+BLOCKING_COMMANDS = _LAST_SECONDS | _FIRST_SECONDS | _BLOCK_OPTION | _LAST_MILLISECONDS
 
 
 def block_seconds(args: Sequence[Any]) -> float | None:
@@ -35,6 +37,8 @@ def block_seconds(args: Sequence[Any]) -> float | None:
             value = float(as_text(args[-1]))
         elif name in _FIRST_SECONDS:
             value = float(as_text(args[1]))
+        elif name in _LAST_MILLISECONDS:
+            value = float(as_text(args[-1])) / 1000.0
         elif name in _BLOCK_OPTION:
             upper = [as_text(a).upper() for a in args[1:]]
             if "BLOCK" not in upper:

@@ -498,10 +498,7 @@ class ClusterClient(RedisClusterCommands):
         """Run one command on the node serving ``slot``. ``block``: the seconds a
         blocking command may wait on the server (its reply may take that long plus the
         socket timeout, and its timeout is not held against the node)."""
-        read_timeout: float | object | None = SENTINEL
-        if block is not None:
-            limit = self._socket_timeout
-            read_timeout = None if math.isinf(block) or limit is None else block + limit
+        read_timeout = self._read_timeout(block)
         tried: set[str] = set()
         asking: NodeTransport | None = None
         redirects = 0
@@ -603,6 +600,14 @@ class ClusterClient(RedisClusterCommands):
                 breaker.record(None, trial)
             return raw
 
+    def _read_timeout(self, block: float | None) -> float | object | None:
+        """The reply timeout of a command that may block ``block`` seconds on the server
+        (``SENTINEL``: the socket timeout; ``None``: wait forever)."""
+        if block is None:
+            return SENTINEL
+        limit = self._socket_timeout
+        return None if math.isinf(block) or limit is None else block + limit
+
     def _primary_unavailable(self, slot: int, route: _Route, deadline: float) -> float:
         """The slot's primary has an open breaker: nothing is sent. Fail fast with
         :class:`NodeUnavailable` unless a topology refresh names another primary."""
@@ -657,9 +662,10 @@ class ClusterClient(RedisClusterCommands):
             nodes = [random.choice(self.get_primaries())]
         else:
             nodes = self._directory.resolve(target, command, args)
+        block = block_seconds(args) if command in BLOCKING_COMMANDS else None
         replies: dict[str, Any] = {}
         for node in nodes:
-            raw = self._on_node(self._transport(node.name), args, never_decode)
+            raw = self._on_node(self._transport(node.name), args, never_decode, block)
             replies[node.name] = self._parse(args[0], raw, dict(options))
         return combine(command, replies, **options)
 
@@ -761,19 +767,26 @@ class ClusterClient(RedisClusterCommands):
                         time.sleep(watch_delay)
 
     def _on_node(
-        self, transport: NodeTransport, args: Sequence[Any], never_decode: bool = False
+        self,
+        transport: NodeTransport,
+        args: Sequence[Any],
+        never_decode: bool = False,
+        block: float | None = None,
     ) -> Any:
         """A command pinned to one node (keyless commands, SCAN cursors): retried on that
         node within ``retry_deadline`` when it never left or only reads; a write whose
-        reply was lost raises :class:`OutcomeUnknown`, as everywhere."""
+        reply was lost raises :class:`OutcomeUnknown`, as everywhere. ``block``: as in
+        :meth:`_execute_slot` (``WAIT``)."""
+        read_timeout = self._read_timeout(block)
         deadline = 0.0
         attempt = 0
         while True:
             attempt += 1
             try:
-                return transport.execute(args, never_decode)
+                return transport.execute(args, never_decode, False, False, read_timeout)
             except NETWORK_ERRORS as exc:
-                if not refused(exc):
+                blocked_out = block is not None and isinstance(exc, redis.TimeoutError)
+                if not (refused(exc) or blocked_out):
                     self._breaker(transport.address).record(exc)
                 self.stats.node_errors += 1
                 if not (never_sent(exc) or self._locator.readonly(args[0])):

@@ -89,6 +89,18 @@ def test_blocking_commands_wait_and_answer_alike(
     assert results[0][1] not in (None, [], {})
 
 
+def test_wait_blocks_its_own_timeout(pair: Any) -> None:
+    """WAIT for more replicas than there are: the full timeout, then the count."""
+    results = []
+    for c in (pair[1], pair[0]):
+        c.set("{w}k", 1)
+        node = c.get_node_from_key("{w}k")
+        started = time.monotonic()
+        results.append(c.wait(5, int(B * 1000), target_nodes=node))
+        assert B - 0.05 <= time.monotonic() - started < B + 0.8
+    assert results[1] == results[0] == 1
+
+
 def test_a_blocking_pop_whose_client_gives_up_loses_nothing(
     cluster: LocalCluster, pair: Any
 ) -> None:

@@ -24,6 +24,8 @@ from balancer.blocking import block_seconds
         (("XREAD", "COUNT", 1, "BLOCK", 1500, "STREAMS", "s", "$"), 1.5),
         (("XREADGROUP", "GROUP", "g", "c", "block", 0, "STREAMS", "s", ">"), math.inf),
         (("XREAD", "STREAMS", "s", "0"), None),  # no BLOCK: answers at once
+        (("WAIT", 1, 250), 0.25),  # milliseconds
+        (("WAITAOF", 1, 0, 0), math.inf),
         (("GET", "a"), None),
         (("BLPOP", "a", "soon"), None),  # malformed: the server will say so
         (("XREAD", "BLOCK"), None),
