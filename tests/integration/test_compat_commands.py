@@ -276,3 +276,21 @@ def test_functions(pair: Any) -> None:
 
     same(pair, run)
     same(pair, lambda c: c.function_flush())
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        lambda c: c.rename("{a}x", "{b}x"),
+        lambda c: c.sunionstore("{a}d", ["{b}s", "{c}s"]),
+        lambda c: c.lmove("{a}l", "{b}l"),
+        lambda c: c.zunionstore("{a}d", {"{b}z": 1, "{c}z": 2}),
+    ],
+    ids=["rename", "sunionstore", "lmove", "zunionstore"],
+)
+def test_cross_slot_errors_are_redis_cluster_exceptions(
+    pair: Any, action: Callable[[Client], Any]
+) -> None:
+    for client in pair:
+        with pytest.raises(RedisClusterException):
+            action(client)
