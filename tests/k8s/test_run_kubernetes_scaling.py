@@ -9,11 +9,13 @@ so the test does not depend on how busy this machine is."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from balancer import ClusterClient, OutcomeUnknown
@@ -156,13 +158,16 @@ def open_slots(seed: str) -> list[str]:
     return [line for line in lines if "->-" in line or "-<-" in line]
 
 
-def test_sigkill_of_the_leader_mid_migration_the_follower_finishes(
-    k8s_api: KubeAPI, make_kubelet: Callable[..., Kubelet], tmp_path: Path
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_the_leader_stopped_mid_migration_the_follower_finishes(
+    k8s_api: KubeAPI, make_kubelet: Callable[..., Kubelet], tmp_path: Path, sig: signal.Signals
 ) -> None:
-    """Two `run` replicas; the leader is SIGKILLed after its first migration batch (the
-    classic engine: many batches, slots open on the wire). The follower takes the Lease
-    once it expires, repairs what was left open and finishes the scale-out from the
-    intent record on the StatefulSet: 5 shards with replicas, every key still there."""
+    """Two `run` replicas; the leader is stopped after its first migration batch (the
+    classic engine: many batches, slots open on the wire). SIGKILL: the follower takes
+    the Lease once it expires and repairs what was left open. SIGTERM: the leader ends
+    its current batch, leaves nothing open, releases the Lease and exits 0 at once. Either
+    way the follower finishes the scale-out from the intent record on the StatefulSet:
+    5 shards with replicas, every key still there."""
     kubelet = make_kubelet()
     body = redis_statefulset("cache")
     body["metadata"]["namespace"] = NS
@@ -171,7 +176,7 @@ def test_sigkill_of_the_leader_mid_migration_the_follower_finishes(
     members = sorted(kubelet.wait_ready("cache", 6), key=lambda m: m.ordinal or 0)
     seeds = [f"127.0.0.1:{m.port}" for m in members]
     form_cluster_with_replicas(seeds, 3)
-    keys = {f"data:{i}": str(i) for i in range(60_000)}
+    keys = {f"data:{i}": str(i) for i in range(20_000)}
     with ClusterClient(seeds[0]) as client:
         client.mset(keys)
     path = config(tmp_path, seeds, 5)
@@ -184,9 +189,14 @@ def test_sigkill_of_the_leader_mid_migration_the_follower_finishes(
         follower = Run(path, kubeconfig, "slotpilot-b")
         wait_until(lambda: any('"moved"' in line for line in leader.lines),
                    "the leader's first migration batch", 60)  # fmt: skip
-        leader.proc.kill()
+        leader.proc.send_signal(sig)
         killed_at = time.monotonic()
-        leader.proc.wait(10)
+        code = leader.proc.wait(20)
+        if sig == signal.SIGTERM:
+            assert code == 0, leader.lines[-20:]
+            print(f"exited {time.monotonic() - killed_at:.1f} s after SIGTERM")
+            assert not open_slots(seeds[0])  # the current batch ended, nothing left open
+            assert any('"scale_interrupted"' in line for line in leader.lines)
         intent = k8s_api.get("apps/v1/statefulsets", NS, "cache")["metadata"]["annotations"]
         assert any("intent" in name for name in intent), intent  # what the follower resumes
         wait_until(lambda: lease_holder(k8s_api) == "slotpilot-b", "the follower elected", 30)
