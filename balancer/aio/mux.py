@@ -66,8 +66,11 @@ class Multiplexer:
         if self.dead:
             raise NotSentError(self._transport.address, "connection closed before the write")
         future: asyncio.Future[Any] = self._loop.create_future()
+        idle = not self._unsent and not self._inflight
         self._unsent.append((conn.pack_command(*args), future))
-        if self._flush_at is None:
+        if idle:
+            self._flush()  # nothing to batch with: write now
+        elif self._flush_at is None:
             self._flush_at = self._loop.call_soon(self._flush)
         return await future
 
