@@ -56,7 +56,7 @@ from balancer.errors import (
 from balancer.follow import RoutingFollower
 from balancer.freshness import ReplicaWatch
 from balancer.keys import KeyLocator
-from balancer.nodes import ClusterNode, NodeDirectory, node_of
+from balancer.nodes import ClusterNode, NodeDirectory, node_of, startup_seeds
 from balancer.pubsub import ClusterPubSub, PubSubNodes
 from balancer.router import Router
 from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, as_text, parse_cluster_shards
@@ -133,9 +133,12 @@ class ClusterClient(RedisClusterCommands):
 
     def __init__(
         self,
-        startup_nodes: str | Sequence[str],
+        startup_nodes: str | Sequence[str | ClusterNode] | None = None,
         *,
+        host: str | None = None,
+        port: int | None = None,
         read_from: ReadFrom = "primary",
+        read_from_replicas: bool = False,
         strategy: StrategySpec = "round_robin",
         breaker: BreakerPolicy | None = None,
         username: str | None = None,
@@ -156,9 +159,11 @@ class ClusterClient(RedisClusterCommands):
     ) -> None:
         if read_from not in _READ_FROM:
             raise ValueError(f"read_from must be one of {', '.join(_READ_FROM)}, got {read_from!r}")
-        seeds = [startup_nodes] if isinstance(startup_nodes, str) else list(startup_nodes)
+        seeds = startup_seeds(startup_nodes, host, port)
         if not seeds:
             raise ValueError("ClusterClient needs at least one startup node 'host:port'")
+        if read_from_replicas and read_from == "primary":
+            read_from = "any"  # RedisCluster's round robin over a shard's primary and replicas
         self._seeds = [parse_address(s) for s in seeds]
         self.read_from: ReadFrom = read_from
         make_strategy(strategy)  # a bad name fails here, not at the first read

@@ -28,7 +28,7 @@ from balancer.targets import (
     command_flag,
 )
 
-__all__ = ["ClusterNode", "NodeDirectory", "node_of"]
+__all__ = ["ClusterNode", "NodeDirectory", "node_of", "startup_seeds"]
 
 
 class NodeDirectory:
@@ -117,3 +117,15 @@ def node_of(directory: NodeDirectory, key_bytes: bytes, replica: bool) -> Cluste
     if not shard.replicas:
         return None
     return directory.nodes[shard.replicas[0].address]
+
+
+def startup_seeds(
+    startup_nodes: str | Sequence[str | ClusterNode] | None, host: str | None, port: int | None
+) -> list[str]:
+    """``host:port`` seeds from ``"host:port"`` strings, ``ClusterNode`` values (as
+    ``RedisCluster(startup_nodes=[...])`` takes them) and ``host``/``port`` keywords."""
+    given = [startup_nodes] if isinstance(startup_nodes, str) else list(startup_nodes or [])
+    seeds = [n if isinstance(n, str) else f"{n.host}:{n.port}" for n in given]
+    if host is not None or port is not None:
+        seeds.append(f"{host or '127.0.0.1'}:{port or 6379}")
+    return seeds

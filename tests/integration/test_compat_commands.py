@@ -294,3 +294,18 @@ def test_cross_slot_errors_are_redis_cluster_exceptions(
     for client in pair:
         with pytest.raises(RedisClusterException):
             action(client)
+
+
+def test_constructed_like_redis_cluster(compat_cluster: LocalCluster) -> None:
+    host, port = compat_cluster.seed.rsplit(":", 1)
+    for kwargs in (
+        {"host": host, "port": int(port)},
+        {"startup_nodes": [ClusterNode(host, int(port))]},
+        {"host": host, "port": int(port), "read_from_replicas": True},
+    ):
+        with ClusterClient(**kwargs) as c:
+            c.set("ctor", 1)
+            assert c.get("ctor") == b"1"
+            assert c.get_default_node().name == compat_cluster.seed
+    with ClusterClient(host=host, port=int(port), read_from_replicas=True) as c:
+        assert c.read_from == "any"  # RedisCluster's round robin over primary and replicas
