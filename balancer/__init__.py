@@ -1,5 +1,6 @@
 """slotpilot's client SDK: strategies, per-node circuit breakers, a slot-aware cluster client."""
 
+from balancer.aio import AsyncClusterClient
 from balancer.breaker import BreakerPolicy
 from balancer.cluster import ClusterClient
 from balancer.endpoint import Endpoint
@@ -17,6 +18,7 @@ from balancer.strategies import STRATEGIES, Strategy
 
 __all__ = [
     "STRATEGIES",
+    "AsyncClusterClient",
     "BreakerPolicy",
     "ClusterClient",
     "ClusterError",

@@ -9,6 +9,7 @@ def test_balancer_exports_exactly_the_public_api() -> None:
     assert sorted(balancer.__all__) == sorted(
         [
             "STRATEGIES",
+            "AsyncClusterClient",
             "BreakerPolicy",
             "ClusterClient",
             "ClusterError",
