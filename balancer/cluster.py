@@ -870,6 +870,10 @@ class ClusterClient(RedisClusterCommands):
             self._pubsub_nodes = PubSubNodes(self)
         return ClusterPubSub(self._pubsub_nodes, node=node, host=host, port=port, **kwargs)
 
+    def set_response_callback(self, command: str, callback: Callable[..., Any]) -> None:
+        """Parse ``command``'s replies with ``callback`` (as redis-py's clients do)."""
+        self._callbacks[command] = callback
+
     def get_connection_kwargs(self) -> dict[str, Any]:
         return dict(self._options.connection_kwargs)
 

@@ -226,7 +226,10 @@ class ClusterTransaction(DataAccessCommands, ScriptCommands):
                         raise WatchError("Slot rebalancing occurred while watching keys") from exc
                     self._unpin()
                     if isinstance(exc, MovedError) and self._slot is not None:
+                        client.stats.moved += 1
                         client._moved(self._slot, exc)
+                    elif isinstance(exc, AskError):
+                        client.stats.ask += 1
                     deadline = client._wait_or_raise(deadline, exc, attempt)
                 except _NETWORK as exc:
                     if self._watching or not never_sent(exc):

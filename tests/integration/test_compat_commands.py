@@ -309,3 +309,15 @@ def test_constructed_like_redis_cluster(compat_cluster: LocalCluster) -> None:
             assert c.get_default_node().name == compat_cluster.seed
     with ClusterClient(host=host, port=int(port), read_from_replicas=True) as c:
         assert c.read_from == "any"  # RedisCluster's round robin over primary and replicas
+
+
+def test_set_response_callback(pair: Any) -> None:
+    def run(c: Client) -> Any:
+        c.set_response_callback("GET", lambda reply, **_: ("parsed", reply))
+        try:
+            c.set("cb", "v")
+            return c.get("cb")
+        finally:
+            c.set_response_callback("GET", lambda reply, **_: reply)
+
+    assert same(pair, run) == ("parsed", b"v")

@@ -190,3 +190,18 @@ def test_transaction_helper_retries_until_it_wins(pair: Any) -> None:
         return c.get("{h}n")
 
     assert same(pair, run) == b"60"
+
+
+def test_transaction_survives_a_stale_slot_map(pair: Any) -> None:
+    """MOVED inside MULTI aborts the whole transaction (EXECABORT: nothing ran), so it is
+    sent again to the slot's real owner, once."""
+    ours, theirs = pair
+    theirs.flushall()
+    slot = ours.keyslot("{stale}n")
+    right = ours._slot_route[slot]
+    wrong = next(r for r in ours._routes.values() if r is not right)
+    ours._slot_route[slot] = wrong  # as if the slot had just moved away
+    with ours.pipeline(transaction=True) as pipe:
+        assert pipe.incr("{stale}n").incr("{stale}n").execute() == [1, 2]
+    assert ours._slot_route[slot] is right and ours.stats.moved >= 1
+    assert theirs.get("{stale}n") == b"2"

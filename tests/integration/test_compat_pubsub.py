@@ -3,6 +3,7 @@ real cluster: the same subscriptions receive the same messages."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -98,3 +99,20 @@ def test_sharded_pubsub_follows_channel_slots(pair: Any) -> None:
     counts, got, shard, _ = same(pair, run)
     assert counts == [1, 1, 1, 1] and len(got) == 4
     assert shard == sorted(ch.encode() for ch in channels)
+
+
+def test_listen_waits_longer_than_the_socket_timeout(pair: Any) -> None:
+    """A subscriber blocks in listen() for as long as messages take (ClusterClient's
+    0.5 s socket_timeout applies to commands, not to waiting subscribers)."""
+
+    def run(c: Client) -> Any:
+        with c.pubsub(ignore_subscribe_messages=True) as p:
+            p.subscribe("slow")
+            time.sleep(0.05)
+            timer = threading.Timer(0.8, lambda: c.publish("slow", "late"))
+            timer.start()
+            message = next(m for m in p.listen() if m is not None)
+            timer.join()
+            return message["channel"], message["data"]
+
+    assert same(pair, run) == (b"slow", b"late")
