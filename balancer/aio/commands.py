@@ -83,13 +83,13 @@ class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands):
         )
 
     def pipeline(self, transaction: bool = False, shard_hint: Any = None) -> AsyncClusterPipeline:
-        """A pipeline that groups commands per node (no MULTI across nodes)."""
-        if transaction:
-            raise NotImplementedError(
-                "AsyncClusterClient pipelines are not transactional; use hash tags and a "
-                "single-node Lua script"
-            )
-        return AsyncClusterPipeline(self)  # type: ignore[arg-type]
+        """A pipeline that groups commands per node, one round trip each (not atomic);
+        with ``transaction=True``, one ``MULTI``/``EXEC`` whose keys share a slot."""
+        return AsyncClusterPipeline(self, transaction)  # type: ignore[arg-type]
+
+    def keyslot(self, key: Any) -> int:
+        """The hash slot of ``key``."""
+        return key_slot(self._encoder.encode(key))
 
     async def _execute_keyless(self, args: Sequence[Any], options: dict[str, Any]) -> Any:
         name = args[0].upper() if isinstance(args[0], str) else args[0]
@@ -132,6 +132,18 @@ class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands):
         for indexes in self._group_by_slot(k for k, _ in items).values():
             pipe.execute_command("MSET", *(x for i in indexes for x in items[i]))
         return all(await pipe.execute())
+
+    async def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:
+        """redis-py's name for :meth:`mget` across slots."""
+        return await self.mget(keys, *args)
+
+    async def mset_nonatomic(self, mapping: Any) -> list[bool]:
+        """MSET per slot (not atomic): one result per slot, as redis-py returns."""
+        items = list(mapping.items())
+        pipe = self.pipeline()
+        for indexes in self._group_by_slot(k for k, _ in items).values():
+            pipe.execute_command("MSET", *(x for i in indexes for x in items[i]))
+        return [bool(r) for r in await pipe.execute()]
 
     async def _sum_per_slot(self, command: str, names: Sequence[Any]) -> int:
         pipe = self.pipeline()

@@ -19,7 +19,9 @@ import redis
 from redis.commands import READ_COMMANDS
 from redis.commands.core import AsyncDataAccessCommands, AsyncScriptCommands
 from redis.exceptions import AskError, ClusterDownError, TryAgainError
+from redis.utils import safe_str, truncate_text
 
+from balancer.aio.transaction import run_transaction
 from balancer.breaker import CLOSED
 from balancer.errors import NoHealthyEndpoint, OutcomeUnknown, never_sent, refused
 from balancer.router import Member, Router
@@ -41,8 +43,9 @@ class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
     _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
     _is_async_client: Literal[True] = True
 
-    def __init__(self, client: AsyncClusterClient) -> None:
+    def __init__(self, client: AsyncClusterClient, transaction: bool = False) -> None:
         self._client = client
+        self.transaction = transaction
         self._commands: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
     async def __aenter__(self) -> AsyncClusterPipeline:
@@ -60,6 +63,8 @@ class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
     def reset(self) -> None:
         self._commands = []
 
+    discard = reset  # redis-py's name for dropping the queued commands
+
     def execute_command(self, *args: Any, **options: Any) -> AsyncClusterPipeline:
         self._commands.append((args, options))
         return self
@@ -72,6 +77,22 @@ class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
         client = self._client
         if not client._ready:
             await client.initialize()
+        if not commands:
+            return []
+        if self.transaction:
+            results = await run_transaction(client, commands)
+        else:
+            results = await self._execute(commands)
+        if raise_on_error:
+            for number, result in enumerate(results, 1):
+                if isinstance(result, redis.ResponseError):
+                    _annotate(result, number, commands[number - 1][0])
+                if isinstance(result, Exception):
+                    raise result
+        return results
+
+    async def _execute(self, commands: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        client = self._client
         by_node: dict[str, tuple[AsyncNodeTransport, list[int]]] = {}
         leases: dict[int, _Lease | None] = {}
         for index, (args, options) in enumerate(commands):
@@ -129,10 +150,6 @@ class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
                     results[i] = await client.execute_command(*args, **options)
                 except (redis.ResponseError, OutcomeUnknown) as exc:
                     results[i] = exc
-        if raise_on_error:
-            for result in results:
-                if isinstance(result, Exception):
-                    raise result
         return results
 
     def _node_failed(
@@ -146,6 +163,16 @@ class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
 
 
 _PENDING: Any = object()
+
+
+def _annotate(error: redis.ResponseError, number: int, args: tuple[Any, ...]) -> None:
+    """redis-py's wording, so code that parses pipeline errors keeps working."""
+    command = " ".join(safe_str(a) for a in args)
+    error.args = (
+        f"Command # {number} ({truncate_text(command)}) of pipeline caused error: "
+        f"{error.args[0] if error.args else ''}",
+        *error.args[1:],
+    )
 
 
 def _unknown(name: Any, address: str, failure: BaseException) -> OutcomeUnknown:

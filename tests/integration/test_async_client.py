@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.crc import key_slot
+from redis.exceptions import CrossSlotTransactionError
 
 from balancer import BreakerPolicy, CrossSlotError, NodeUnavailable, OutcomeUnknown
 from balancer.aio import AsyncClusterClient
@@ -319,3 +321,53 @@ def test_concurrent_tasks_each_get_their_own_reply(shared: LocalCluster) -> None
         assert await asyncio.gather(*(c.get(k) for k in keys)) == [k.encode() for k in keys]
 
     run(shared, test)
+
+
+def test_same_slot_transactions_and_pipeline_errors(shared: LocalCluster) -> None:
+    async def test(c: AsyncClusterClient) -> None:
+        await c.delete("{tx}a", "{tx}b")
+        async with c.pipeline(transaction=True) as pipe:
+            pipe.set("{tx}a", 1).incr("{tx}a").get("{tx}a").lpush("{tx}a", "x")
+            results = await pipe.execute(raise_on_error=False)
+        assert results[:3] == [True, 2, b"2"]
+        assert isinstance(results[3], redis.ResponseError)  # WRONGTYPE, at EXEC
+        pipe = c.pipeline(transaction=True)
+        pipe.set("{tx}a", 1).set("{other}b", 2)
+        with pytest.raises(CrossSlotTransactionError):
+            await pipe.execute()
+        assert await c.get("{tx}a") == b"2"  # nothing was sent
+        pipe = c.pipeline()
+        pipe.set("{tx}b", 1).lpush("{tx}b", 1)
+        with pytest.raises(
+            redis.ResponseError, match=r"Command # 2 \(LPUSH \{tx\}b 1\) of pipeline"
+        ):
+            await pipe.execute()
+        assert c.keyslot("{tx}a") == key_slot(b"{tx}a")
+        assert await c.mset_nonatomic({f"nx:{i}": i for i in range(10)}) == [True] * len(
+            {key_slot(f"nx:{i}".encode()) for i in range(10)}
+        )
+        assert await c.mget_nonatomic([f"nx:{i}" for i in range(10)]) == [
+            str(i).encode() for i in range(10)
+        ]
+
+    run(shared, test)
+
+
+def test_a_transaction_on_a_stalled_primary_is_not_resent(shared: LocalCluster) -> None:
+    key = "{atx}:n"
+    node = owner(shared, key)
+
+    async def test(c: AsyncClusterClient) -> None:
+        await c.delete(key)
+        resume = stalled(node)
+        try:
+            pipe = c.pipeline(transaction=True)
+            pipe.incr(key).incr(key)
+            with pytest.raises(OutcomeUnknown):
+                await pipe.execute()
+        finally:
+            await asyncio.to_thread(resume.join)
+        await asyncio.to_thread(settle, node)
+        assert await c.get(key) == b"2"  # ran once, whole
+
+    run(shared, test, socket_timeout=0.3)
