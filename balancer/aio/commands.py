@@ -12,15 +12,18 @@ import random
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio.client import PubSub
+from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.lock import Lock
-from redis.commands.core import AsyncDataAccessCommands, AsyncScriptCommands
+from redis.commands.core import AsyncDataAccessCommands, AsyncPubSubCommands, AsyncScriptCommands
 from redis.crc import key_slot
 
 from balancer.aio.pipeline import AsyncClusterPipeline
+from balancer.endpoint import parse_address
 
 if TYPE_CHECKING:
     from balancer.aio.client import AsyncClusterClient
-    from balancer.aio.transport import AsyncNodeTransport
+    from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
     from balancer.slots import SlotMap
 
 __all__ = ["AsyncClusterCommands"]
@@ -39,7 +42,7 @@ _ALL_PRIMARIES: dict[str, Callable[[list[Any]], Any]] = {
 }
 
 
-class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands):
+class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands, AsyncPubSubCommands):
     """Mixed into :class:`~balancer.aio.client.AsyncClusterClient`."""
 
     _encoder: Any
@@ -51,6 +54,9 @@ class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands):
         def _parse(self, name: str, raw: Any, options: dict[str, Any]) -> Any: ...
         def _primaries(self) -> list[AsyncNodeTransport]: ...
         def _transport(self, address: str) -> AsyncNodeTransport: ...
+
+        _options: AsyncTransportOptions
+
         async def initialize(self) -> AsyncClusterClient: ...
         @property
         def slot_map(self) -> SlotMap: ...
@@ -210,6 +216,26 @@ class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands):
         """FLUSHDB on every primary."""
         args = ("FLUSHDB", "ASYNC") if asynchronous else ("FLUSHDB",)
         return bool(await self.execute_command(*args))
+
+    def pubsub(
+        self, node: str | None = None, host: str | None = None, port: int | None = None,
+        **kwargs: Any,
+    ) -> PubSub:  # fmt: skip
+        """redis-py's asyncio ``PubSub`` on one node: ``node`` (``"host:port"``) or
+        ``host``/``port``, else a random primary. A classic ``PUBLISH`` reaches every
+        node of a cluster, so any node serves ``SUBSCRIBE``; sharded channels
+        (``SSUBSCRIBE``) are served by the primary of the channel's slot."""
+        if node is not None:
+            host, port = parse_address(node)
+        elif host is None or port is None:
+            transport = random.choice(self._primaries())
+            host, port = transport.host, transport.port
+        options = self._options
+        pool = ConnectionPool(
+            host=host, port=port, connection_class=options.connection_class,
+            **options.connection_kwargs,
+        )  # fmt: skip
+        return PubSub(pool, **kwargs)
 
     async def ping(self, **kwargs: Any) -> bool:
         """PING one primary."""

@@ -42,9 +42,7 @@ class AsyncTransportOptions:
         socket_connect_timeout: float | None = 0.5,
         **connection_kwargs: Any,
     ) -> None:
-        self.connection_class: Callable[..., AbstractConnection] = (
-            SSLConnection if ssl else Connection
-        )
+        self.connection_class: type[Connection] = SSLConnection if ssl else Connection
         self.readonly = readonly
         self.socket_timeout = socket_timeout
         self.connect_timeout: float | None = None

@@ -371,3 +371,31 @@ def test_a_transaction_on_a_stalled_primary_is_not_resent(shared: LocalCluster) 
         assert await c.get(key) == b"2"  # ran once, whole
 
     run(shared, test, socket_timeout=0.3)
+
+
+def test_pubsub_and_sharded_publish(shared: LocalCluster) -> None:
+    async def test(c: AsyncClusterClient) -> None:
+        async with c.pubsub() as pubsub:
+            await pubsub.subscribe("news")
+            assert (await pubsub.get_message(timeout=2))["type"] == "subscribe"
+            assert await c.publish("news", "hello") >= 0  # reaches every node
+            message = None
+            for _ in range(20):
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                if message:
+                    break
+            assert message is not None and message["data"] == b"hello"
+        channel = "orders"
+        slot_owner = owner(shared, channel)
+        async with c.pubsub(node=slot_owner.address) as sharded:
+            await sharded.ssubscribe(channel)
+            assert (await sharded.get_message(timeout=2))["type"] == "ssubscribe"
+            assert await c.spublish(channel, "o1") == 1  # routed to the channel's slot
+            message = None
+            for _ in range(20):
+                message = await sharded.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                if message:
+                    break
+            assert message is not None and message["data"] == b"o1"
+
+    run(shared, test)
