@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -145,6 +146,9 @@ class Controller:
         self._probe_lock = threading.Lock()  # two probe jobs never run at once
         self._scheduler: BackgroundScheduler | None = None
         self._own_change = False  # our reshard ran since the last view: epoch bumps are ours
+        # ... and for a while after a MEET or REPLICATE of ours: the epoch bump it causes
+        # can reach the probe a cycle later (gossip), and must not read as a failover
+        self._own_change_until = -math.inf
         self._own_change_ended_at: float | None = None
         self._logged: dict[str, tuple[Any, ...]] = {}
         self._structure_failures, self._structure_failed_at = 0, 0.0
@@ -235,7 +239,7 @@ class Controller:
     def probe_once(self) -> ClusterView:
         """Probe every node and publish the new view and routing table (one at a time)."""
         with self._probe_lock:
-            own = self.migrating or self._own_change
+            own = self.migrating or self._own_change or self.clock() < self._own_change_until
             result = self.probe.run()
             with self._lock:
                 self.view = build_view(
@@ -462,7 +466,7 @@ class Controller:
         self._structure_failed_at = now
         log.info(json.dumps({"event": "repair_structure", "forget": list(expired),
                              "short_of_replicas": short}))  # fmt: skip
-        self._own_change = True
+        self._mark_own_change()
         done = repair_structure(self._admin_connect(), self._seed(),
                                 None if waiting else self.nodes, policy.replicas_per_shard,
                                 forget=expired, progress=self._on_progress)  # fmt: skip
@@ -470,6 +474,12 @@ class Controller:
         if done:
             self._event("shards", "StructureRepaired", "; ".join(done))
         self.probe_once()
+
+    def _mark_own_change(self) -> None:
+        """Epoch changes seen within one failover window from now are ours."""
+        self._own_change = True
+        window = 2 * self.cfg.shards.node_timeout_ms / 1000
+        self._own_change_until = self.clock() + window
 
     def _rejoin_strays(self) -> None:
         """A platform node that is ready but not a live member of the cluster — a pod
@@ -487,22 +497,33 @@ class Controller:
         strays = [address for address in ready() if address not in live]
         for address in strays:
             log.info(json.dumps({"event": "rejoin", "node": address}))
-            self._own_change = True
+            self._mark_own_change()
             join(self._admin_connect(), self._seed(), address, timeout=30.0)
             self._event("shards", "NodeRejoined", f"{address} met again (a rescheduled pod)")
         if strays:
+            # a new spare: structure repair tries at once, not after the backoff its
+            # earlier attempts (no spare yet, while the pod was away) have built up
+            self._structure_failures, self._structure_failed_at = 0, -math.inf
             self.probe_once()
 
     def _fill_empty_primaries(self, decision: Decision) -> None:
         """When the policy wants no change, every primary gets its share of the slots: a
         primary without slots (a scale-out cut off between join and rebalance, a node
         joined by hand), or shares that drifted beyond ``_BALANCE_TOLERANCE`` of the
-        even share (two actors once rebalanced the same slots: 3842/4350/4096/4096)."""
+        even share (two actors once rebalanced the same slots: 3842/4350/4096/4096).
+        Not while a shard lacks a replica: the empty primary is then a spare for it."""
         view = self.view
         if self.nodes is None or view is None or decision.direction != "none":
             return
         primaries = [n for n in view.nodes.values() if n.role == "primary" and n.node_id]
         empty = [n.address for n in primaries if n.node_id not in view.shard_utilization]
+        if empty and (
+            shards_short_of_replicas(view, self.cfg.shards.replicas_per_shard)
+            or len(primaries) > self.cfg.shards.max_shards
+        ):
+            # an empty primary is a spare: structure repair makes it the replica a shard
+            # lacks (a rescheduled pod that rejoined); never a shard beyond max_shards
+            return
         skew = slot_skew(view)
         if (empty or skew > _BALANCE_TOLERANCE) and not view.gates:
             log.info(json.dumps({"event": "repair", "empty_primaries": empty,
