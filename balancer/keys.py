@@ -20,6 +20,7 @@ __all__ = ["KeyLocator"]
 # Commands whose key count is an argument (``numkeys``) right after the script/function.
 _NUMKEYS_AT_2 = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
 _Positions = tuple[int, int, int] | None  # (first, last, step) or None = ask the parser
+_KEYLESS: tuple[int, int, int] = (0, 0, 0)  # the server says: no keys, whatever the arguments
 
 
 class _ServerAdapter:
@@ -69,13 +70,10 @@ class KeyLocator:
         if self._parser is None:
             self._parser = CommandsParser(self._adapter)
         info = self._parser.commands.get(name.lower())
-        if (
-            info is None
-            or "movablekeys" in info["flags"]
-            or "pubsub" in info["flags"]
-            or info["first_key_pos"] <= 0
-        ):
+        if info is None or "movablekeys" in info["flags"] or "pubsub" in info["flags"]:
             return None
+        if info["first_key_pos"] <= 0:
+            return None if info.get("subcommands") else _KEYLESS
         return info["first_key_pos"], info["last_key_pos"], info["step_count"]
 
     def keys(self, args: Sequence[Any]) -> list[Any]:
@@ -92,6 +90,8 @@ class KeyLocator:
             positions = self._fast[name]
         except KeyError:
             positions = self._fast[name] = self._positions(name) if " " not in name else None
+        if positions is _KEYLESS:
+            return []
         if positions is not None:
             first, last, step = positions
             if len(args) <= first:

@@ -17,7 +17,7 @@ from redis.cluster import PRIMARY, REPLICA, ClusterNode
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
-from balancer.slots import SlotMap
+from balancer.slots import SlotMap, as_text
 from balancer.targets import (
     ALL_NODES,
     NODE_FLAGS,
@@ -74,7 +74,7 @@ class NodeDirectory:
             flag = command_flag(command) if target is None else target
             if flag is not None and flag not in NODE_FLAGS and flag != SLOT_ID:
                 raise RedisClusterException(f"unknown target_nodes flag {flag!r}")
-            return self._flagged(flag, args)
+            return self._flagged(flag, command, args)
         if isinstance(target, ClusterNode):
             return [target]
         if isinstance(target, dict):
@@ -87,7 +87,7 @@ class NodeDirectory:
             f"dict<any, ClusterNode>. The passed type is {type(target)}"
         )
 
-    def _flagged(self, flag: str | None, args: Sequence[Any]) -> list[ClusterNode]:
+    def _flagged(self, flag: str | None, command: str, args: Sequence[Any]) -> list[ClusterNode]:
         if flag == PRIMARIES:
             nodes = self.by_type(PRIMARY)
         elif flag == REPLICAS:
@@ -96,8 +96,8 @@ class NodeDirectory:
             nodes = list(self.nodes.values())
         elif flag == RANDOM:
             nodes = [random.choice(list(self.nodes.values()))] if self.nodes else []
-        elif flag == SLOT_ID:
-            nodes = [self.slot_primary(int(args[1]))]
+        elif flag == SLOT_ID:  # the slot follows the command's words
+            nodes = [self.slot_primary(int(args[len(command.split()) - words(args[0]) + 1]))]
         else:  # DEFAULT_NODE or no flag
             nodes = [self.default] if self.default is not None else []
         if not nodes:
@@ -129,3 +129,8 @@ def startup_seeds(
     if host is not None or port is not None:
         seeds.append(f"{host or '127.0.0.1'}:{port or 6379}")
     return seeds
+
+
+def words(name: Any) -> int:
+    """How many words a command name argument holds (``"CLUSTER SETSLOT"``: 2)."""
+    return len(as_text(name).split())

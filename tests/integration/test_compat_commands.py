@@ -321,3 +321,19 @@ def test_set_response_callback(pair: Any) -> None:
             c.set_response_callback("GET", lambda reply, **_: reply)
 
     assert same(pair, run) == ("parsed", b"v")
+
+
+def test_raw_execute_command_forms(pair: Any) -> None:
+    """Lower-case names, split sub-commands and numeric arguments route like the
+    methods do (the key lookup never trips over a number)."""
+    ours, theirs = pair
+    theirs.flushall()
+    ours.set("a", 1)
+    slot = ours.keyslot("a")
+    cursors, keys = ours.execute_command("scan", 0, "COUNT", 1000)
+    assert sorted(cursors) == names(theirs.get_primaries()) and keys == [b"a"]
+    assert ours.execute_command("cluster", "countkeysinslot", slot) == 1
+    assert ours.execute_command("CLUSTER COUNTKEYSINSLOT", slot) == 1
+    assert ours.execute_command("ECHO", 5) == b"5"
+    assert ours.execute_command("config", "get", "maxmemory") == {b"maxmemory": b"0"}
+    assert ours.execute_command("OBJECT", "ENCODING", "a") == b"int"
