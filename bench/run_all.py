@@ -5,7 +5,16 @@ from __future__ import annotations
 import shutil
 import sys
 
-from bench import failures, healing, migration, pick_cost, probe_cycle, table, throughput
+from bench import (
+    async_throughput,
+    failures,
+    healing,
+    migration,
+    pick_cost,
+    probe_cycle,
+    table,
+    throughput,
+)
 from controller.localcluster import available_servers
 
 
@@ -14,6 +23,7 @@ def main() -> None:
     runs: list[tuple[object, list[str]]] = [(pick_cost, [])]
     for server in servers:
         runs += [(throughput, ["--server", server]), (failures, ["--server", server])]
+        runs.append((async_throughput, ["--server", server]))
         if shutil.which("redis-cli") or server == "valkey":
             runs.append((migration, ["--server", server]))
     runs.append((probe_cycle, []))
