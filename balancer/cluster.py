@@ -56,7 +56,7 @@ from balancer.errors import (
 from balancer.follow import RoutingFollower
 from balancer.freshness import ReplicaWatch
 from balancer.keys import KeyLocator
-from balancer.nodes import ClusterNode, NodeDirectory, node_of, startup_seeds
+from balancer.nodes import ClusterNode, NodeAPI, NodeDirectory, startup_seeds
 from balancer.pubsub import ClusterPubSub, PubSubNodes
 from balancer.router import Router
 from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, as_text, parse_cluster_shards
@@ -119,7 +119,7 @@ class _Route:
         self.readers: Router | None = None
 
 
-class ClusterClient(RedisClusterCommands):
+class ClusterClient(NodeAPI, RedisClusterCommands):
     """Slot-aware cluster client; see the module docstring and README for behaviour."""
 
     _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
@@ -799,44 +799,7 @@ class ClusterClient(RedisClusterCommands):
                     raise OutcomeUnknown(str(args[0]), transport.address, exc) from exc
                 deadline = self._wait_or_raise(deadline, exc, attempt)
 
-    # -- redis-py's node API and helpers ------------------------------------------------
-
-    def get_nodes(self) -> list[ClusterNode]:
-        return list(self._directory.nodes.values())
-
-    def get_primaries(self) -> list[ClusterNode]:
-        return self._directory.by_type("primary")
-
-    def get_replicas(self) -> list[ClusterNode]:
-        return self._directory.by_type("replica")
-
-    def get_random_node(self) -> ClusterNode:
-        return random.choice(self.get_nodes())
-
-    def get_node(
-        self, host: str | None = None, port: int | None = None, node_name: str | None = None
-    ) -> ClusterNode | None:
-        """A node by ``host`` and ``port`` or by ``node_name`` (``host:port``)."""
-        if node_name is None:
-            if host is None or port is None:
-                return None
-            node_name = f"{host}:{port}"
-        return self._directory.nodes.get(node_name)
-
-    def get_node_from_key(self, key: Any, replica: bool = False) -> ClusterNode | None:
-        return node_of(self._directory, self._encoder.encode(key), replica)
-
-    def get_default_node(self) -> ClusterNode | None:
-        return self._directory.default
-
-    def set_default_node(self, node: ClusterNode | None) -> bool:
-        if node is None or self.get_node(node_name=node.name) is None:
-            return False
-        self._directory.default = node
-        return True
-
-    def keyslot(self, key: Any) -> int:
-        return key_slot(self._encoder.encode(key))
+    # -- redis-py's helpers (its node API: NodeAPI) ------------------------------------
 
     def get_encoder(self) -> Encoder:
         """The encoder of keys and values (what ``Script`` and ``Lock`` ask for)."""

@@ -28,7 +28,7 @@ from balancer.targets import (
     command_flag,
 )
 
-__all__ = ["ClusterNode", "NodeDirectory", "node_of", "startup_seeds"]
+__all__ = ["ClusterNode", "NodeAPI", "NodeDirectory", "node_of", "startup_seeds"]
 
 
 class NodeDirectory:
@@ -134,3 +134,47 @@ def startup_seeds(
 def words(name: Any) -> int:
     """How many words a command name argument holds (``"CLUSTER SETSLOT"``: 2)."""
     return len(as_text(name).split())
+
+
+class NodeAPI:
+    """redis-py's node methods, answered from the client's :class:`NodeDirectory`."""
+
+    _directory: NodeDirectory
+    _encoder: Any
+
+    def get_nodes(self) -> list[ClusterNode]:
+        return list(self._directory.nodes.values())
+
+    def get_primaries(self) -> list[ClusterNode]:
+        return self._directory.by_type("primary")
+
+    def get_replicas(self) -> list[ClusterNode]:
+        return self._directory.by_type("replica")
+
+    def get_random_node(self) -> ClusterNode:
+        return random.choice(self.get_nodes())
+
+    def get_node(
+        self, host: str | None = None, port: int | None = None, node_name: str | None = None
+    ) -> ClusterNode | None:
+        """A node by ``host`` and ``port`` or by ``node_name`` (``host:port``)."""
+        if node_name is None:
+            if host is None or port is None:
+                return None
+            node_name = f"{host}:{port}"
+        return self._directory.nodes.get(node_name)
+
+    def get_node_from_key(self, key: Any, replica: bool = False) -> ClusterNode | None:
+        return node_of(self._directory, self._encoder.encode(key), replica)
+
+    def get_default_node(self) -> ClusterNode | None:
+        return self._directory.default
+
+    def set_default_node(self, node: ClusterNode | None) -> bool:
+        if node is None or self.get_node(node_name=node.name) is None:
+            return False
+        self._directory.default = node
+        return True
+
+    def keyslot(self, key: Any) -> int:
+        return key_slot(self._encoder.encode(key))
