@@ -14,16 +14,13 @@ The command methods are redis-py's async mixins; they all end in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import random
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import redis
 from redis._parsers.encoders import Encoder
-from redis._parsers.helpers import parse_info
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.backoff import EqualJitterBackoff
 from redis.commands import READ_COMMANDS
@@ -33,11 +30,12 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainErr
 
 from balancer.aio.commands import AsyncClusterCommands
 from balancer.aio.keys import NeedsServer, served_command_table
+from balancer.aio.topology import AsyncTopology, Route
 from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
 from balancer.blocking import BLOCKING_COMMANDS, block_seconds
 from balancer.breaker import CLOSED, BreakerPolicy, NodeBreaker
 from balancer.cluster import ClientStats, ReadFrom
-from balancer.endpoint import Endpoint, parse_address
+from balancer.endpoint import parse_address
 from balancer.errors import (
     ClusterError,
     CrossSlotError,
@@ -48,44 +46,25 @@ from balancer.errors import (
     never_sent,
     refused,
 )
-from balancer.follow import RoutingFollower
-from balancer.freshness import replica_is_fresh
 from balancer.keys import KeyLocator
 from balancer.router import Router
-from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, parse_cluster_shards
-from balancer.strategies import Strategy, StrategySpec, make_strategy
+from balancer.slots import TOTAL_SLOTS, SlotMap
+from balancer.strategies import StrategySpec, make_strategy
 
 __all__ = ["AsyncClusterClient"]
 
 _READ_FROM = ("primary", "replicas", "any")
 NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
-# The sync client's numbers: refreshes at most one per _REFRESH_GAP, doubling while they
-# fail; retry backoff ~base * 2**attempt, half of it jittered.
 # Commands that change a connection's state: meaningless over shared connections.
 _CONNECTION_STATE = frozenset({"MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SELECT",
                                "MONITOR", "RESET", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE",
                                "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"})  # fmt: skip
-_REFRESH_GAP = 0.1
-_REFRESH_GAP_MAX = 2.0
+# The sync client's retry backoff: ~base * 2**attempt, half of it jittered.
 _BACKOFF_BASE = 0.004
 _BACKOFF_CAP = 0.25
 
 
-class _Route:
-    """Where one shard's commands go: its primary, and a router over its read nodes."""
-
-    __slots__ = ("primary", "primary_breaker", "readers", "shard")
-
-    def __init__(
-        self, shard: ShardInfo | None, primary: AsyncNodeTransport, breaker: NodeBreaker
-    ) -> None:
-        self.shard = shard
-        self.primary = primary
-        self.primary_breaker = breaker
-        self.readers: Router | None = None
-
-
-class AsyncClusterClient(AsyncClusterCommands):
+class AsyncClusterClient(AsyncTopology, AsyncClusterCommands):
     """Slot-aware asyncio cluster client; see the module docstring and README.
 
     Connects lazily (the first command, :meth:`initialize` or ``async with``); close with
@@ -151,8 +130,8 @@ class AsyncClusterClient(AsyncClusterCommands):
         self._callbacks = get_response_callbacks(connection_kwargs.get("protocol"), True)
         self._transports: dict[str, AsyncNodeTransport] = {}
         self._breakers: dict[str, NodeBreaker] = {}
-        self._routes: dict[str, _Route] = {}
-        self._slot_route: list[_Route | None] = [None] * TOTAL_SLOTS
+        self._routes: dict[str, Route] = {}
+        self._slot_route: list[Route | None] = [None] * TOTAL_SLOTS
         self._slot_map = SlotMap.from_shards(())
         self.stats = ClientStats()
         self._refreshing = False
@@ -233,234 +212,6 @@ class AsyncClusterClient(AsyncClusterCommands):
     def node_states(self) -> dict[str, str]:
         """Breaker state per node address seen so far."""
         return {address: b.state for address, b in self._breakers.items()}
-
-    # -- nodes, routes, topology ------------------------------------------------------
-
-    def _transport(self, address: str) -> AsyncNodeTransport:
-        transport = self._transports.get(address)
-        if transport is None:
-            host, port = parse_address(address)
-            transport = AsyncNodeTransport(host, port, self._options, self._max_connections)
-            self._transports[address] = transport
-        return transport
-
-    def _breaker(self, address: str) -> NodeBreaker:
-        breaker = self._breakers.get(address)
-        if breaker is None:
-            breaker = self._breakers[address] = NodeBreaker(address, self.breaker_policy)
-        return breaker
-
-    def _breaker_for(self, endpoint: Endpoint) -> NodeBreaker:
-        return self._breaker(endpoint.id)
-
-    def _route_for(self, address: str, shard: ShardInfo | None = None) -> _Route:
-        route = self._routes.get(address)
-        if route is None or (shard is not None and route.shard is not shard):
-            old = route
-            route = _Route(shard, self._transport(address), self._breaker(address))
-            if old is not None:
-                route.readers = old.readers
-            if shard is not None:
-                self._attach_readers(route, shard)
-            self._routes[address] = route
-        return route
-
-    def _attach_readers(self, route: _Route, shard: ShardInfo) -> None:
-        if self.read_from == "primary":
-            return
-        nodes = [n for n in shard.replicas if n.online and n.address not in self._stale]
-        if self.read_from == "any":
-            nodes.insert(0, shard.primary)
-        # The controller's table: draining and down nodes (weight 0) get no reads.
-        weights = {n.address: self._routing.get(n.address, ("up", 1.0))[1] for n in nodes}
-        nodes = [n for n in nodes if weights[n.address] > 0]
-        if not nodes:
-            route.readers = None
-            return
-        endpoints = [Endpoint(n.address, weight=weights[n.address]) for n in nodes]
-        if route.readers is None:
-            route.readers = Router(
-                endpoints,
-                strategy=self._new_strategy(),
-                breaker=self.breaker_policy,
-                breaker_factory=self._breaker_for,
-            )
-        else:
-            route.readers.update(endpoints)
-
-    def _new_strategy(self) -> Strategy:
-        """Each shard's router gets its own strategy (a shared instance would pick from
-        whichever shard rebuilt it last)."""
-        if isinstance(self._strategy, Strategy):
-            return self._strategy.clone()
-        return make_strategy(self._strategy)
-
-    def _reattach_all(self) -> None:
-        for route in list(self._routes.values()):
-            if route.shard is not None:
-                self._attach_readers(route, route.shard)
-
-    def apply_routing(self, table: Mapping[str, Any]) -> None:
-        """Apply a routing table (``/v1/routing`` JSON): per node ``state`` and ``weight``.
-        Reads avoid weight-0 (draining/down) nodes; writes still go to slot owners."""
-        routing: dict[str, tuple[str, float]] = {}
-        nodes = table.get("nodes") if isinstance(table, Mapping) else None
-        for entry in nodes if isinstance(nodes, list) else []:
-            if not isinstance(entry, Mapping):
-                continue  # one bad row must not drop the whole table
-            try:
-                weight = float(entry["weight"]) if entry.get("state") == "up" else 0.0
-                routing[str(entry["address"])] = (str(entry.get("state", "up")), weight)
-            except (KeyError, TypeError, ValueError):
-                continue
-        self._routing = routing
-        self._reattach_all()
-
-    async def _routing_loop(self, url: str) -> None:
-        """The sync client's follower, its blocking poll run in a worker thread; tables
-        are applied on this loop."""
-        loop = asyncio.get_running_loop()
-
-        def apply(table: Mapping[str, Any]) -> None:
-            loop.call_soon_threadsafe(self.apply_routing, table)
-
-        follower = RoutingFollower(url, apply, self._routing_interval)
-        while True:
-            await asyncio.to_thread(follower.poll)
-            await asyncio.sleep(self._routing_interval)
-
-    @property
-    def stale_replicas(self) -> frozenset[str]:
-        """Replicas getting no reads now: link to the primary down, or silent for longer
-        than ``max_replica_lag`` seconds."""
-        return self._stale
-
-    async def check_replicas(self) -> frozenset[str]:
-        """One round of ``INFO replication`` over every replica (see
-        :func:`balancer.freshness.replica_is_fresh`); returns the stale set."""
-        assert self._max_replica_lag is not None
-        stale: set[str] = set()
-        for shard in self._slot_map.shards:
-            for replica in shard.replicas:
-                try:
-                    raw = await self._transport(replica.address).execute(("INFO", "replication"))
-                    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-                    fresh = replica_is_fresh(parse_info(text), self._max_replica_lag)
-                except (redis.RedisError, OSError, ValueError):
-                    continue  # a dead or odd node: the breakers handle it
-                if fresh is False:
-                    stale.add(replica.address)
-        result = frozenset(stale)
-        if result != self._stale:
-            self._stale = result
-            self._reattach_all()
-        return result
-
-    async def _replica_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._replica_check_interval)
-            await self.check_replicas()
-
-    @property
-    def slot_map(self) -> SlotMap:
-        return self._slot_map
-
-    async def refresh_topology(self) -> SlotMap:
-        """Re-read ``CLUSTER SHARDS`` from a reachable node and swap in the new routes."""
-        while self._refreshing:
-            await asyncio.sleep(0.005)
-        return await self._refresh(None)
-
-    async def _refresh(self, deadline: float | None) -> SlotMap:
-        self._refreshing = True
-        self._refresh_attempted = time.monotonic()
-        self.stats.refresh_attempts += 1
-        try:
-            slot_map = await self._read_slot_map(deadline)
-        except (ClusterError, ValueError):
-            self._refresh_failures += 1
-            raise
-        finally:
-            self._refreshing = False
-        self._refresh_failures = 0
-        routes = [self._route_for(s.primary.address, s) for s in slot_map.shards]
-        live = {s.primary.address for s in slot_map.shards}
-        for address in list(self._routes):
-            if address not in live:
-                del self._routes[address]
-        self._slot_route = [routes[i] if i >= 0 else None for i in slot_map.owner]
-        self._slot_map = slot_map
-        self.stats.refreshes += 1
-        self._next_refresh = time.monotonic() + self.refresh_interval
-        return slot_map
-
-    async def _read_slot_map(self, deadline: float | None) -> SlotMap:
-        """``CLUSTER SHARDS`` from the first node whose view covers at least as many
-        slots as the map in use (a node that just left the cluster still answers, with
-        no slots); when none does, the best view wins."""
-        best: SlotMap | None = None
-        wanted = TOTAL_SLOTS - self._slot_map.uncovered if self._slot_map.shards else 1
-        errors: list[str] = []
-        async for reply, host in self._answers(("CLUSTER", "SHARDS"), deadline, errors):
-            try:
-                slot_map = parse_cluster_shards(reply, tls=self._tls, default_host=host)
-            except ValueError as exc:
-                errors.append(f"{host}: {exc}")
-                continue
-            if not slot_map.shards:
-                errors.append(f"{host}: CLUSTER SHARDS lists no shard with a primary")
-                continue
-            if best is None or slot_map.uncovered < best.uncovered:
-                best = slot_map
-            if TOTAL_SLOTS - slot_map.uncovered >= wanted:
-                break
-        if best is None:
-            raise ClusterError(f"no node answered 'CLUSTER SHARDS': {'; '.join(errors[:5])}")
-        return best
-
-    async def _answers(
-        self, args: Sequence[Any], deadline: float | None, errors: list[str]
-    ) -> AsyncIterator[tuple[Any, str]]:
-        """Replies to ``args`` node by node (healthy known nodes first, then the seeds)
-        while the caller asks for more and ``deadline`` allows."""
-        known = list(self._slot_map.addresses())
-        random.shuffle(known)
-        known.sort(key=lambda a: self._breaker(a).state != CLOSED)
-        seeds = [f"{h}:{p}" for h, p in self._seeds]
-        for address in dict.fromkeys(known + seeds):
-            if deadline is not None and errors and time.monotonic() >= deadline:
-                return
-            transport = self._transport(address)
-            try:
-                reply = await transport.execute(args)
-            except NETWORK_ERRORS as exc:
-                if not refused(exc):  # a dead node costs nothing; a hung one does
-                    self._breaker(address).record(exc)
-                errors.append(f"{address}: {exc}")
-                continue
-            except redis.ResponseError as exc:
-                errors.append(f"{address}: {exc}")
-                continue
-            yield reply, transport.host
-
-    async def _ask_any(self, args: Sequence[Any], deadline: float | None = None) -> tuple[Any, str]:
-        """(reply, host) from the first node that answers ``args``."""
-        errors: list[str] = []
-        async for reply, host in self._answers(args, deadline, errors):
-            return reply, host
-        raise ClusterError(f"no node answered {args[0]!r}: {'; '.join(errors[:5])}")
-
-    async def _maybe_refresh(self, force: bool = False, deadline: float | None = None) -> None:
-        """Refresh if due (or ``force``), never raising; one refresh in flight, at most
-        one per ``_REFRESH_GAP`` (doubling while refreshes fail)."""
-        now = time.monotonic()
-        if not force and now < self._next_refresh:
-            return
-        gap = min(_REFRESH_GAP * (1 << min(self._refresh_failures, 6)), _REFRESH_GAP_MAX)
-        if now - self._refresh_attempted < gap or self._refreshing:
-            return  # another task is refreshing; its result serves this call too
-        with contextlib.suppress(ClusterError, ValueError):
-            await self._refresh(deadline)
 
     # -- executing ----------------------------------------------------------------------
 
@@ -630,7 +381,7 @@ class AsyncClusterClient(AsyncClusterCommands):
                 breaker.record(None, trial)
             return raw
 
-    async def _primary_unavailable(self, slot: int, route: _Route, deadline: float) -> float:
+    async def _primary_unavailable(self, slot: int, route: Route, deadline: float) -> float:
         """The slot's primary has an open breaker: nothing is sent. Fail fast with
         :class:`NodeUnavailable` unless a topology refresh names another primary."""
         await self._maybe_refresh(force=True)
