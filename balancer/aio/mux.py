@@ -62,7 +62,10 @@ class Multiplexer:
             if self._connecting is None:
                 self._connecting = self._loop.create_task(self._transport.connect())
                 self._connecting.add_done_callback(self._connected)
-            conn = await asyncio.shield(self._connecting)
+            try:
+                conn = await asyncio.shield(self._connecting)
+            except NotSentError as exc:  # one instance per waiter, never shared
+                raise NotSentError(self._transport.address, "cannot connect") from exc
         if self.dead:
             raise NotSentError(self._transport.address, "connection closed before the write")
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -146,7 +149,7 @@ class Multiplexer:
     def _fail(self, entries: Sequence[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
         for _, future in entries:
             if not future.done():
-                future.set_exception(exc)
+                future.set_exception(_own(exc))
 
     def close(self, failure: BaseException | None = None) -> None:
         """Close the connection; commands in flight get ``failure`` (sent, no reply),
@@ -158,7 +161,7 @@ class Multiplexer:
         inflight, self._inflight = list(self._inflight), deque()
         for future, _ in inflight:
             if not future.done():
-                future.set_exception(failure)
+                future.set_exception(_own(failure))
         unsent, self._unsent = self._unsent, []
         self._fail(unsent, NotSentError(self._transport.address, "connection closed"))
         if self._timer is not None:
@@ -168,3 +171,16 @@ class Multiplexer:
         conn, self._conn = self._conn, None
         if conn is not None:
             self._transport.discard(conn)
+
+
+def _own(failure: BaseException) -> BaseException:
+    """A fresh exception per waiting caller (each raises and chains its own), caused by
+    the shared ``failure`` so that what it says (refused, timed out) is still found."""
+    if isinstance(failure, NotSentError):
+        own: BaseException = NotSentError(failure.address, "connection closed before the write")
+    elif isinstance(failure, redis.TimeoutError):
+        own = redis.TimeoutError(*failure.args)
+    else:
+        own = redis.ConnectionError(*failure.args)
+    own.__cause__ = failure
+    return own
