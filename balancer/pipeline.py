@@ -66,6 +66,14 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
     def reset(self) -> None:
         self._commands = []
 
+    def load_scripts(self) -> None:
+        """Load the registered scripts that queued ``EVALSHA`` calls name, on every
+        primary (``execute()`` also loads one that a node reports missing)."""
+        seen: set[Any] = set()
+        for args, _ in self._commands:
+            if len(args) > 1 and args[1] not in seen and self._client._load_script(args):
+                seen.add(args[1])
+
     def discard(self) -> None:
         """Forget the queued commands (RedisCluster allows this in transactions only)."""
         self.reset()

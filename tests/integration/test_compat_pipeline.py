@@ -87,6 +87,11 @@ def test_pipeline_with_a_registered_script(pair: Any) -> None:
         script(keys=[f"{{p}}n{i}"], args=[i], client=pipe)
         script(keys=[f"{{p}}n{i}"], args=[i], client=pipe)
     assert pipe.execute() == [1, 2, 2, 4, 3, 6]
+    ours.script_flush()
+    script(keys=["{p}n1"], args=[10], client=pipe)
+    pipe.load_scripts()
+    assert ours.script_exists(script.sha) == [True]
+    assert pipe.execute() == [12]
 
 
 def test_discard_and_reset(pair: Any) -> None:
