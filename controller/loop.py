@@ -61,7 +61,7 @@ from controller.policy import (
     retry_backoff,
 )
 from controller.probe import Probe
-from controller.routing import RoutingTable, build_routing_table
+from controller.routing import RoutingTable, build_routing_table, replica_lag
 from controller.scaling import NodeSource, ScaleReport, scale_shards
 from controller.status import build_status
 from controller.structure import repair_structure
@@ -76,6 +76,10 @@ log = logging.getLogger("slotpilot.controller")
 decisions_log = logging.getLogger("slotpilot.decision")
 migration_log = logging.getLogger("slotpilot.migration")
 SCALE_ERRORS = (ClusterNotStable, MigrationError, redis.RedisError, OSError, ValueError)
+# Lines of ``repair_structure``'s report, by the repair they stand for (metrics).
+_REPAIR_KINDS = (("forgot failed node", "node_forgotten"),
+                 (" as a replica of shard ", "node_started"),
+                 (" now replicates shard ", "replica_attached"))  # fmt: skip
 _NUMBER = re.compile(r"\d+(\.\d+)?")
 # Slot shares further than this from the even share are rebalanced while holding (the
 # rebalance itself aims within 2 %, so a balanced cluster never churns).
@@ -255,6 +259,11 @@ class Controller:
         if self.metrics is not None:
             self.metrics.observe_probe(result)
             self.metrics.observe_view(view)
+            states = {e.address: e.state for e in self.routing.nodes}
+            self.metrics.observe_replicas({
+                address: (node.shard or "", replica_lag(node), states.get(address) == "stale")
+                for address, node in view.nodes.items() if node.role == "replica"
+            })  # fmt: skip
             self.metrics.observe_breakers({a: b.state for a, b in self.probe._breakers.items()})
         return view
 
@@ -397,6 +406,10 @@ class Controller:
             log.exception(json.dumps({"event": "stage_failed", "stage": stage, "error": f"{exc}"}))
             return None
 
+    def _count_repairs(self, kind: str, count: int) -> None:
+        if self.metrics is not None:
+            self.metrics.count_repair(kind, count)
+
     def _count_error(self, stage: str) -> None:
         if self.metrics is not None:
             self.metrics.count_error(stage)
@@ -436,6 +449,7 @@ class Controller:
             log.error(json.dumps({"event": "repair_failed", "error": f"{exc}"}))
             return
         log.info(json.dumps({"event": "repaired", **asdict(report)}))
+        self._count_repairs("open_slots", len(report.finished) + len(report.rolled_back))
         self.probe_once()
 
     def _repair_structure(self) -> None:
@@ -471,6 +485,8 @@ class Controller:
                                 None if waiting else self.nodes, policy.replicas_per_shard,
                                 forget=expired, progress=self._on_progress)  # fmt: skip
         log.info(json.dumps({"event": "repaired_structure", "actions": done}))
+        for marker, kind in _REPAIR_KINDS:
+            self._count_repairs(kind, sum(1 for line in done if marker in line))
         if done:
             self._event("shards", "StructureRepaired", "; ".join(done))
         self.probe_once()
@@ -499,6 +515,7 @@ class Controller:
             log.info(json.dumps({"event": "rejoin", "node": address}))
             self._mark_own_change()
             join(self._admin_connect(), self._seed(), address, timeout=30.0)
+            self._count_repairs("rejoin", 1)
             self._event("shards", "NodeRejoined", f"{address} met again (a rescheduled pod)")
         if strays:
             # a new spare: structure repair tries at once, not after the backoff its

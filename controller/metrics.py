@@ -11,6 +11,7 @@ the condition ends instead of keeping its last value.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Mapping
@@ -149,7 +150,23 @@ class ControllerMetrics:
             "slotpilot_migration_duration_seconds", "Duration of one slot migration run",
             registry=r, buckets=_MIGRATION_BUCKETS,
         )  # fmt: skip
+        self.replica_lag = Gauge(
+            "slotpilot_replica_lag_seconds",
+            "Seconds since a replica last heard from its primary (+Inf: link down)",
+            ["node", "shard"], registry=r,
+        )  # fmt: skip
+        self.replica_stale = Gauge(
+            "slotpilot_replica_stale",
+            "1 while a replica gets no reads: link down or lag beyond "
+            "routing.max_replica_lag_seconds", ["node", "shard"], registry=r,
+        )  # fmt: skip
+        self.repairs = Counter(
+            "slotpilot_repairs_total",
+            "Repairs of the cluster: rejoin, replica_attached, node_started, node_forgotten, "
+            "open_slots", ["kind"], registry=r,
+        )  # fmt: skip
         self._lock = threading.Lock()
+        self._replicas: dict[str, str] = {}  # address -> shard of the replica series
         self._nodes: dict[str, tuple[str, str]] = {}  # address -> (role, shard) published
         self._seen_view = False
         self._error_reasons: dict[str, set[str]] = {}  # address -> reasons counted
@@ -221,6 +238,31 @@ class ControllerMetrics:
                     BREAKER_STATES.get(state, _UNREADABLE_BREAKER)
                 )
             self._breakers = set(wanted)
+
+    def observe_replicas(self, lags: Mapping[str, tuple[str, float | None, bool]]) -> None:
+        """Per replica address: (shard, lag in seconds or None when unknown, stale).
+        Addresses no longer replicas lose their series; an unknown lag has none."""
+        with self._lock:
+            for address, shard in list(self._replicas.items()):
+                if lags.get(address, (None,))[0] != shard:
+                    self.replica_stale.remove(address, shard)
+                    with contextlib.suppress(KeyError):
+                        self.replica_lag.remove(address, shard)
+                    del self._replicas[address]
+            for address, (shard, lag, stale) in lags.items():
+                self._replicas[address] = shard
+                self.replica_stale.labels(address, shard).set(1 if stale else 0)
+                if lag is None:
+                    with contextlib.suppress(KeyError):
+                        self.replica_lag.remove(address, shard)
+                else:
+                    self.replica_lag.labels(address, shard).set(lag)
+
+    def count_repair(self, kind: str, count: int = 1) -> None:
+        """Repairs made: ``rejoin``, ``replica_attached``, ``node_started``,
+        ``node_forgotten`` or ``open_slots``."""
+        if count > 0:
+            self.repairs.labels(kind).inc(count)
 
     # -- scaling -------------------------------------------------------------------------
 

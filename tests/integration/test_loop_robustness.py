@@ -121,7 +121,8 @@ def test_own_reshard_is_not_a_failover(make_cluster: Any) -> None:
 
 
 def test_replica_with_link_down_is_routed_around(cluster: LocalCluster) -> None:
-    controller = Controller(_config(cluster), LocalPlatform({}))
+    metrics = ControllerMetrics()
+    controller = Controller(_config(cluster), LocalPlatform({}), metrics=metrics)
     replica = next(n for n in cluster.nodes if cluster.role(n) == "slave")
     try:
         controller.probe_once()
@@ -139,9 +140,17 @@ def test_replica_with_link_down_is_routed_around(cluster: LocalCluster) -> None:
         _wait(lambda: controller.probe_once() is not None and state() == "stale")
         entry = next(n for n in controller.routing.nodes if n.address == replica.address)  # type: ignore[union-attr]
         assert entry.weight == 0.0
+        labels = {"node": replica.address, "shard": entry.shard or ""}
+        assert metrics.registry.get_sample_value("slotpilot_replica_stale", labels) == 1
+        assert metrics.registry.get_sample_value("slotpilot_replica_lag_seconds", labels) == float(
+            "inf"
+        )
         client.config_set("masterauth", "")
         client.client_kill_filter(_type="master")
         _wait(lambda: controller.probe_once() is not None and state() == "up")
+        assert metrics.registry.get_sample_value("slotpilot_replica_stale", labels) == 0
+        lag = metrics.registry.get_sample_value("slotpilot_replica_lag_seconds", labels)
+        assert lag is not None and lag < 30
     finally:
         controller.stop()
 
@@ -150,7 +159,8 @@ def test_failed_replica_is_forgotten_and_replaced(make_cluster: Any) -> None:
     cluster: LocalCluster = make_cluster(2, 1)
     cfg = _config(cluster, min_shards=2, max_shards=3, replicas_per_shard=1,
                   forget_failed_after_seconds=1)  # fmt: skip
-    controller = Controller(cfg, LocalPlatform({}), nodes=cluster)
+    metrics = ControllerMetrics()
+    controller = Controller(cfg, LocalPlatform({}), nodes=cluster, metrics=metrics)
     victim = next(n for n in cluster.nodes if cluster.role(n) == "slave")
     try:
         victim.kill()
@@ -169,6 +179,9 @@ def test_failed_replica_is_forgotten_and_replaced(make_cluster: Any) -> None:
         members = {n.address for n in controller.view.nodes.values()}  # type: ignore[union-attr]
         assert victim.address not in members and len(members) == 4
         assert not controller.view.failed_nodes  # type: ignore[union-attr]
+        repairs = metrics.registry.get_sample_value
+        assert repairs("slotpilot_repairs_total", {"kind": "node_forgotten"}) == 1
+        assert repairs("slotpilot_repairs_total", {"kind": "node_started"}) == 1
     finally:
         controller.stop()
 

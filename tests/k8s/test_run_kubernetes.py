@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -260,6 +261,10 @@ def test_a_rescheduled_replica_pod_is_healed_back_into_the_cluster(
                "every shard with a replica again: the rescheduled pod", 60)  # fmt: skip
     events = [e["reason"] for e in k8s_api.list("v1/events", NS)]
     assert "NodeRejoined" in events, (events, run.lines[-30:])
+    with urllib.request.urlopen(f"{run.url}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    counted = dict(re.findall(r'^slotpilot_repairs_total\{kind="(\w+)"\} (\S+)$', metrics, re.M))
+    assert float(counted.get("rejoin", 0)) >= 1 and float(counted.get("replica_attached", 0)) >= 1
     # after its grace period the dead node is forgotten everywhere
     old = f"127.0.0.1:{members[5].port}"
     wait_until(lambda: old not in str(redis.Redis.from_url(f"redis://{addresses[0]}")
