@@ -65,7 +65,8 @@ class Multiplexer:
             try:
                 conn = await asyncio.shield(self._connecting)
             except NotSentError as exc:  # one instance per waiter, never shared
-                raise NotSentError(self._transport.address, "cannot connect") from exc
+                reason = f"cannot connect: {exc.__cause__ or exc!r}"
+                raise NotSentError(self._transport.address, reason) from exc
         if self.dead:
             raise NotSentError(self._transport.address, "connection closed before the write")
         future: asyncio.Future[Any] = self._loop.create_future()
