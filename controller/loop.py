@@ -246,6 +246,7 @@ class Controller:
             own = self.migrating or self._own_change or self.clock() < self._own_change_until
             result = self.probe.run()
             with self._lock:
+                previous = self.view
                 self.view = build_view(
                     result, self.view, self.capacity, self.cfg.probe.rise, self.cfg.probe.fall,
                     self.clock(), self.cfg.shards.node_timeout_ms, own_change=own,
@@ -256,6 +257,8 @@ class Controller:
                 self.probed_at = datetime.now(UTC)
             if not self.migrating:
                 self._own_change = False
+        if previous is not None and self.lease_state.holding:  # one voice: the leader's
+            self._health_events(previous, view)
         if self.metrics is not None:
             self.metrics.observe_probe(result)
             self.metrics.observe_view(view)
@@ -266,6 +269,19 @@ class Controller:
             })  # fmt: skip
             self.metrics.observe_breakers({a: b.state for a, b in self.probe._breakers.items()})
         return view
+
+    def _health_events(self, previous: ClusterView, view: ClusterView) -> None:
+        """NodeDown / NodeRecovered Events when a node's rise/fall state flips."""
+        for address, node in view.nodes.items():
+            old = previous.nodes.get(address)
+            if old is None or old.health.state == node.health.state:
+                continue
+            what = f"{address} ({node.role}{f' of shard {node.shard[:8]}' if node.shard else ''})"
+            if node.health.state == "down":
+                why = node.health.last_error or "not answering"
+                self._event("shards", "NodeDown", f"{what} is down: {why}", warning=True)
+            elif old.health.state == "down" and node.health.state == "up":
+                self._event("shards", "NodeRecovered", f"{what} answers again")
 
     def client(self) -> ClusterClient:
         if self._client is None:

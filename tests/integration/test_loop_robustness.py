@@ -6,6 +6,7 @@ new replica."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -250,4 +251,38 @@ def test_drifted_slot_shares_are_rebalanced_while_holding(make_cluster: Any) -> 
         controller.reconcile_once()
         assert slot_skew(controller.probe_once()) < 0.05
     finally:
+        controller.stop()
+
+
+def test_the_leader_posts_node_down_and_recovered_events(make_cluster: Any) -> None:
+    """A replica that stops answering (SIGSTOP) and comes back (SIGCONT) gives one
+    NodeDown and one NodeRecovered Event, from the lease holder only."""
+    cluster: LocalCluster = make_cluster(2, 1)
+    posted: list[tuple[str, str, str, bool]] = []
+    controller = Controller(_config(cluster), LocalPlatform({}),
+                            events=lambda *event: posted.append(event))  # fmt: skip
+    follower_posted: list[Any] = []
+    follower = Controller(_config(cluster), LocalPlatform({}),
+                          events=lambda *event: follower_posted.append(event))  # fmt: skip
+    replica = next(n for n in cluster.nodes if cluster.role(n) == "slave")
+    assert replica.process is not None
+    try:
+        assert controller.hold_lease() and not follower.hold_lease()
+        controller.probe_once()
+        follower.probe_once()
+        replica.process.send_signal(signal.SIGSTOP)
+        try:
+            _wait(lambda: controller.probe_once() is not None and follower.probe_once()
+                  and any(e[1] == "NodeDown" for e in posted))  # fmt: skip
+        finally:
+            replica.process.send_signal(signal.SIGCONT)
+        _wait(lambda: controller.probe_once() is not None
+              and any(e[1] == "NodeRecovered" for e in posted))  # fmt: skip
+        reasons = [e[1] for e in posted]
+        assert reasons.count("NodeDown") == 1 and reasons.count("NodeRecovered") == 1
+        down = next(e for e in posted if e[1] == "NodeDown")
+        assert down[0] == "shards" and replica.address in down[2] and down[3] is True
+        assert follower_posted == []
+    finally:
+        follower.stop()
         controller.stop()
