@@ -107,3 +107,46 @@ def test_restart_repairs_an_open_slot_and_fills_an_empty_primary(make_cluster: A
         assert (filled.before, filled.after, len(filled.added)) == (3, 4, 1)  # + its replica
     finally:
         controller.stop()
+
+
+class LosesLeadership(Controller):
+    """Stops being the elected leader as its first migration batch lands."""
+
+    leading = True
+
+    def _on_progress(self, event: dict[str, Any]) -> None:
+        super()._on_progress(event)
+        if event.get("event") == "moved":
+            self.leading = False
+
+
+def test_a_leader_that_loses_leadership_mid_migration_stops_before_its_next_batch(
+    make_cluster: Any,
+) -> None:
+    cluster: LocalCluster = make_cluster(2, 1)
+    with ClusterClient(cluster.seed) as client:
+        client.mset({f"k:{i}": str(i) for i in range(5_000)})
+    cfg = _config(cluster, min_shards=3, max_shards=3, engine="classic")
+    before = {n.address for n in cluster.nodes}
+    controller = LosesLeadership(cfg, LocalPlatform({}), nodes=cluster,
+                                 leader=lambda: controller.leading)  # fmt: skip
+    try:
+        controller.probe_once()
+        assert controller.hold_lease()
+        assert controller.scale_shards(3) is False  # interrupted, not failed
+        topology = read_topology(connector(), cluster.seed)
+        assert not topology.open_slots()
+        owners = [p for p in topology.primaries if p.slots]
+        assert len(owners) == 3  # the new shard got its first batch, and no more
+        new = next(p for p in owners if p.address not in before)
+        # one 256-slot batch from each of the two sources (they move in parallel), of 5461
+        assert sum(hi - lo + 1 for lo, hi in new.slots) <= 2 * 256
+        change = controller.intent.change
+        assert change is not None and change.to_shards == 3  # the successor resumes it
+        assert controller.last_scale_error is None
+        with ClusterClient(cluster.seed) as client:
+            assert client.mget([f"k:{i}" for i in range(5_000)]) == [
+                str(i).encode() for i in range(5_000)
+            ]
+    finally:
+        controller.stop()
