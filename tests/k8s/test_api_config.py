@@ -1,8 +1,8 @@
 """How `slotpilot run` finds the API server: in a pod, the service account (the token,
-the cluster CA and ``KUBERNETES_SERVICE_HOST``/``PORT``); outside, a kubeconfig (``kubernetes.kubeconfig``, else ``KUBECONFIG``:
-the `run` processes of the end-to-end tests find the emulator that way). No
-request is made: these check the client's configuration, which the other tests then use
-over HTTP."""
+the cluster CA and ``KUBERNETES_SERVICE_HOST``/``PORT``); outside, a kubeconfig
+(``kubernetes.kubeconfig``, else ``KUBECONFIG``: the `run` processes of the end-to-end
+tests find the emulator that way). No request is made: these check the client's
+configuration, which the other tests then use over HTTP."""
 
 from __future__ import annotations
 
