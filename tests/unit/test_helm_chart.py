@@ -188,7 +188,9 @@ def test_configmap_config_passes_slotpilot_validate(chart: Any, case: str, tmp_p
     text = configmap["data"]["config.yaml"]
     config = yaml.safe_load(text)
     merged = chart.merge_values(CASES[case])["config"]
-    assert config == merged, "the ConfigMap is .Values.config, nothing added or lost"
+    lease = merged.get("kubernetes", {}).get("lease_name") or f"{RELEASE}-slotpilot"
+    merged.setdefault("kubernetes", {})["lease_name"] = lease
+    assert config == merged, "the ConfigMap is .Values.config (+ the Lease name), nothing lost"
     path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTPILOT_")}
@@ -200,6 +202,19 @@ def test_configmap_config_passes_slotpilot_validate(chart: Any, case: str, tmp_p
                           env=env, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("ok:")
+
+
+def test_each_release_elects_on_its_own_lease(chart: Any) -> None:
+    """Two releases in one namespace (two clusters) must not share one Lease: one of them
+    would never lead. Unset, the Lease is the release's full name; set, it is kept."""
+
+    def lease(values: Doc, name: str) -> str:
+        configmap = _one(_objects(_render(chart, values, name=name)), "ConfigMap")
+        return str(yaml.safe_load(configmap["data"]["config.yaml"])["kubernetes"]["lease_name"])
+
+    assert lease({}, "cache-a") != lease({}, "cache-b")
+    assert lease({}, "cache-a") == "cache-a-slotpilot"
+    assert lease({"config": {"kubernetes": {"lease_name": "mine"}}}, "cache-a") == "mine"
 
 
 # -- RBAC ------------------------------------------------------------------------------------

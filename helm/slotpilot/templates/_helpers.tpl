@@ -103,7 +103,14 @@ The controller's config file, exactly .Values.config as YAML (the checksum annot
 Deployment hashes this text, so any config change rolls the pods).
 */}}
 {{- define "slotpilot.configYaml" -}}
-{{ toYaml .Values.config }}
+{{- $config := deepCopy .Values.config }}
+{{- $kubernetes := get $config "kubernetes" | default dict }}
+{{- if not (get $kubernetes "lease_name") }}
+{{- /* one Lease per release: two releases in a namespace must not share a leader */ -}}
+{{- $_ := set $kubernetes "lease_name" (include "slotpilot.fullname" .) }}
+{{- end }}
+{{- $_ := set $config "kubernetes" $kubernetes }}
+{{ toYaml $config }}
 {{- end }}
 
 {{/*
