@@ -30,6 +30,7 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainErr
 
 from balancer.aio.commands import AsyncClusterCommands
 from balancer.aio.keys import NeedsServer, served_command_table
+from balancer.aio.mux import echoed
 from balancer.aio.topology import AsyncTopology, Route
 from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
 from balancer.blocking import BLOCKING_COMMANDS, block_seconds
@@ -322,8 +323,14 @@ class AsyncClusterClient(AsyncTopology, AsyncClusterCommands):
                 counted: BaseException | None = exc
                 if block is not None and isinstance(exc, redis.TimeoutError):
                     counted = None  # a blocking command's timeout: not the node's failure
+                echo = echoed(exc) and not trial
+                if echo:
+                    counted = None  # the same broken connection, already reported
                 if member is not None and readers is not None:
-                    readers.checkin(member, trial, counted, None)
+                    if echo:
+                        member.end(True)
+                    else:
+                        readers.checkin(member, trial, counted, None)
                 elif trial or (counted is not None and not refused(exc)):
                     # A refused connection costs nothing (a dead primary is retried
                     # until its replica takes over); timeouts and hangs count.
@@ -432,7 +439,7 @@ class AsyncClusterClient(AsyncTopology, AsyncClusterCommands):
             try:
                 return await transport.execute(args)
             except NETWORK_ERRORS as exc:
-                if not refused(exc):
+                if not (refused(exc) or echoed(exc)):
                     self._breaker(transport.address).record(exc)
                 self.stats.node_errors += 1
                 if not (never_sent(exc) or self._locator.readonly(args[0])):

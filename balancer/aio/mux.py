@@ -34,7 +34,7 @@ from balancer.errors import NotSentError
 if TYPE_CHECKING:
     from balancer.aio.transport import AsyncNodeTransport
 
-__all__ = ["Multiplexer"]
+__all__ = ["Multiplexer", "echoed"]
 
 
 class Multiplexer:
@@ -66,7 +66,7 @@ class Multiplexer:
                 conn = await asyncio.shield(self._connecting)
             except NotSentError as exc:  # one instance per waiter, never shared
                 reason = f"cannot connect: {exc.__cause__ or exc!r}"
-                raise NotSentError(self._transport.address, reason) from exc
+                raise _mark(NotSentError(self._transport.address, reason), exc) from exc
         if self.dead:
             raise NotSentError(self._transport.address, "connection closed before the write")
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -184,4 +184,20 @@ def _own(failure: BaseException) -> BaseException:
     else:
         own = redis.ConnectionError(*failure.args)
     own.__cause__ = failure
+    return _mark(own, failure)
+
+
+def _mark(own: BaseException, failure: BaseException) -> BaseException:
+    """The first caller told of ``failure`` reports it; the others' copies are echoes."""
+    if getattr(failure, "_slotpilot_told", False):
+        own._slotpilot_echo = True  # type: ignore[attr-defined]
+    else:
+        failure._slotpilot_told = True  # type: ignore[attr-defined]
     return own
+
+
+def echoed(exc: BaseException) -> bool:
+    """Whether ``exc`` repeats a failure of a shared connection already reported to
+    another caller: one broken connection is one failure of its node, however many
+    commands were riding on it, so only the first copy counts against the breaker."""
+    return bool(getattr(exc, "_slotpilot_echo", False))

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 from redis._parsers.helpers import parse_info
 
+from balancer.aio.mux import echoed
 from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
 from balancer.breaker import CLOSED, BreakerPolicy, NodeBreaker
 from balancer.cluster import ClientStats, ReadFrom
@@ -276,7 +277,7 @@ class AsyncTopology:
             try:
                 reply = await transport.execute(args)
             except NETWORK_ERRORS as exc:
-                if not refused(exc):  # a dead node costs nothing; a hung one does
+                if not (refused(exc) or echoed(exc)):  # a dead node costs nothing
                     self._breaker(address).record(exc)
                 errors.append(f"{address}: {exc}")
                 continue

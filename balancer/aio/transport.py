@@ -99,9 +99,13 @@ class AsyncNodeTransport:
         if hook is not None:
             kwargs["redis_connect_func"] = hook
         conn = self.options.connection_class(host=self.host, port=self.port, **kwargs)
+        # The handshake (HELLO, AUTH, READONLY) waits one socket timeout per reply, as
+        # the sync client's; afterwards our own deadlines apply.
+        conn.socket_timeout = self.options.socket_timeout
         try:
             async with asyncio.timeout(self.options.connect_timeout):
                 await conn.connect()
+            conn.socket_timeout = None
         except BaseException as exc:
             self.discard(conn)
             if isinstance(exc, _NETWORK):

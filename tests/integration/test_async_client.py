@@ -399,3 +399,46 @@ def test_pubsub_and_sharded_publish(shared: LocalCluster) -> None:
             assert message is not None and message["data"] == b"o1"
 
     run(shared, test)
+
+
+def test_a_read_gives_up_at_the_deadline_while_its_node_hangs(shared: LocalCluster) -> None:
+    key = "async:deadline"
+    node = owner(shared, key)
+
+    async def test(c: AsyncClusterClient) -> None:
+        await c.set(key, "v")
+        resume = stalled(node, seconds=3.0)
+        try:
+            started = time.monotonic()
+            with pytest.raises((redis.TimeoutError, redis.ConnectionError)):
+                await c.get(key)  # the last failure: a read timeout or a hung handshake
+            elapsed = time.monotonic() - started
+        finally:
+            await asyncio.to_thread(resume.join)
+        await asyncio.to_thread(settle, node)
+        # one attempt may be in flight when the deadline passes: at most one socket timeout
+        assert 1.0 <= elapsed < 1.0 + 0.3 + 0.4, elapsed
+
+    policy = BreakerPolicy(fail_max=100)  # the breaker stays out of it here
+    run(shared, test, socket_timeout=0.3, retry_deadline=1.0, breaker=policy)
+
+
+def test_failing_refreshes_are_rate_limited_across_tasks(server_flavor: str) -> None:
+    async def main(cluster: LocalCluster) -> None:
+        async with AsyncClusterClient(
+            cluster.seed, retry_deadline=1.5, socket_connect_timeout=0.2
+        ) as c:
+            await c.set("k", "v")
+            before = c.stats.refresh_attempts
+            for node in cluster.nodes:
+                node.kill()  # every node refuses: each call retries, asking for refreshes
+            started = time.monotonic()
+            results = await asyncio.gather(*(c.get("k") for _ in range(8)), return_exceptions=True)
+            elapsed = time.monotonic() - started
+            assert all(isinstance(r, redis.RedisError) for r in results), results
+            assert elapsed < 1.5 + 1.0
+            # at most one refresh per 0.1 s, doubling while they fail: a handful
+            assert 1 <= c.stats.refresh_attempts - before <= 8, c.stats.refresh_attempts - before
+
+    with LocalCluster(3, 0, binary=SERVERS[server_flavor]) as cluster:
+        asyncio.run(main(cluster))
