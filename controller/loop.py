@@ -392,7 +392,12 @@ class Controller:
             if decision.direction != "none" and not holding:
                 decision = self._not_holding(decision)
             elif decision.direction != "none":
-                acted = self._guard("consumers", partial(self._set_replicas, decision)) is True
+                outcome = self._guard("consumers", partial(self._set_replicas, decision))
+                acted = outcome is True
+                if isinstance(outcome, str):  # refused: the status and an Event say why
+                    why = f"{decision.reason}; not applied: {outcome}"
+                    decision = replace(decision, reason=why,
+                                       blocked_by=(*decision.blocked_by, "platform"))  # fmt: skip
             if acted or decision.direction == "none":
                 self.consumer_states[decision.target] = new_state
             self._publish(decision, acted)
@@ -405,12 +410,13 @@ class Controller:
         why = f"{decision.reason}; not acting: cluster is managed by {holder}{expires}"
         return replace(decision, reason=why, blocked_by=(*decision.blocked_by, "lease"))
 
-    def _set_replicas(self, decision: Decision) -> bool:
+    def _set_replicas(self, decision: Decision) -> bool | str:
+        """Carry a consumer decision out: True when done, else why the platform refused."""
         try:
             self.platform.set_replicas(decision.target, decision.desired)
         except PlatformError as exc:
             log.error("scaling %s to %d failed: %s", decision.target, decision.desired, exc)
-            return False
+            return str(exc)
         return True
 
     def _guard(self, stage: str, step: Callable[[], Any]) -> Any:

@@ -15,8 +15,11 @@ import pytest
 import redis
 from kubernetes import client
 
+from controller.config import SlotpilotConfig
 from controller.intent import IntentError, IntentRecord, PendingChange
 from controller.leadership import LeaderTiming
+from controller.localcluster import LocalCluster
+from controller.loop import Controller
 from controller.platform import PlatformError
 from controller.platform.kubernetes import (
     Conflict,
@@ -276,3 +279,39 @@ def test_an_open_breaker_lets_a_trial_call_through_after_its_reset_timeout(
             with pytest.raises(KubeApiError):
                 platform.get_replicas("jobs")
         assert breaker.current_state == pybreaker.STATE_CLOSED
+
+
+def test_a_refused_consumer_change_is_in_the_status_and_an_event(
+    api: KubeApi, k8s_api: KubeAPI
+) -> None:
+    """The HPA's Deployment: the leader does not scale it, its decision names the HPA in
+    the status (blocked by "platform") and a ScaleBlocked Event says so."""
+    k8s_api.create("apps/v1/deployments", {**worker_deployment("jobs"), "metadata": {
+        "name": "jobs", "namespace": NS, "labels": {"app": "jobs"}}})  # fmt: skip
+    k8s_api.create("autoscaling/v2/horizontalpodautoscalers", {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "jobs-hpa", "namespace": NS},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                    "name": "jobs"}, "minReplicas": 1, "maxReplicas": 5},
+    })  # fmt: skip
+    posted: list[tuple[str, str, str, bool]] = []
+    with LocalCluster(1, 0) as cluster:
+        redis.RedisCluster.from_url(f"redis://{cluster.seed}").rpush("q", *range(30))
+        cfg = SlotpilotConfig.model_validate({
+            "cluster": {"seeds": [cluster.seed]},
+            "shards": {"min_shards": 1, "capacity": {"cpu_cores": None}},
+            "consumers": [{"name": "jobs", "source": {"type": "redis_list", "key": "q"},
+                           "target_backlog_per_replica": 10, "max_replicas": 5}],
+        })  # fmt: skip
+        controller = Controller(cfg, KubernetesPlatform(api, NS),
+                                events=lambda *event: posted.append(event))  # fmt: skip
+        try:
+            controller.probe_once()
+            [decision] = [d for d in controller.reconcile_once() if d.target == "jobs"]
+        finally:
+            controller.stop()
+    assert decision.desired == 3 and "platform" in decision.blocked_by
+    assert "HorizontalPodAutoscaler jobs-hpa" in decision.reason
+    assert KubernetesPlatform(api, NS).get_replicas("jobs") == 0
+    blocked = [e for e in posted if e[1] == "ScaleBlocked"]
+    assert blocked and blocked[0][0] == "jobs" and "jobs-hpa" in blocked[0][2], posted
