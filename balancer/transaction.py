@@ -99,9 +99,10 @@ class ClusterTransaction(DataAccessCommands, ScriptCommands):
         now = (self._watching or args[0] in ("WATCH", "UNWATCH")) and not self._explicit
         self._note_slot(args, options, now)
         if now:
+            first_watch = args[0] == "WATCH" and not self._watching
             if args[0] == "WATCH":
                 self._watching = True
-            return self._immediate(args, options)
+            return self._immediate(args, options, first_watch)
         self._commands.append((args, options))
         return self
 
@@ -184,21 +185,32 @@ class ClusterTransaction(DataAccessCommands, ScriptCommands):
         error.__cause__ = exc
         return error
 
-    def _immediate(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-        """WATCH, and commands between WATCH and MULTI: run now on the pinned node."""
-        _, conn = self._connection()
-        try:
-            conn.send_command(*args)
-            raw = conn.read_response()
-        except redis.ResponseError as exc:
-            if isinstance(exc, AskError):
-                self.reset()
-                self._client._maybe_refresh(force=True)
-                raise WatchError("Slot rebalancing occurred while watching keys") from exc
-            raise
-        except _NETWORK as exc:
-            self._watching = False
-            raise self._lost(args[0], exc) from exc
+    def _immediate(self, args: tuple[Any, ...], options: dict[str, Any], first: bool) -> Any:
+        """WATCH, and commands between WATCH and MULTI: run now on the pinned node. The
+        first WATCH, redirected (the slot moved), follows the slot: nothing was watched
+        yet; a later redirection means the watched keys moved: ``WatchError``."""
+        client = self._client
+        for _ in range(client.max_redirects + 1):
+            _, conn = self._connection()
+            try:
+                conn.send_command(*args)
+                raw = conn.read_response()
+                break
+            except redis.ResponseError as exc:
+                if not isinstance(exc, AskError):
+                    raise
+                if not first or not isinstance(exc, MovedError) or self._slot is None:
+                    self.reset()
+                    client._maybe_refresh(force=True)
+                    raise WatchError("Slot rebalancing occurred while watching keys") from exc
+                self._unpin()
+                client.stats.moved += 1
+                client._moved(self._slot, exc)
+            except _NETWORK as exc:
+                self._watching = False
+                raise self._lost(args[0], exc) from exc
+        else:
+            raise WatchError(f"too many redirections watching slot {self._slot}")
         if args[0] == "UNWATCH":
             self._watching = False
         return self._client._parse(args[0], raw, dict(options))
@@ -232,7 +244,7 @@ class ClusterTransaction(DataAccessCommands, ScriptCommands):
                         client.stats.ask += 1
                     deadline = client._wait_or_raise(deadline, exc, attempt)
                 except _NETWORK as exc:
-                    if self._watching or not never_sent(exc):
+                    if self._watching or not never_sent(exc) or isinstance(exc, NodeUnavailable):
                         raise
                     deadline = client._wait_or_raise(deadline, exc, attempt)
         finally:

@@ -212,3 +212,20 @@ def test_transaction_survives_a_stale_slot_map(pair: Any) -> None:
     assert route is not None and route.primary.address == right.primary.address
     assert ours.stats.moved >= 1
     assert theirs.get("{stale}n") == b"2"
+
+
+def test_watch_follows_a_slot_that_moved_before_it(pair: Any) -> None:
+    """The first WATCH redirected (stale slot map): nothing was watched yet, so it is
+    sent to the slot's owner and the transaction goes through."""
+    ours, theirs = pair
+    theirs.flushall()
+    slot = ours.keyslot("{stale}w")
+    right = ours._slot_route[slot]
+    ours._slot_route[slot] = next(r for r in ours._routes.values() if r is not right)
+    with ours.pipeline(transaction=True) as pipe:
+        pipe.watch("{stale}w")
+        assert pipe.get("{stale}w") is None
+        pipe.multi()
+        pipe.set("{stale}w", 1)
+        assert pipe.execute() == [True]
+    assert theirs.get("{stale}w") == b"1"
