@@ -59,7 +59,8 @@ NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 # Commands that change a connection's state: meaningless over shared connections.
 _CONNECTION_STATE = frozenset({"MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SELECT",
                                "MONITOR", "RESET", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE",
-                               "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"})  # fmt: skip
+                               "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE", "AUTH", "HELLO",
+                               "READONLY", "READWRITE", "CLIENT REPLY"})  # fmt: skip
 # The sync client's retry backoff: ~base * 2**attempt, half of it jittered.
 _BACKOFF_BASE = 0.004
 _BACKOFF_CAP = 0.25

@@ -18,6 +18,7 @@ from redis.exceptions import CrossSlotTransactionError
 
 from balancer import BreakerPolicy, CrossSlotError, NodeUnavailable, OutcomeUnknown
 from balancer.aio import AsyncClusterClient
+from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
 from controller.localcluster import LocalCluster
 from tests.conftest import FLAVORS, SERVERS, _flavor_param
 from tests.integration.test_sdk_safety import owner, settle, stalled
@@ -442,3 +443,28 @@ def test_failing_refreshes_are_rate_limited_across_tasks(server_flavor: str) -> 
 
     with LocalCluster(3, 0, binary=SERVERS[server_flavor]) as cluster:
         asyncio.run(main(cluster))
+
+
+def test_asking_error_reply_leaves_no_reply_behind(shared: LocalCluster) -> None:
+    primary = shared.primaries()[0]
+    admin = primary.client()
+    admin.acl_setuser(
+        "noask", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-asking"]
+    )
+    key = next(f"a:{i}" for i in range(1000) if owner(shared, f"a:{i}") is primary)
+    admin.set(key, "value")
+
+    async def main() -> None:
+        options = AsyncTransportOptions(username="noask", password="pw", socket_timeout=2)
+        transport = AsyncNodeTransport("127.0.0.1", primary.port, options, max_connections=1)
+        with pytest.raises(redis.ResponseError, match=r"NOPERM|permission"):
+            await transport.execute(("GET", key), asking=True)
+        # the one connection is reused, and answers its own command
+        assert await transport.execute(("PING",), never_decode=True) == b"PONG"
+        assert await transport.execute(("GET", key), never_decode=True) == b"value"
+        transport.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        admin.acl_deluser("noask")
