@@ -13,6 +13,7 @@ from balancer import ClusterError
 from balancer.aio import AsyncClusterClient
 from controller.localcluster import ClusterAuth, LocalCluster, free_port
 from tests.conftest import FLAVORS, SERVERS, _flavor_param
+from tests.integration.test_routing_follow import TableServer
 from tests.integration.test_sdk_safety import get_calls, wait_synced
 
 
@@ -108,3 +109,32 @@ def test_unreachable_seeds_give_clear_error() -> None:
         await c.aclose()
 
     asyncio.run(main())
+
+
+def test_the_routing_table_is_followed_over_http(shard: LocalCluster) -> None:
+    primary, (replica,) = shard.shard_map()[0]
+    tables = TableServer()
+
+    async def main() -> None:
+        async with AsyncClusterClient(
+            shard.seed, password="pw", read_from="replicas", routing_url=tables.url,
+            routing_interval=0.1,
+        ) as c:  # fmt: skip
+            replica.client().config_resetstat()
+            assert [await c.get("k") for _ in range(10)] == [b"v"] * 10
+            assert get_calls(replica) == 10
+            tables.publish([
+                {"address": replica.address, "state": "draining", "weight": 0},
+                {"address": primary.address, "state": "up", "weight": 1},
+            ])  # fmt: skip
+            await until(lambda: c._routing.get(replica.address, ("up",))[0] == "draining")
+            assert [await c.get("k") for _ in range(10)] == [b"v"] * 10
+            assert get_calls(replica) == 10  # none more: the primary served them
+            await asyncio.sleep(0.5)
+            assert tables.not_modified >= 2  # unchanged table: conditional GETs, 304s
+
+    try:
+        asyncio.run(main())
+    finally:
+        tables.server.shutdown()
+        tables.server.server_close()
