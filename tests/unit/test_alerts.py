@@ -10,6 +10,7 @@ then fail).
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -21,12 +22,14 @@ import yaml
 
 from controller.metrics import ControllerMetrics
 from tests.alerts.controller_scene import (
+    TARGET_LABELS,
+    D,
     eventful_controller,
     healthy_controller,
     scraped_series,
 )
 from tests.alerts.promql_names import SCRAPE_SERIES, exposed_names, metric_names
-from tests.unit.test_metrics import C
+from tests.unit.test_metrics import SHARD_A, SHARD_B, C
 
 __all__: list[str] = []
 
@@ -140,7 +143,7 @@ def _firing_on(metrics: ControllerMetrics, tmp_path: Path, expected: Firing) -> 
     """promtool's verdict on which alerts fire after 40 minutes of scrapes of ``metrics``
     (each expected one exactly once, about what its labels name); its output when that
     is not ``expected``."""
-    about = ("node", "target", "reason", "stage")
+    about = ("node", "target", "reason", "stage", "kind")
     samples = []
     for name, labels in expected.items():
         text = ", ".join(f'{k}="{v}"' for k, v in {"alertname": name, **labels}.items())
@@ -171,7 +174,7 @@ def test_no_alert_fires_on_a_healthy_controllers_real_metrics(tmp_path: Path) ->
 def test_the_right_alerts_fire_on_an_eventful_controllers_real_metrics(tmp_path: Path) -> None:
     """Series with the label sets the registry really exports (not hand-written ones):
     the joins on job/instance/target and the aggregations hold on them, and each alert
-    names the node, target, reason or stage it is about."""
+    names the node, target, reason, stage or kind it is about."""
     expected = {
         "SlotpilotClusterStateNotOk": {},  # B reports cluster_state fail
         "SlotpilotNodeDown": {"node": C},  # C times out
@@ -181,8 +184,48 @@ def test_the_right_alerts_fire_on_an_eventful_controllers_real_metrics(tmp_path:
         "SlotpilotScalingBlocked": {"target": "worker", "reason": "source_failed"},
         "SlotpilotScalingFailing": {"stage": "shards"},  # a reshard fails every minute
         "SlotpilotMigrationStuck": {},  # slots moving for 40 minutes
+        "SlotpilotReplicaStale": {"node": D},  # D silent from its primary for 2 minutes
+        "SlotpilotRepairsRepeated": {"kind": "rejoin"},  # a rejoin every minute
     }
     assert _firing_on(eventful_controller(), tmp_path, expected) == ""
+
+
+@needs_promtool
+def test_an_infinite_lag_is_scraped_as_plus_inf(tmp_path: Path) -> None:
+    """A replica whose link is down has lag +Inf: the scene's series must say so in a form
+    promtool reads (``+Infx3`` is a name to it, not a number)."""
+    metrics = ControllerMetrics()
+    metrics.observe_replicas({C: (SHARD_A, math.inf, True)})
+    labels = {"node": C, "shard": SHARD_A, **TARGET_LABELS}
+    check = {
+        "expr": "slotpilot_replica_lag_seconds",
+        "eval_time": "3m",
+        "exp_samples": [{"labels": "slotpilot_replica_lag_seconds{"
+                         + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}",
+                         "value": math.inf}],
+    }  # fmt: skip
+    suite = {"tests": [{"interval": "1m", "input_series": scraped_series(metrics, 5),
+                        "promql_expr_test": [check]}]}  # fmt: skip
+    path = tmp_path / "inf_test.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    result = _promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_scenes_publish_replicas_and_repairs() -> None:
+    """The quiet scene has replicas that get reads (so SlotpilotReplicaStale has series to
+    stay quiet on) and no repairs; the eventful one a stale replica and repairs."""
+    healthy, eventful = healthy_controller().registry, eventful_controller().registry
+    c, d = {"node": C, "shard": SHARD_A}, {"node": D, "shard": SHARD_B}
+    assert healthy.get_sample_value("slotpilot_replica_stale", c) == 0
+    assert healthy.get_sample_value("slotpilot_replica_stale", d) == 0
+    assert healthy.get_sample_value("slotpilot_replica_lag_seconds", d) == 1
+    assert healthy.get_sample_value("slotpilot_repairs_total", {"kind": "rejoin"}) is None
+    assert eventful.get_sample_value("slotpilot_replica_stale", c) == 0  # down, not stale
+    assert eventful.get_sample_value("slotpilot_replica_lag_seconds", c) is None
+    assert eventful.get_sample_value("slotpilot_replica_stale", d) == 1
+    assert eventful.get_sample_value("slotpilot_replica_lag_seconds", d) == 120
+    assert eventful.get_sample_value("slotpilot_repairs_total", {"kind": "rejoin"}) == 1
 
 
 # -- the rules file and its unit tests (no promtool needed) ------------------------------
@@ -234,7 +277,7 @@ def test_runbook_sections_are_complete_and_links_resolve() -> None:
 
 def test_github_anchor() -> None:
     assert github_anchor("SlotpilotNoLeader") == "slotpilotnoleader"
-    assert github_anchor("Not alerted yet: stale replicas") == "not-alerted-yet-stale-replicas"
+    assert github_anchor("Stale replicas: what to do") == "stale-replicas-what-to-do"
 
 
 # -- metric names ------------------------------------------------------------------------
