@@ -155,6 +155,9 @@ def test_every_metric_queried_is_exported_by_the_controller() -> None:
         "slotpilot_consumer_backlog",  # consumer backlog
         "slotpilot_scaling_blocked",  # blocked reasons
         "slotpilot_scaling_decisions_total",  # decisions
+        "slotpilot_replica_lag_seconds",  # replica lag
+        "slotpilot_replica_stale",  # replicas without reads
+        "slotpilot_repairs_total",  # repairs by kind
     } <= used
 
 
