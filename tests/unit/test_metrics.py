@@ -14,6 +14,7 @@ from controller.health import Capacity, ClusterView, build_view
 from controller.metrics import ControllerMetrics
 from controller.policy import Decision
 from controller.probe import NodeSample, ProbeResult, parse_node_entries
+from controller.routing import build_routing_table, replica_lag
 from tests.unit.test_health import NODES, sample
 
 A, B, C = "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"
@@ -267,3 +268,76 @@ def test_errors_by_stage_and_decisions_every_cycle() -> None:
     assert 'slotpilot_decisions_total{direction="none",target="shards"} 3.0' in text
     assert 'slotpilot_decisions_total{direction="up",target="shards"} 1.0' in text
     assert 'slotpilot_scaling_decisions_total{direction="up",target="shards"} 1.0' in text
+
+
+def replica(node: str, shard: str) -> Labels:
+    return (("node", node), ("shard", shard))
+
+
+def test_replica_lag_and_stale_follow_the_replicas() -> None:
+    metrics = ControllerMetrics()
+    metrics.observe_replicas({C: (SHARD_A, 1.5, False), "d:1": (SHARD_B, math.inf, True)})
+    assert series(metrics, "slotpilot_replica_lag_seconds") == {
+        replica(C, SHARD_A): 1.5,
+        replica("d:1", SHARD_B): math.inf,  # the link is down
+    }
+    assert series(metrics, "slotpilot_replica_stale") == {
+        replica(C, SHARD_A): 0,
+        replica("d:1", SHARD_B): 1,
+    }
+
+    # C fails over (a primary now: no longer a replica), d:1 replicates another shard
+    metrics.observe_replicas({"d:1": (SHARD_C, 3.0, False)})
+    assert series(metrics, "slotpilot_replica_lag_seconds") == {replica("d:1", SHARD_C): 3.0}
+    assert series(metrics, "slotpilot_replica_stale") == {replica("d:1", SHARD_C): 0}
+
+    metrics.observe_replicas({})  # no replica left: no series left
+    assert series(metrics, "slotpilot_replica_lag_seconds") == {}
+    assert series(metrics, "slotpilot_replica_stale") == {}
+
+
+def test_unknown_replica_lag_has_no_series() -> None:
+    metrics = ControllerMetrics()
+    metrics.observe_replicas({C: (SHARD_A, None, False)})  # no usable INFO yet
+    assert series(metrics, "slotpilot_replica_lag_seconds") == {}
+    assert series(metrics, "slotpilot_replica_stale") == {replica(C, SHARD_A): 0}
+
+    metrics.observe_replicas({C: (SHARD_A, 45.0, True)})
+    assert value(metrics, "slotpilot_replica_lag_seconds", node=C, shard=SHARD_A) == 45
+    metrics.observe_replicas({C: (SHARD_A, None, False)})  # known, then unknown again
+    assert series(metrics, "slotpilot_replica_lag_seconds") == {}
+    assert value(metrics, "slotpilot_replica_stale", node=C, shard=SHARD_A) == 0
+
+    metrics.observe_replicas({C: (SHARD_B, None, True)})  # shard changed while unknown
+    assert series(metrics, "slotpilot_replica_stale") == {replica(C, SHARD_B): 1}
+    assert series(metrics, "slotpilot_replica_lag_seconds") == {}
+
+
+def test_replica_series_of_a_real_view() -> None:
+    """What the control loop feeds it: a view's replicas, their lag from INFO."""
+    seen = view(probe(p7002={"master_link_status": "down", "master_last_io_seconds_ago": -1}))
+    states = {e.address: e.state for e in build_routing_table(seen).nodes}
+    metrics = ControllerMetrics()
+    metrics.observe_replicas({
+        address: (node.shard or "", replica_lag(node), states[address] == "stale")
+        for address, node in seen.nodes.items() if node.role == "replica"
+    })  # fmt: skip
+    assert series(metrics, "slotpilot_replica_lag_seconds") == {replica(C, SHARD_A): math.inf}
+    assert series(metrics, "slotpilot_replica_stale") == {replica(C, SHARD_A): 1}
+
+
+def test_repairs_by_kind_and_zero_counts_are_ignored() -> None:
+    metrics = ControllerMetrics()
+    metrics.count_repair("rejoin")
+    metrics.count_repair("node_started", 2)
+    metrics.count_repair("open_slots", 12)
+    metrics.count_repair("node_forgotten", 0)  # a repair run that found nothing of the kind
+    metrics.count_repair("replica_attached", -1)
+    assert series(metrics, "slotpilot_repairs_total") == {
+        (("kind", "rejoin"),): 1,
+        (("kind", "node_started"),): 2,
+        (("kind", "open_slots"),): 12,
+    }
+    metrics.count_repair("rejoin", 0)
+    metrics.count_repair("rejoin")
+    assert value(metrics, "slotpilot_repairs_total", kind="rejoin") == 2
