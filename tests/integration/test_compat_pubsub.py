@@ -12,22 +12,27 @@ import pytest
 import redis
 
 from balancer import ClusterClient
-from controller.localcluster import LocalCluster
+from controller.localcluster import LocalCluster, ServerNode
 from tests.conftest import FLAVORS, SERVERS, _flavor_param
 
 Client = Any
 
 
 @pytest.fixture(scope="module", params=[_flavor_param(f) for f in FLAVORS])
-def pair(request: pytest.FixtureRequest) -> Iterator[tuple[ClusterClient, redis.RedisCluster]]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     cluster = LocalCluster(3, 1, binary=SERVERS[request.param])
     cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(cluster: LocalCluster) -> Iterator[tuple[ClusterClient, redis.RedisCluster]]:
     ours = ClusterClient(cluster.seed)
     theirs = redis.RedisCluster.from_url(cluster.url)
     yield ours, theirs
     ours.close()
     theirs.close()
-    cluster.stop()
 
 
 def same(pair: Any, action: Callable[[Client], Any]) -> Any:
@@ -116,3 +121,44 @@ def test_listen_waits_longer_than_the_socket_timeout(pair: Any) -> None:
             return message["channel"], message["data"]
 
     assert same(pair, run) == (b"slow", b"late")
+
+
+def move_empty_slot(
+    cluster: LocalCluster, slot: int, source: ServerNode, target: ServerNode
+) -> None:
+    """Give an empty slot to ``target`` (IMPORTING/MIGRATING, then NODE everywhere)."""
+    source_id, target_id = cluster.node_id(source), cluster.node_id(target)
+    target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    for node in (target, source, *(p for p in cluster.primaries() if p not in (source, target))):
+        node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+
+def test_sharded_subscription_follows_its_slot(cluster: LocalCluster, pair: Any) -> None:
+    """A shard channel's slot moves to another primary: once the client sees the move,
+    the subscription is re-made on the new owner and messages keep coming."""
+    ours, _ = pair
+    channel = "moving"
+    slot = ours.keyslot(channel)
+    source = cluster.node_by_port(ours.get_node_from_key(channel).port)
+    target = next(p for p in cluster.primaries() if p is not source)
+    p = ours.pubsub()
+    try:
+        p.ssubscribe(channel)
+        assert collect(lambda: p.get_sharded_message(timeout=0.1), 0) == []
+        move_empty_slot(cluster, slot, source, target)
+        try:
+            ours.refresh_topology()  # the client sees the move: subscribers follow it
+            deadline = time.monotonic() + 5
+            while ours.pubsub_shardnumsub(channel, target_nodes=ours.get_node_from_key(channel)) \
+                    != [(channel.encode(), 1)]:  # fmt: skip
+                assert time.monotonic() < deadline, "the subscription did not follow its slot"
+                p.get_sharded_message(timeout=0.05)
+            assert ours.spublish(channel, "after") == 1
+            got = collect(lambda: p.get_sharded_message(timeout=0.1), 2, seconds=1.0)
+            assert [m["data"] for m in got if m["type"] == "smessage"] == [b"after"]
+        finally:
+            move_empty_slot(cluster, slot, target, source)
+            ours.refresh_topology()
+    finally:
+        p.close()
