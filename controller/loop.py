@@ -471,7 +471,7 @@ class Controller:
             log.error(json.dumps({"event": "repair_failed", "error": f"{exc}"}))
             return
         log.info(json.dumps({"event": "repaired", **asdict(report)}))
-        self._count_repairs("open_slots", len(report.finished) + len(report.rolled_back))
+        self._count_repairs("open_slots", 1 if report.finished or report.rolled_back else 0)
         self.probe_once()
 
     def _repair_structure(self) -> None:

@@ -163,7 +163,7 @@ class ControllerMetrics:
         self.repairs = Counter(
             "slotpilot_repairs_total",
             "Repairs of the cluster: rejoin, replica_attached, node_started, node_forgotten, "
-            "open_slots", ["kind"], registry=r,
+            "open_slots (one per run that closed open slots)", ["kind"], registry=r,
         )  # fmt: skip
         self._lock = threading.Lock()
         self._replicas: dict[str, str] = {}  # address -> shard of the replica series
