@@ -243,7 +243,7 @@ class AsyncClusterClient(AsyncTopology, AsyncClusterCommands):
         if not self._ready:
             await self.initialize()
         name = args[0]
-        if name in _CONNECTION_STATE:
+        if name in _CONNECTION_STATE or str(name).upper() in _CONNECTION_STATE:
             raise redis.RedisClusterException(
                 f"{name} changes a connection's state; AsyncClusterClient shares "
                 "connections between tasks and does not support it"

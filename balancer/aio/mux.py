@@ -92,12 +92,16 @@ class Multiplexer:
         self._flush_at = None
         batch, self._unsent = self._unsent, []
         conn = self._conn
+        writer = conn._writer if conn is not None else None
         stream = conn._reader if conn is not None else None
-        if self.dead or conn is None or conn._writer is None or stream is None or stream.at_eof():
+        if (
+            self.dead or conn is None or writer is None or stream is None
+            or stream.at_eof() or writer.transport.is_closing()
+        ):  # fmt: skip
             self.close()  # closed by the server (idle timeout, restart): nothing was sent
             self._fail(batch, NotSentError(self._transport.address, "connection closed"))
             return
-        conn._writer.writelines([part for packed, _ in batch for part in packed])
+        writer.writelines([part for packed, _ in batch for part in packed])
         now = time.monotonic()
         self._inflight.extend((future, now) for _, future in batch)
         if self._timer is None:
