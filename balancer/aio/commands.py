@@ -175,6 +175,37 @@ class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands, AsyncPu
 
     # -- whole-cluster commands ---------------------------------------------------------
 
+    async def scan(  # type: ignore[override]
+        self,
+        cursor: Any = 0,
+        match: Any = None,
+        count: int | None = None,
+        _type: str | None = None,
+        target_nodes: Any = None,
+        **kwargs: Any,
+    ) -> tuple[dict[str, int], list[Any]]:
+        """``RedisCluster.scan``'s shape: one SCAN per primary (or per ``target_nodes``,
+        addresses ``"host:port"``), each with its own cursor. Returns ``({address:
+        cursor}, keys)``; pass the dict back as ``cursor`` to go on where each node
+        stopped (nodes at 0 are done)."""
+        await self.initialize()
+        if target_nodes is not None:
+            targets = [target_nodes] if isinstance(target_nodes, str) else list(target_nodes)
+        elif isinstance(cursor, dict):
+            targets = [address for address, at in cursor.items() if int(at) != 0]
+        else:
+            targets = [shard.primary.address for shard in self.slot_map.shards]
+        options = _scan_options(match, count, _type)
+        cursors: dict[str, int] = {}
+        keys: list[Any] = []
+        for address in targets:
+            at = cursor.get(address, 0) if isinstance(cursor, dict) else cursor
+            raw = await self._on_node(self._transport(address), ("SCAN", at, *options))
+            next_at, part = self._parse("SCAN", raw, {})
+            cursors[address] = int(next_at)
+            keys.extend(part)
+        return cursors, keys
+
     async def scan_iter(  # type: ignore[override]
         self,
         match: Any = None,
@@ -185,13 +216,7 @@ class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands, AsyncPu
         """Every key of the cluster: each primary is walked with its own cursor, and a
         cursor is only ever sent back to the node that issued it."""
         await self.initialize()
-        args: list[Any] = []
-        if match is not None:
-            args += ["MATCH", match]
-        if count is not None:
-            args += ["COUNT", count]
-        if _type is not None:
-            args += ["TYPE", _type]
+        args = _scan_options(match, count, _type)
         for address in [shard.primary.address for shard in self.slot_map.shards]:
             transport = self._transport(address)
             cursor = 0
@@ -242,3 +267,14 @@ class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands, AsyncPu
         await self.initialize()
         raw = await self._on_node(random.choice(self._primaries()), ("PING",))
         return bool(self._parse("PING", raw, kwargs))
+
+
+def _scan_options(match: Any, count: int | None, _type: str | None) -> list[Any]:
+    options: list[Any] = []
+    if match is not None:
+        options += ["MATCH", match]
+    if count is not None:
+        options += ["COUNT", count]
+    if _type is not None:
+        options += ["TYPE", _type]
+    return options

@@ -468,3 +468,23 @@ def test_asking_error_reply_leaves_no_reply_behind(shared: LocalCluster) -> None
         asyncio.run(main())
     finally:
         admin.acl_deluser("noask")
+
+
+def test_scan_has_redis_cluster_shape(shared: LocalCluster) -> None:
+    async def main() -> None:
+        first = shared.primaries()[0]
+        theirs = aioredis.RedisCluster(host="127.0.0.1", port=first.port)
+        async with AsyncClusterClient(shared.seed) as ours:
+            await ours.mset({f"shape:{i}": i for i in range(60)})
+            cursors, keys = await ours.scan(0, match="shape:*", count=10)
+            their_cursors, _ = await theirs.scan(0, match="shape:*", count=10)
+            assert set(cursors) == set(their_cursors)  # one cursor per primary, by address
+            while any(cursors.values()):
+                cursors, more = await ours.scan(cursors, match="shape:*", count=10)
+                keys += more
+            assert sorted(set(keys)) == sorted(f"shape:{i}".encode() for i in range(60))
+            mine = [k async for k in ours.scan_iter(match="shape:*")]
+            assert sorted(mine) == sorted([k async for k in theirs.scan_iter(match="shape:*")])
+        await theirs.aclose()
+
+    asyncio.run(main())
