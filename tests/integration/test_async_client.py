@@ -241,7 +241,11 @@ def test_a_blocking_pop_waits_its_own_timeout_and_is_sent_once(shared: LocalClus
         assert await c.blpop([queue], timeout=2) == (queue.encode(), b"job")
         pusher.join()
         assert node.client().info("commandstats")["cmdstat_blpop"]["calls"] == 2
+        started = time.monotonic()
+        assert not await c.xread({"async:stream": "$"}, block=700)  # BLOCK in milliseconds
+        assert 0.6 <= time.monotonic() - started < 1.5
         assert all(state == "closed" for state in c.node_states().values())
+        assert c.stats.node_errors == 0
 
     run(shared, test, socket_timeout=0.3)
 
