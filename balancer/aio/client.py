@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -48,9 +49,21 @@ from balancer.errors import (
     refused,
 )
 from balancer.keys import KeyLocator
+from balancer.nodes import NodeAPI, NodeDirectory
 from balancer.router import Router
 from balancer.slots import TOTAL_SLOTS, SlotMap
 from balancer.strategies import StrategySpec, make_strategy
+from balancer.targets import (
+    ALL_NODES,
+    DEFAULT_NODE,
+    NODE_COMMANDS,
+    PRIMARIES,
+    RANDOM,
+    REPLICAS,
+    cluster_callbacks,
+    combine,
+    command_name,
+)
 
 __all__ = ["AsyncClusterClient"]
 
@@ -64,9 +77,11 @@ _CONNECTION_STATE = frozenset({"MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "
 # The sync client's retry backoff: ~base * 2**attempt, half of it jittered.
 _BACKOFF_BASE = 0.004
 _BACKOFF_CAP = 0.25
+# Scripts and functions without keys run on any one primary (the sync client's rule).
+_ANY_PRIMARY = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
 
 
-class AsyncClusterClient(AsyncTopology, AsyncClusterCommands):
+class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type: ignore[misc]
     """Slot-aware asyncio cluster client; see the module docstring and README.
 
     Connects lazily (the first command, :meth:`initialize` or ``async with``); close with
@@ -74,6 +89,12 @@ class AsyncClusterClient(AsyncTopology, AsyncClusterCommands):
 
     _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
     _is_async_client: Literal[True] = True  # selects redis-py's async return types
+    # ``target_nodes=`` flags, spelled as in RedisCluster.
+    PRIMARIES = PRIMARIES
+    REPLICAS = REPLICAS
+    ALL_NODES = ALL_NODES
+    RANDOM = RANDOM
+    DEFAULT_NODE = DEFAULT_NODE
 
     def __init__(
         self,
@@ -130,6 +151,8 @@ class AsyncClusterClient(AsyncTopology, AsyncClusterCommands):
             decode_responses,
         )
         self._callbacks = get_response_callbacks(connection_kwargs.get("protocol"), True)
+        self._callbacks.update(cluster_callbacks(connection_kwargs))
+        self._directory = NodeDirectory([f"{h}:{p}" for h, p in self._seeds])
         self._transports: dict[str, AsyncNodeTransport] = {}
         self._breakers: dict[str, NodeBreaker] = {}
         self._routes: dict[str, Route] = {}
@@ -248,11 +271,13 @@ class AsyncClusterClient(AsyncTopology, AsyncClusterCommands):
                 f"{name} changes a connection's state; AsyncClusterClient shares "
                 "connections between tasks and does not support it"
             )
+        if name in NODE_COMMANDS or "target_nodes" in options:
+            return await self._execute_on_nodes(args, options)
         keys = list(options.pop("keys", None) or ()) or await self._keys(args)
         if self._next_refresh <= time.monotonic():
             await self._maybe_refresh()
         if not keys:
-            return await self._execute_keyless(args, options)
+            return await self._execute_on_nodes(args, options)
         slot = self._slot_of(name, keys)
         block = block_seconds(args) if name in BLOCKING_COMMANDS else None
         raw = await self._execute_slot(
@@ -276,10 +301,7 @@ class AsyncClusterClient(AsyncTopology, AsyncClusterCommands):
         """Run one command on the node serving ``slot``. ``block``: the seconds a
         blocking command may wait on the server (its reply may take that long plus the
         socket timeout, and its timeout is not held against the node)."""
-        read_timeout: float | bool | None = False
-        if block is not None:
-            limit = self._socket_timeout
-            read_timeout = None if math.isinf(block) or limit is None else block + limit
+        read_timeout = self._read_timeout(block)
         tried: set[str] = set()
         asking: AsyncNodeTransport | None = None
         redirects = attempt = 0
@@ -429,18 +451,48 @@ class AsyncClusterClient(AsyncTopology, AsyncClusterCommands):
         self._slot_route[slot] = self._routes.get(address) or self._route_for(address)
         self._next_refresh = 0.0  # the next call re-reads the whole map
 
-    async def _on_node(self, transport: AsyncNodeTransport, args: Sequence[Any]) -> Any:
+    async def _execute_on_nodes(self, args: Sequence[Any], options: dict[str, Any]) -> Any:
+        """A command without keys (or with ``target_nodes=``): on the nodes its flag or
+        ``target_nodes`` names, replies combined as ``RedisCluster`` does (the sync
+        client's rules, :mod:`balancer.targets`)."""
+        if self._next_refresh <= time.monotonic():
+            await self._maybe_refresh()
+        target = options.pop("target_nodes", None)
+        options.pop("keys", None)
+        never_decode = options.pop("NEVER_DECODE", False)
+        command = command_name(args)
+        if target is None and command in _ANY_PRIMARY:
+            nodes = [random.choice(self.get_primaries())]
+        else:
+            nodes = self._directory.resolve(target, command, args)
+        block = block_seconds(args) if command in BLOCKING_COMMANDS else None
+        replies: dict[str, Any] = {}
+        for node in nodes:
+            raw = await self._on_node(self._transport(node.name), args, never_decode, block)
+            replies[node.name] = self._parse(args[0], raw, dict(options))
+        return combine(command, replies, **options)
+
+    async def _on_node(
+        self,
+        transport: AsyncNodeTransport,
+        args: Sequence[Any],
+        never_decode: bool = False,
+        block: float | None = None,
+    ) -> Any:
         """A command pinned to one node (keyless commands, SCAN cursors): retried on that
         node within ``retry_deadline`` when it never left or only reads; a write whose
-        reply was lost raises :class:`OutcomeUnknown`."""
+        reply was lost raises :class:`OutcomeUnknown`. ``block``: as in
+        :meth:`_execute_slot` (``WAIT``)."""
+        read_timeout = self._read_timeout(block)
         deadline = 0.0
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await transport.execute(args)
+                return await transport.execute(args, never_decode, False, False, read_timeout)
             except NETWORK_ERRORS as exc:
-                if not (refused(exc) or echoed(exc)):
+                blocked_out = block is not None and isinstance(exc, redis.TimeoutError)
+                if not (refused(exc) or echoed(exc) or blocked_out):
                     self._breaker(transport.address).record(exc)
                 self.stats.node_errors += 1
                 if not (never_sent(exc) or self._locator.readonly(args[0])):
@@ -448,6 +500,10 @@ class AsyncClusterClient(AsyncTopology, AsyncClusterCommands):
                     raise OutcomeUnknown(str(args[0]), transport.address, exc) from exc
                 deadline = await self._wait_or_raise(deadline, exc, attempt)
 
-    def _primaries(self) -> list[AsyncNodeTransport]:
-        routes = {id(r): r for r in self._slot_route if r is not None}.values()
-        return [r.primary for r in routes]
+    def _read_timeout(self, block: float | None) -> float | bool | None:
+        """The reply's time limit: the socket timeout (``False``), or for a blocking
+        command its block time plus the socket timeout (``None``: forever)."""
+        if block is None:
+            return False
+        limit = self._socket_timeout
+        return None if math.isinf(block) or limit is None else block + limit

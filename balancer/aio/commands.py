@@ -1,48 +1,35 @@
 """The asyncio client's command surface beyond one-key routing.
 
-redis-py's async mixins give every command method; here are the ones a cluster changes:
-multi-key commands split per slot (one command per slot, batched per node, not atomic),
-keyless commands fanned out to every primary (FLUSHALL, DBSIZE, …), and SCAN walking
-each primary with its own cursor.
+redis-py's async cluster mixins (``AsyncRedisClusterCommands``) give every command method,
+as on ``redis.asyncio.RedisCluster``; commands without keys reach the nodes RedisCluster
+would send them to (:mod:`balancer.targets`, ``target_nodes=``). Here are the ones
+slotpilot does differently: multi-key commands split per slot (one command per slot,
+batched per node, not atomic), pipelines, scripts, locks and pub/sub.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.client import PubSub
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.lock import Lock
-from redis.commands.core import AsyncDataAccessCommands, AsyncPubSubCommands, AsyncScriptCommands
+from redis.commands.cluster import AsyncRedisClusterCommands
 from redis.crc import key_slot
 
 from balancer.aio.pipeline import AsyncClusterPipeline
 from balancer.endpoint import parse_address
 
 if TYPE_CHECKING:
-    from balancer.aio.client import AsyncClusterClient
-    from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
+    from balancer.aio.transport import AsyncTransportOptions
     from balancer.slots import SlotMap
 
 __all__ = ["AsyncClusterCommands"]
 
-_SCAN_MAX_ROUNDS = 10_000_000  # a bound on one node's SCAN walk, never reached in practice
-# Keyless commands that must reach every primary, and how their replies combine
-# (the sync client's table).
-_ALL_PRIMARIES: dict[str, Callable[[list[Any]], Any]] = {
-    "FLUSHALL": lambda r: all(r),
-    "FLUSHDB": lambda r: all(r),
-    "DBSIZE": sum,
-    "KEYS": lambda r: [k for part in r for k in part],
-    "SCRIPT LOAD": lambda r: r[0],
-    "SCRIPT FLUSH": lambda r: all(r),
-    "SCRIPT EXISTS": lambda r: [all(x) for x in zip(*r, strict=True)],
-}
 
-
-class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands, AsyncPubSubCommands):
+class AsyncClusterCommands(AsyncRedisClusterCommands):
     """Mixed into :class:`~balancer.aio.client.AsyncClusterClient`."""
 
     _encoder: Any
@@ -50,16 +37,9 @@ class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands, AsyncPu
     if TYPE_CHECKING:
 
         async def execute_command(self, *args: Any, **options: Any) -> Any: ...
-        async def _on_node(self, transport: AsyncNodeTransport, args: Sequence[Any]) -> Any: ...
-        def _parse(self, name: str, raw: Any, options: dict[str, Any]) -> Any: ...
-        def _primaries(self) -> list[AsyncNodeTransport]: ...
-        def _transport(self, address: str) -> AsyncNodeTransport: ...
 
         _options: AsyncTransportOptions
-
-        async def initialize(self) -> AsyncClusterClient: ...
-        @property
-        def slot_map(self) -> SlotMap: ...
+        _slot_map: SlotMap
 
     def get_encoder(self) -> Any:
         """The encoder redis-py's ``AsyncScript`` and ``Lock`` ask for."""
@@ -93,20 +73,6 @@ class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands, AsyncPu
         with ``transaction=True``, one ``MULTI``/``EXEC`` whose keys share a slot."""
         return AsyncClusterPipeline(self, transaction)  # type: ignore[arg-type]
 
-    def keyslot(self, key: Any) -> int:
-        """The hash slot of ``key``."""
-        return key_slot(self._encoder.encode(key))
-
-    async def _execute_keyless(self, args: Sequence[Any], options: dict[str, Any]) -> Any:
-        name = args[0].upper() if isinstance(args[0], str) else args[0]
-        combine = _ALL_PRIMARIES.get(name)
-        primaries = self._primaries()
-        if combine is not None:
-            replies = [self._parse(name, await self._on_node(p, args), dict(options))
-                       for p in primaries]  # fmt: skip
-            return combine(replies)
-        return self._parse(name, await self._on_node(random.choice(primaries), args), options)
-
     # -- multi-key commands split per slot ---------------------------------------------
 
     def _group_by_slot(self, keys: Iterable[Any]) -> dict[int, list[int]]:
@@ -139,11 +105,11 @@ class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands, AsyncPu
             pipe.execute_command("MSET", *(x for i in indexes for x in items[i]))
         return all(await pipe.execute())
 
-    async def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:
+    async def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:  # type: ignore[override]
         """redis-py's name for :meth:`mget` across slots."""
         return await self.mget(keys, *args)
 
-    async def mset_nonatomic(self, mapping: Any) -> list[bool]:
+    async def mset_nonatomic(self, mapping: Any) -> list[bool]:  # type: ignore[override]
         """MSET per slot (not atomic): one result per slot, as redis-py returns."""
         items = list(mapping.items())
         pipe = self.pipeline()
@@ -173,74 +139,7 @@ class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands, AsyncPu
         """TOUCH across slots (not atomic): how many of the names exist."""
         return await self._sum_per_slot("TOUCH", names)
 
-    # -- whole-cluster commands ---------------------------------------------------------
-
-    async def scan(  # type: ignore[override]
-        self,
-        cursor: Any = 0,
-        match: Any = None,
-        count: int | None = None,
-        _type: str | None = None,
-        target_nodes: Any = None,
-        **kwargs: Any,
-    ) -> tuple[dict[str, int], list[Any]]:
-        """``RedisCluster.scan``'s shape: one SCAN per primary (or per ``target_nodes``,
-        addresses ``"host:port"``), each with its own cursor. Returns ``({address:
-        cursor}, keys)``; pass the dict back as ``cursor`` to go on where each node
-        stopped (nodes at 0 are done)."""
-        await self.initialize()
-        if target_nodes is not None:
-            targets = [target_nodes] if isinstance(target_nodes, str) else list(target_nodes)
-        elif isinstance(cursor, dict):
-            targets = [address for address, at in cursor.items() if int(at) != 0]
-        else:
-            targets = [shard.primary.address for shard in self.slot_map.shards]
-        options = _scan_options(match, count, _type)
-        cursors: dict[str, int] = {}
-        keys: list[Any] = []
-        for address in targets:
-            at = cursor.get(address, 0) if isinstance(cursor, dict) else cursor
-            raw = await self._on_node(self._transport(address), ("SCAN", at, *options))
-            next_at, part = self._parse("SCAN", raw, {})
-            cursors[address] = int(next_at)
-            keys.extend(part)
-        return cursors, keys
-
-    async def scan_iter(  # type: ignore[override]
-        self,
-        match: Any = None,
-        count: int | None = None,
-        _type: str | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[Any]:
-        """Every key of the cluster: each primary is walked with its own cursor, and a
-        cursor is only ever sent back to the node that issued it."""
-        await self.initialize()
-        args = _scan_options(match, count, _type)
-        for address in [shard.primary.address for shard in self.slot_map.shards]:
-            transport = self._transport(address)
-            cursor = 0
-            for _ in range(_SCAN_MAX_ROUNDS):
-                raw = await self._on_node(transport, ("SCAN", cursor, *args))
-                cursor, keys = self._parse("SCAN", raw, {})
-                for key in keys:
-                    yield key
-                if int(cursor) == 0:
-                    break
-
-    async def dbsize(self) -> int:
-        """Keys in the whole cluster (sum over primaries)."""
-        return int(await self.execute_command("DBSIZE"))
-
-    async def flushall(self, asynchronous: bool = False) -> bool:
-        """FLUSHALL on every primary."""
-        args = ("FLUSHALL", "ASYNC") if asynchronous else ("FLUSHALL",)
-        return bool(await self.execute_command(*args))
-
-    async def flushdb(self, asynchronous: bool = False) -> bool:
-        """FLUSHDB on every primary."""
-        args = ("FLUSHDB", "ASYNC") if asynchronous else ("FLUSHDB",)
-        return bool(await self.execute_command(*args))
+    # -- pub/sub ------------------------------------------------------------------------
 
     def pubsub(
         self, node: str | None = None, host: str | None = None, port: int | None = None,
@@ -253,28 +152,10 @@ class AsyncClusterCommands(AsyncDataAccessCommands, AsyncScriptCommands, AsyncPu
         if node is not None:
             host, port = parse_address(node)
         elif host is None or port is None:
-            transport = random.choice(self._primaries())
-            host, port = transport.host, transport.port
+            host, port = parse_address(random.choice(self._slot_map.shards).primary.address)
         options = self._options
         pool = ConnectionPool(
             host=host, port=port, connection_class=options.connection_class,
             **options.connection_kwargs,
         )  # fmt: skip
         return PubSub(pool, **kwargs)
-
-    async def ping(self, **kwargs: Any) -> bool:
-        """PING one primary."""
-        await self.initialize()
-        raw = await self._on_node(random.choice(self._primaries()), ("PING",))
-        return bool(self._parse("PING", raw, kwargs))
-
-
-def _scan_options(match: Any, count: int | None, _type: str | None) -> list[Any]:
-    options: list[Any] = []
-    if match is not None:
-        options += ["MATCH", match]
-    if count is not None:
-        options += ["COUNT", count]
-    if _type is not None:
-        options += ["TYPE", _type]
-    return options

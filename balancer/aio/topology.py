@@ -27,6 +27,7 @@ from balancer.endpoint import Endpoint, parse_address
 from balancer.errors import ClusterError, refused
 from balancer.follow import RoutingFollower
 from balancer.freshness import replica_is_fresh
+from balancer.nodes import NodeDirectory
 from balancer.router import Router
 from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, parse_cluster_shards
 from balancer.strategies import Strategy, StrategySpec, make_strategy
@@ -78,6 +79,7 @@ class AsyncTopology:
     _next_refresh: float
     _refresh_attempted: float
     _refresh_failures: int
+    _directory: NodeDirectory
 
     def _transport(self, address: str) -> AsyncNodeTransport:
         transport = self._transports.get(address)
@@ -233,6 +235,7 @@ class AsyncTopology:
                 del self._routes[address]
         self._slot_route = [routes[i] if i >= 0 else None for i in slot_map.owner]
         self._slot_map = slot_map
+        self._directory.update(slot_map)
         self.stats.refreshes += 1
         self._next_refresh = time.monotonic() + self.refresh_interval
         return slot_map

@@ -482,13 +482,45 @@ def test_scan_has_redis_cluster_shape(shared: LocalCluster) -> None:
             await ours.mset({f"shape:{i}": i for i in range(60)})
             cursors, keys = await ours.scan(0, match="shape:*", count=10)
             their_cursors, _ = await theirs.scan(0, match="shape:*", count=10)
-            assert set(cursors) == set(their_cursors)  # one cursor per primary, by address
-            while any(cursors.values()):
-                cursors, more = await ours.scan(cursors, match="shape:*", count=10)
-                keys += more
+            assert set(cursors) == set(their_cursors)  # one cursor per primary, by name
+            for name, cursor in cursors.items():  # each node goes on with its own cursor
+                node = ours.get_node(node_name=name)
+                while cursor:
+                    more, part = await ours.scan(cursor, "shape:*", 10, target_nodes=node)
+                    cursor = more[name]
+                    keys += part
             assert sorted(set(keys)) == sorted(f"shape:{i}".encode() for i in range(60))
             mine = [k async for k in ours.scan_iter(match="shape:*")]
             assert sorted(mine) == sorted([k async for k in theirs.scan_iter(match="shape:*")])
+        await theirs.aclose()
+
+    asyncio.run(main())
+
+
+def test_admin_commands_and_nodes_answer_as_redis_cluster(shared: LocalCluster) -> None:
+    async def main() -> None:
+        first = shared.primaries()[0]
+        theirs = aioredis.RedisCluster(host="127.0.0.1", port=first.port)
+        await theirs.initialize()
+        async with AsyncClusterClient(shared.seed) as ours:
+            assert sorted(n.name for n in ours.get_nodes()) == sorted(
+                n.name for n in theirs.get_nodes()
+            )
+            assert len(ours.get_primaries()) == 3 and len(ours.get_replicas()) == 3
+            mine = ours.get_node_from_key("user:1")
+            assert mine is not None and mine.name == theirs.get_node_from_key("user:1").name
+            assert await ours.echo("hi") == b"hi"  # RedisCluster wants target_nodes here
+            assert len(await ours.time()) == 2
+            assert await ours.ping() is True
+            assert (await ours.info("server"))["redis_version"]
+            assert set(await ours.config_get("maxmemory")) == set(
+                await theirs.config_get("maxmemory")
+            )
+            assert (await ours.cluster_info())["cluster_state"] == "ok"
+            per_node = await ours.ping(target_nodes=AsyncClusterClient.PRIMARIES)
+            assert per_node is True
+            sizes = await ours.dbsize(target_nodes=ours.get_primaries()[0])
+            assert isinstance(sizes, int)
         await theirs.aclose()
 
     asyncio.run(main())
