@@ -49,7 +49,7 @@ from balancer.errors import (
     refused,
 )
 from balancer.keys import KeyLocator
-from balancer.nodes import NodeAPI, NodeDirectory
+from balancer.nodes import ClusterNode, NodeAPI, NodeDirectory, startup_seeds
 from balancer.router import Router
 from balancer.slots import TOTAL_SLOTS, SlotMap
 from balancer.strategies import StrategySpec, make_strategy
@@ -98,9 +98,12 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
 
     def __init__(
         self,
-        startup_nodes: str | Sequence[str],
+        startup_nodes: str | Sequence[str | ClusterNode] | None = None,
         *,
+        host: str | None = None,
+        port: int | None = None,
         read_from: ReadFrom = "primary",
+        read_from_replicas: bool = False,
         strategy: StrategySpec = "round_robin",
         breaker: BreakerPolicy | None = None,
         username: str | None = None,
@@ -121,9 +124,11 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
     ) -> None:
         if read_from not in _READ_FROM:
             raise ValueError(f"read_from must be one of {', '.join(_READ_FROM)}, got {read_from!r}")
-        seeds = [startup_nodes] if isinstance(startup_nodes, str) else list(startup_nodes)
+        seeds = startup_seeds(startup_nodes, host, port)
         if not seeds:
             raise ValueError("AsyncClusterClient needs at least one startup node 'host:port'")
+        if read_from_replicas and read_from == "primary":
+            read_from = "any"  # RedisCluster's round robin over a shard's primary and replicas
         self._seeds = [parse_address(s) for s in seeds]
         self.read_from: ReadFrom = read_from
         make_strategy(strategy)  # a bad name fails here, not at the first read
@@ -150,6 +155,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
             connection_kwargs.get("encoding_errors", "strict"),
             decode_responses,
         )
+        self.encoder: Encoder = self._encoder
         self._callbacks = get_response_callbacks(connection_kwargs.get("protocol"), True)
         self._callbacks.update(cluster_callbacks(connection_kwargs))
         self._directory = NodeDirectory([f"{h}:{p}" for h, p in self._seeds])

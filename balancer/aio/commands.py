@@ -10,7 +10,7 @@ batched per node, not atomic), pipelines, scripts, locks and pub/sub.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.client import PubSub
@@ -39,11 +39,19 @@ class AsyncClusterCommands(AsyncRedisClusterCommands):
         async def execute_command(self, *args: Any, **options: Any) -> Any: ...
 
         _options: AsyncTransportOptions
+        _callbacks: dict[str, Callable[..., Any]]
         _slot_map: SlotMap
 
     def get_encoder(self) -> Any:
         """The encoder redis-py's ``AsyncScript`` and ``Lock`` ask for."""
         return self._encoder
+
+    def set_response_callback(self, command: str, callback: Callable[..., Any]) -> None:
+        """Parse ``command``'s replies with ``callback`` (as redis-py's clients do)."""
+        self._callbacks[command] = callback
+
+    def get_connection_kwargs(self) -> dict[str, Any]:
+        return dict(self._options.connection_kwargs)
 
     def lock(
         self,
