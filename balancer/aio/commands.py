@@ -9,6 +9,8 @@ batched per node, not atomic), pipelines, scripts, locks and pub/sub.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.lock import Lock
 from redis.commands.cluster import AsyncRedisClusterCommands
 from redis.crc import key_slot
+from redis.exceptions import WatchError
 
 from balancer.aio.pipeline import AsyncClusterPipeline
 from balancer.endpoint import parse_address
@@ -80,6 +83,31 @@ class AsyncClusterCommands(AsyncRedisClusterCommands):
         """A pipeline that groups commands per node, one round trip each (not atomic);
         with ``transaction=True``, one ``MULTI``/``EXEC`` whose keys share a slot."""
         return AsyncClusterPipeline(self, transaction)  # type: ignore[arg-type]
+
+    async def transaction(
+        self,
+        func: Callable[[AsyncClusterPipeline], Any],
+        *watches: Any,
+        shard_hint: Any = None,
+        value_from_callable: bool = False,
+        watch_delay: float | None = None,
+    ) -> Any:
+        """redis-py's helper: ``WATCH watches``, call ``func(pipe)`` (which reads, then
+        ``pipe.multi()`` and queues), ``EXEC``; start again when a watched key changed."""
+        async with self.pipeline(True, shard_hint) as pipe:
+            while True:
+                try:
+                    if watches:
+                        await pipe.watch(*watches)
+                    value = func(pipe)
+                    if inspect.isawaitable(value):
+                        value = await value
+                    results = await pipe.execute()
+                    return value if value_from_callable else results
+                except WatchError:
+                    pipe.reset()
+                    if watch_delay:
+                        await asyncio.sleep(watch_delay)
 
     # -- multi-key commands split per slot ---------------------------------------------
 

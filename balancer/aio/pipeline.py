@@ -21,7 +21,7 @@ from redis.commands.core import AsyncDataAccessCommands, AsyncScriptCommands
 from redis.exceptions import AskError, ClusterDownError, TryAgainError
 from redis.utils import safe_str, truncate_text
 
-from balancer.aio.transaction import run_transaction
+from balancer.aio.transaction import Watch, exec_watched, on_watched, run_transaction, start_watch
 from balancer.breaker import CLOSED
 from balancer.errors import NoHealthyEndpoint, OutcomeUnknown, never_sent, refused
 from balancer.router import Member, Router
@@ -47,6 +47,8 @@ class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
         self._client = client
         self.transaction = transaction
         self._commands: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self._watch: Watch | None = None
+        self._explicit = False  # multi() called: commands are queued, not run
 
     async def __aenter__(self) -> AsyncClusterPipeline:
         return self
@@ -62,12 +64,63 @@ class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
 
     def reset(self) -> None:
         self._commands = []
+        self._explicit = False
+        if self._watch is not None:
+            self._watch.drop()  # closing the connection unwatches its keys
+            self._watch = None
 
     discard = reset  # redis-py's name for dropping the queued commands
 
-    def execute_command(self, *args: Any, **options: Any) -> AsyncClusterPipeline:
+    @property
+    def watching(self) -> bool:
+        return self._watch is not None
+
+    async def watch(self, *names: Any) -> bool:  # type: ignore[override]
+        """``WATCH`` keys (one slot) on a connection held until :meth:`execute`; until
+        :meth:`multi`, commands run at once on it (read what the transaction needs)."""
+        if self._explicit:
+            raise redis.RedisError("Cannot issue a WATCH after a MULTI")
+        client = self._client
+        if not client._ready:
+            await client.initialize()
+        try:
+            if self._watch is None:
+                self._watch = await start_watch(client, names)
+            else:
+                await on_watched(client, self._watch, [(("WATCH", *names), {})])
+        except BaseException:
+            self.reset()
+            raise
+        return True
+
+    async def unwatch(self) -> bool:  # type: ignore[override]
+        self.reset()
+        return True
+
+    def multi(self) -> None:
+        """Start queueing the transaction's commands (after :meth:`watch`)."""
+        if self._explicit:
+            raise redis.RedisError("Cannot issue nested calls to MULTI")
+        if self._commands:
+            raise redis.RedisError("Commands without an initial WATCH have already been issued")
+        self._explicit = True
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Queue a command (returns the pipeline); while watching and before
+        :meth:`multi`, run it at once instead (returns an awaitable of its reply)."""
+        if self._watch is not None and not self._explicit:
+            return self._immediate(args, options)
         self._commands.append((args, options))
         return self
+
+    async def _immediate(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        assert self._watch is not None
+        try:
+            (result,) = await on_watched(self._client, self._watch, [(args, options)])
+        except BaseException:
+            self.reset()
+            raise
+        return result
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         """Send every buffered command; results in order. With ``raise_on_error`` the
@@ -77,9 +130,13 @@ class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
         client = self._client
         if not client._ready:
             await client.initialize()
-        if not commands:
+        if self._watch is not None:  # the held connection is given back either way
+            watch, self._watch = self._watch, None
+            self._explicit = False
+            results = await exec_watched(client, watch, commands)
+        elif not commands:
             return []
-        if self.transaction:
+        elif self.transaction:
             results = await run_transaction(client, commands)
         else:
             results = await self._execute(commands)

@@ -25,22 +25,37 @@ from redis.exceptions import (
 )
 
 from balancer.breaker import CLOSED
-from balancer.errors import NodeUnavailable, OutcomeUnknown, SlotNotCovered, never_sent, refused
+from balancer.errors import (
+    ClusterError,
+    NodeUnavailable,
+    OutcomeUnknown,
+    SlotNotCovered,
+    never_sent,
+    refused,
+)
 
 if TYPE_CHECKING:
-    from balancer.aio.client import AsyncClusterClient
+    from redis.asyncio.connection import AbstractConnection
 
-__all__ = ["run_transaction"]
+    from balancer.aio.client import AsyncClusterClient
+    from balancer.aio.transport import AsyncNodeTransport
+
+__all__ = ["Watch", "exec_watched", "on_watched", "run_transaction", "start_watch"]
 
 Command = tuple[tuple[Any, ...], dict[str, Any]]
 _RETRY = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
 
 
-async def _slot(client: AsyncClusterClient, commands: Sequence[Command]) -> int:
+async def _slots(client: AsyncClusterClient, commands: Sequence[Command]) -> set[int]:
     slots: set[int] = set()
     for args, options in commands:
         keys = list(options.get("keys") or ()) or await client._keys(args)
         slots.update(client._slot_of(args[0], [k]) for k in keys)
+    return slots
+
+
+async def _slot(client: AsyncClusterClient, commands: Sequence[Command]) -> int:
+    slots = await _slots(client, commands)
     if len(slots) != 1:
         raise CrossSlotTransactionError(
             "all keys of a transaction must hash to one slot "
@@ -99,3 +114,111 @@ def _parse(client: AsyncClusterClient, command: Command, reply: Any) -> Any:
     args, options = command
     options = {k: v for k, v in options.items() if k not in ("keys", "NEVER_DECODE")}
     return client._parse(args[0], reply, options)
+
+
+class Watch:
+    """A connection to one slot's primary held from the first ``WATCH`` to ``EXEC``
+    (the server forgets the watched keys when the connection goes)."""
+
+    __slots__ = ("conn", "slot", "transport")
+
+    def __init__(self, transport: AsyncNodeTransport, conn: AbstractConnection, slot: int) -> None:
+        self.transport = transport
+        self.conn = conn
+        self.slot = slot
+
+    def drop(self) -> None:
+        """Give the connection up without ``UNWATCH``: closing it unwatches everything
+        (a connection that failed was closed already)."""
+        if self.conn.is_connected:
+            self.transport.discard(self.conn)
+
+
+async def start_watch(client: AsyncClusterClient, names: Sequence[Any]) -> Watch:
+    """``WATCH names`` on a connection of their slot's primary. A MOVED answer means
+    nothing was watched yet: the watch follows the slot (as RedisCluster's does)."""
+    slot = await _slot(client, [(("WATCH", *names), {})])
+    for _ in range(client.max_redirects + 1):
+        route = client._slot_route[slot]
+        if route is None:
+            raise SlotNotCovered(slot)
+        breaker = route.primary_breaker
+        if breaker.state != CLOSED and not breaker.available(time.monotonic()):
+            raise NodeUnavailable(route.primary.address, "circuit breaker open")
+        transport = route.primary
+        conn = await transport.acquire(check=True)
+        replies, failure = await transport.exchange(conn, [("WATCH", *names)])
+        if failure is not None:
+            raise failure  # nothing was watched, nothing written: the caller may retry
+        if isinstance(replies[0], MovedError):
+            transport.release(conn)
+            client._moved(slot, replies[0])
+            client.stats.moved += 1
+            continue
+        if isinstance(replies[0], redis.ResponseError):
+            transport.release(conn)
+            raise replies[0]
+        return Watch(transport, conn, slot)
+    raise ClusterError(f"too many redirections watching slot {slot}")
+
+
+async def on_watched(
+    client: AsyncClusterClient, watch: Watch, commands: Sequence[Command]
+) -> list[Any]:
+    """Commands sent on the watched connection (more ``WATCH``, reads between ``WATCH``
+    and ``MULTI``); a redirection now means the slot moved under the watch:
+    ``WatchError``. The caller drops the watch when this raises."""
+    if await _slots(client, commands) - {watch.slot}:
+        raise CrossSlotTransactionError("a watched transaction must stay in one slot")
+    replies, failure = await watch.transport.exchange(watch.conn, [a for a, _ in commands])
+    if failure is not None:
+        _lost(client, watch, commands, failure)
+    results = []
+    for command, reply in zip(commands, replies, strict=True):
+        if isinstance(reply, AskError):  # MOVED too
+            raise redis.WatchError(f"slot {watch.slot} moved while watched ({reply})")
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        results.append(_parse(client, command, reply))
+    return results
+
+
+async def exec_watched(
+    client: AsyncClusterClient, watch: Watch, commands: Sequence[Command]
+) -> list[Any]:
+    """``MULTI`` … ``EXEC`` on the watched connection: ``WatchError`` when a watched key
+    changed (or the slot moved) and nothing ran. Releases the connection."""
+    try:
+        if await _slots(client, commands) - {watch.slot}:
+            raise CrossSlotTransactionError("a watched transaction must stay in one slot")
+    except BaseException:
+        watch.drop()
+        raise
+    batch = [("MULTI",), *(args for args, _ in commands), ("EXEC",)]
+    replies, failure = await watch.transport.exchange(watch.conn, batch)
+    if failure is not None:
+        _lost(client, watch, commands, failure)
+    watch.transport.release(watch.conn)  # EXEC unwatched everything
+    exec_reply = replies[-1]
+    if exec_reply is None:
+        raise redis.WatchError("Watched variable changed.")
+    if isinstance(exec_reply, redis.ResponseError):
+        queued = [r for r in replies[1:-1] if isinstance(r, redis.ResponseError)]
+        if any(isinstance(r, AskError) for r in queued):
+            raise redis.WatchError(f"slot {watch.slot} moved while watched")
+        raise queued[0] if queued else exec_reply
+    return [_parse(client, command, reply) for command, reply in
+            zip(commands, exec_reply, strict=True)]  # fmt: skip
+
+
+def _lost(
+    client: AsyncClusterClient, watch: Watch, commands: Sequence[Command], failure: BaseException
+) -> None:
+    """The held connection failed (already discarded): the safety rule, as everywhere."""
+    client.stats.node_errors += 1
+    if not refused(failure):
+        client._breaker(watch.transport.address).record(failure)
+    if never_sent(failure) or all(client._locator.readonly(a[0]) for a, _ in commands):
+        raise failure
+    client.stats.unknown_outcomes += 1
+    raise OutcomeUnknown("EXEC", watch.transport.address, failure) from failure

@@ -199,11 +199,21 @@ class AsyncNodeTransport:
         """Pipeline: send every command in one write, read every reply in order. Error
         replies come back as exception objects in the list. On a network failure,
         returns the replies read so far and the failure (a NotSentError: none left)."""
-        replies: list[Any] = []
         try:
             conn = await self.acquire(check=True)
         except _NETWORK as exc:
-            return replies, exc
+            return [], exc
+        replies, failure = await self.exchange(conn, commands)
+        if failure is None:
+            self.release(conn)
+        return replies, failure
+
+    async def exchange(
+        self, conn: AbstractConnection, commands: Sequence[Sequence[Any]]
+    ) -> tuple[list[Any], BaseException | None]:
+        """:meth:`execute_partial` on a connection the caller holds (``WATCH``); a
+        connection that failed is discarded here, one that did not stays the caller's."""
+        replies: list[Any] = []
         limit = self.options.socket_timeout
         try:
             async with asyncio.timeout(limit):
@@ -224,7 +234,6 @@ class AsyncNodeTransport:
         except BaseException:
             self.discard(conn)
             raise
-        self.release(conn)
         return replies, None
 
     def close(self) -> None:

@@ -524,3 +524,48 @@ def test_admin_commands_and_nodes_answer_as_redis_cluster(shared: LocalCluster) 
         await theirs.aclose()
 
     asyncio.run(main())
+
+
+def test_watch_transactions(shared: LocalCluster) -> None:
+    async def test(c: AsyncClusterClient) -> None:
+        await c.set("{w}n", 10)
+
+        async def double(pipe: Any) -> None:
+            value = int(await pipe.get("{w}n"))  # runs at once on the watched connection
+            pipe.multi()
+            pipe.set("{w}n", value * 2)
+            pipe.get("{w}n")
+
+        assert await c.transaction(double, "{w}n") == [True, b"20"]
+        # a watched key changed by someone else: WatchError, nothing ran
+        async with c.pipeline(transaction=True) as pipe:
+            await pipe.watch("{w}n")
+            assert await pipe.get("{w}n") == b"20"
+            await c.set("{w}n", 99)  # another client's write
+            pipe.multi()
+            pipe.set("{w}n", 0)
+            with pytest.raises(redis.WatchError):
+                await pipe.execute()
+        assert await c.get("{w}n") == b"99"
+        # transaction() retries until its watch holds
+        attempts = 0
+
+        async def racy(pipe: Any) -> None:
+            nonlocal attempts
+            attempts += 1
+            value = int(await pipe.get("{w}n"))
+            if attempts == 1:
+                await c.incr("{w}n")  # changes under the first attempt's watch
+            pipe.multi()
+            pipe.set("{w}n", value + 1)
+
+        await c.transaction(racy, "{w}n")
+        assert attempts == 2 and await c.get("{w}n") == b"101"
+        pipe = c.pipeline(transaction=True)
+        await pipe.watch("{w}n")
+        pipe.multi()
+        pipe.set("{other}x", 1)
+        with pytest.raises(CrossSlotTransactionError):
+            await pipe.execute()
+
+    run(shared, test)
