@@ -158,6 +158,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         self.encoder: Encoder = self._encoder
         self._callbacks = get_response_callbacks(connection_kwargs.get("protocol"), True)
         self._callbacks.update(cluster_callbacks(connection_kwargs))
+        self._scripts: dict[str, Any] = {}  # sha -> text of register_script()'s scripts
         self._directory = NodeDirectory([f"{h}:{p}" for h, p in self._seeds])
         self._transports: dict[str, AsyncNodeTransport] = {}
         self._breakers: dict[str, NodeBreaker] = {}

@@ -19,11 +19,13 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.lock import Lock
 from redis.commands.cluster import AsyncRedisClusterCommands
+from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 from redis.exceptions import WatchError
 
 from balancer.aio.pipeline import AsyncClusterPipeline
 from balancer.endpoint import parse_address
+from balancer.slots import as_text
 
 if TYPE_CHECKING:
     from balancer.aio.transport import AsyncTransportOptions
@@ -43,11 +45,30 @@ class AsyncClusterCommands(AsyncRedisClusterCommands):
 
         _options: AsyncTransportOptions
         _callbacks: dict[str, Callable[..., Any]]
+        _scripts: dict[str, Any]
         _slot_map: SlotMap
 
     def get_encoder(self) -> Any:
         """The encoder redis-py's ``AsyncScript`` and ``Lock`` ask for."""
         return self._encoder
+
+    def register_script(self, script: Any) -> AsyncScript:  # type: ignore[override]
+        """redis-py's :class:`~redis.commands.core.AsyncScript`; the client remembers
+        it, so a pipeline that meets NOSCRIPT for it loads it and runs the call again
+        (it did not run)."""
+        registered = AsyncScript(self, script)  # type: ignore[arg-type]
+        self._scripts[registered.sha] = registered.script
+        return registered
+
+    async def _load_script(self, args: Sequence[Any]) -> bool:
+        """Load the script an ``EVALSHA`` names, if registered here: whether it was."""
+        if as_text(args[0]).upper() not in ("EVALSHA", "EVALSHA_RO") or len(args) < 2:
+            return False
+        text = self._scripts.get(as_text(args[1]))
+        if text is None:
+            return False
+        await self.execute_command("SCRIPT LOAD", text)
+        return True
 
     def set_response_callback(self, command: str, callback: Callable[..., Any]) -> None:
         """Parse ``command``'s replies with ``callback`` (as redis-py's clients do)."""

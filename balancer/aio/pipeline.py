@@ -13,12 +13,13 @@ Not atomic, within a node or across nodes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 from redis.commands import READ_COMMANDS
 from redis.commands.core import AsyncDataAccessCommands, AsyncScriptCommands
-from redis.exceptions import AskError, ClusterDownError, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, NoScriptError, TryAgainError
 from redis.utils import safe_str, truncate_text
 
 from balancer.aio.transaction import Watch, exec_watched, on_watched, run_transaction, start_watch
@@ -55,6 +56,22 @@ class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
 
     async def __aexit__(self, *exc: object) -> None:
         self.reset()
+
+    def __await__(self) -> Generator[Any, None, AsyncClusterPipeline]:
+        """``await pipe.get(k)`` queues and gives the pipeline back, as redis-py's
+        asyncio pipelines do (what ``AsyncScript`` relies on in a pipeline)."""
+        return self._itself().__await__()
+
+    async def _itself(self) -> AsyncClusterPipeline:
+        return self
+
+    async def load_scripts(self) -> None:
+        """Load the registered scripts that queued ``EVALSHA`` calls name, on every
+        primary (``execute()`` also loads one that a node reports missing)."""
+        seen: set[Any] = set()
+        for args, _ in self._commands:
+            if len(args) > 1 and args[1] not in seen and await self._client._load_script(args):
+                seen.add(args[1])
 
     def __len__(self) -> int:
         return len(self._commands)
@@ -189,6 +206,8 @@ class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
             for i, reply in zip(indexes, replies, strict=False):
                 if isinstance(reply, _RETRY_ON_OWN):
                     continue
+                if isinstance(reply, NoScriptError) and await client._load_script(commands[i][0]):
+                    continue  # it did not run: loaded now, and re-run on its own below
                 if isinstance(reply, Exception):
                     results[i] = reply
                 else:

@@ -569,3 +569,20 @@ def test_watch_transactions(shared: LocalCluster) -> None:
             await pipe.execute()
 
     run(shared, test)
+
+
+def test_scripts_in_pipelines_are_loaded_where_missing(shared: LocalCluster) -> None:
+    async def test(c: AsyncClusterClient) -> None:
+        await c.script_flush()
+        incr = c.register_script("return redis.call('incrby', KEYS[1], ARGV[1])")
+        await c.delete("sp:a", "sp:b")
+        pipe = c.pipeline()
+        await incr(keys=["sp:a"], args=[2], client=pipe)  # queued, as on redis-py's pipelines
+        await incr(keys=["sp:b"], args=[3], client=pipe)
+        assert await pipe.execute() == [2, 3]  # NOSCRIPT: loaded, then run (once)
+        assert await c.mget(["sp:a", "sp:b"]) == [b"2", b"3"]
+        pipe.evalsha(incr.sha, 1, "sp:a", 1)
+        await pipe.load_scripts()
+        assert await pipe.execute() == [3]
+
+    run(shared, test)
