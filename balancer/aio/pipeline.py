@@ -7,7 +7,9 @@ answered with a redirection, TRYAGAIN/CLUSTERDOWN, or whose node failed before i
 sent, is re-run alone through :meth:`AsyncClusterClient.execute_command`; an unanswered
 read is re-run; an unanswered write becomes :class:`~balancer.errors.OutcomeUnknown` in
 its place (raised by ``execute()`` unless ``raise_on_error=False``), never re-sent.
-Not atomic, within a node or across nodes.
+Not atomic, within a node or across nodes — unless ``transaction=True``: then one
+``MULTI``/``EXEC`` on the slot's primary, with ``watch()`` if asked
+(:mod:`balancer.aio.transaction`).
 """
 
 from __future__ import annotations
