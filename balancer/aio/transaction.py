@@ -27,7 +27,6 @@ from redis.exceptions import (
 from balancer.breaker import CLOSED
 from balancer.errors import (
     ClusterError,
-    NodeUnavailable,
     OutcomeUnknown,
     SlotNotCovered,
     never_sent,
@@ -79,7 +78,9 @@ async def run_transaction(client: AsyncClusterClient, commands: Sequence[Command
             continue
         breaker = route.primary_breaker
         if breaker.state != CLOSED and not breaker.available(time.monotonic()):
-            raise NodeUnavailable(route.primary.address, "circuit breaker open")
+            # fails fast unless a refresh names another primary (a failover)
+            deadline = await client._primary_unavailable(slot, route, deadline)
+            continue
         transport = route.primary
         replies, failure = await transport.execute_partial(batch)
         if failure is not None:
@@ -144,7 +145,8 @@ async def start_watch(client: AsyncClusterClient, names: Sequence[Any]) -> Watch
             raise SlotNotCovered(slot)
         breaker = route.primary_breaker
         if breaker.state != CLOSED and not breaker.available(time.monotonic()):
-            raise NodeUnavailable(route.primary.address, "circuit breaker open")
+            await client._primary_unavailable(slot, route, 0.0)
+            continue
         transport = route.primary
         conn = await transport.acquire(check=True)
         replies, failure = await transport.exchange(conn, [("WATCH", *names)])

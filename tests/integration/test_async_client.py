@@ -217,7 +217,11 @@ def test_writes_to_a_primary_with_an_open_breaker_fail_fast(shared: LocalCluster
             started = time.monotonic()
             with pytest.raises(NodeUnavailable, match="not sent"):
                 await c.set(key, "x")
-            assert time.monotonic() - started < 0.25
+            tx = c.pipeline(transaction=True)
+            tx.set(key, "y")
+            with pytest.raises(NodeUnavailable):  # transactions too: nothing sent
+                await tx.execute()
+            assert time.monotonic() - started < 0.5
         finally:
             await asyncio.to_thread(resume.join)
         await asyncio.to_thread(settle, node)
