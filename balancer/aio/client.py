@@ -32,6 +32,7 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainErr
 from balancer.aio.commands import AsyncClusterCommands
 from balancer.aio.keys import NeedsServer, served_command_table
 from balancer.aio.mux import echoed
+from balancer.aio.pubsub import AsyncPubSubNodes
 from balancer.aio.topology import AsyncTopology, Route
 from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
 from balancer.blocking import BLOCKING_COMMANDS, block_seconds
@@ -158,6 +159,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         self.encoder: Encoder = self._encoder
         self._callbacks = get_response_callbacks(connection_kwargs.get("protocol"), True)
         self._callbacks.update(cluster_callbacks(connection_kwargs))
+        self._pubsub_nodes: AsyncPubSubNodes | None = None  # made by the first pubsub()
         self._scripts: dict[str, Any] = {}  # sha -> text of register_script()'s scripts
         self._directory = NodeDirectory([f"{h}:{p}" for h, p in self._seeds])
         self._transports: dict[str, AsyncNodeTransport] = {}
@@ -231,6 +233,8 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         await asyncio.gather(*tasks, return_exceptions=True)
         for transport in list(self._transports.values()):
             transport.close()
+        if self._pubsub_nodes is not None:
+            await self._pubsub_nodes.aclose()
         self._ready = False
 
     close = aclose  # redis.asyncio spells it both ways

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio.client import PubSub
-from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.lock import Lock
+from redis.cluster import ClusterNode
 from redis.commands.cluster import AsyncRedisClusterCommands
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 from redis.exceptions import WatchError
 
 from balancer.aio.pipeline import AsyncClusterPipeline
-from balancer.endpoint import parse_address
+from balancer.aio.pubsub import AsyncPubSubNodes, ClusterPubSub
 from balancer.slots import as_text
 
 if TYPE_CHECKING:
@@ -46,6 +44,7 @@ class AsyncClusterCommands(AsyncRedisClusterCommands):
         _options: AsyncTransportOptions
         _callbacks: dict[str, Callable[..., Any]]
         _scripts: dict[str, Any]
+        _pubsub_nodes: AsyncPubSubNodes | None
         _slot_map: SlotMap
 
     def get_encoder(self) -> Any:
@@ -199,20 +198,13 @@ class AsyncClusterCommands(AsyncRedisClusterCommands):
     # -- pub/sub ------------------------------------------------------------------------
 
     def pubsub(
-        self, node: str | None = None, host: str | None = None, port: int | None = None,
+        self, node: ClusterNode | None = None, host: str | None = None, port: int | None = None,
         **kwargs: Any,
-    ) -> PubSub:  # fmt: skip
-        """redis-py's asyncio ``PubSub`` on one node: ``node`` (``"host:port"``) or
-        ``host``/``port``, else a random primary. A classic ``PUBLISH`` reaches every
-        node of a cluster, so any node serves ``SUBSCRIBE``; sharded channels
-        (``SSUBSCRIBE``) are served by the primary of the channel's slot."""
-        if node is not None:
-            host, port = parse_address(node)
-        elif host is None or port is None:
-            host, port = parse_address(random.choice(self._slot_map.shards).primary.address)
-        options = self._options
-        pool = ConnectionPool(
-            host=host, port=port, connection_class=options.connection_class,
-            **options.connection_kwargs,
-        )  # fmt: skip
-        return PubSub(pool, **kwargs)
+    ) -> ClusterPubSub:  # fmt: skip
+        """redis-py's asyncio ``ClusterPubSub`` (see :mod:`balancer.aio.pubsub`): on
+        ``node`` (or ``host``/``port``), else on the node of the first channel's slot;
+        sharded channels on their slot's primary, following it when it moves."""
+        if self._pubsub_nodes is None:
+            self._pubsub_nodes = AsyncPubSubNodes(self)  # type: ignore[arg-type]
+        nodes = self._pubsub_nodes
+        return ClusterPubSub(nodes, node=nodes.node(node), host=host, port=port, **kwargs)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ import redis
 from redis._parsers.helpers import parse_info
 
 from balancer.aio.mux import echoed
+from balancer.aio.pubsub import AsyncPubSubNodes
 from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
 from balancer.breaker import CLOSED, BreakerPolicy, NodeBreaker
 from balancer.cluster import ClientStats, ReadFrom
@@ -80,6 +81,7 @@ class AsyncTopology:
     _refresh_attempted: float
     _refresh_failures: int
     _directory: NodeDirectory
+    _pubsub_nodes: AsyncPubSubNodes | None
 
     def _transport(self, address: str) -> AsyncNodeTransport:
         transport = self._transports.get(address)
@@ -234,8 +236,10 @@ class AsyncTopology:
             if address not in live:
                 del self._routes[address]
         self._slot_route = [routes[i] if i >= 0 else None for i in slot_map.owner]
-        self._slot_map = slot_map
+        old, self._slot_map = self._slot_map, slot_map
         self._directory.update(slot_map)
+        if self._pubsub_nodes is not None and old.owner != slot_map.owner:
+            await self._pubsub_nodes.slots_changed()  # sharded subscribers follow
         self.stats.refreshes += 1
         self._next_refresh = time.monotonic() + self.refresh_interval
         return slot_map

@@ -21,6 +21,7 @@ from balancer.aio import AsyncClusterClient
 from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
 from controller.localcluster import LocalCluster
 from tests.conftest import FLAVORS, SERVERS, _flavor_param
+from tests.integration.test_compat_pubsub import move_empty_slot
 from tests.integration.test_sdk_safety import owner, settle, stalled
 
 
@@ -394,18 +395,10 @@ def test_pubsub_and_sharded_publish(shared: LocalCluster) -> None:
                 if message:
                     break
             assert message is not None and message["data"] == b"hello"
-        channel = "orders"
-        slot_owner = owner(shared, channel)
-        async with c.pubsub(node=slot_owner.address) as sharded:
-            await sharded.ssubscribe(channel)
-            assert (await sharded.get_message(timeout=2))["type"] == "ssubscribe"
-            assert await c.spublish(channel, "o1") == 1  # routed to the channel's slot
-            message = None
-            for _ in range(20):
-                message = await sharded.get_message(ignore_subscribe_messages=True, timeout=0.5)
-                if message:
-                    break
-            assert message is not None and message["data"] == b"o1"
+        async with c.pubsub() as sharded:
+            await sharded.ssubscribe("orders")  # on the primary of the channel's slot
+            assert await c.spublish("orders", "o1") == 1  # routed by the channel's slot
+            assert await sharded_data(sharded) == [b"o1"]
 
     run(shared, test)
 
@@ -588,5 +581,48 @@ def test_scripts_in_pipelines_are_loaded_where_missing(shared: LocalCluster) -> 
         pipe.evalsha(incr.sha, 1, "sp:a", 1)
         await pipe.load_scripts()
         assert await pipe.execute() == [3]
+
+    run(shared, test)
+
+
+async def sharded_data(pubsub: Any, seconds: float = 1.0) -> list[Any]:
+    """The data of the sharded messages that arrive within ``seconds``."""
+    data: list[Any] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0.1)
+        if message and message["type"] == "smessage":
+            data.append(message["data"])
+    return data
+
+
+def test_a_sharded_subscription_follows_its_slot(shared: LocalCluster) -> None:
+    channel = "moving"
+
+    async def test(c: AsyncClusterClient) -> None:
+        slot = c.keyslot(channel)
+        source = owner(shared, channel)
+        target = next(p for p in shared.primaries() if p is not source)
+        pubsub = c.pubsub()
+        try:
+            await pubsub.ssubscribe(channel)
+            assert await sharded_data(pubsub, 0.2) == []
+            move_empty_slot(shared, slot, source, target)
+            try:
+                await c.refresh_topology()  # the client sees the move: subscribers follow
+                deadline = time.monotonic() + 5
+                node = c.get_node_from_key(channel)
+                while await c.pubsub_shardnumsub(channel, target_nodes=node) != [
+                    (channel.encode(), 1)
+                ]:
+                    assert time.monotonic() < deadline, "the subscription stayed behind"
+                    await pubsub.get_sharded_message(timeout=0.05)
+                assert await c.spublish(channel, "after") == 1
+                assert await sharded_data(pubsub) == [b"after"]
+            finally:
+                move_empty_slot(shared, slot, target, source)
+                await c.refresh_topology()
+        finally:
+            await pubsub.aclose()
 
     run(shared, test)
