@@ -229,3 +229,19 @@ def test_watch_follows_a_slot_that_moved_before_it(pair: Any) -> None:
         pipe.set("{stale}w", 1)
         assert pipe.execute() == [True]
     assert theirs.get("{stale}w") == b"1"
+
+
+def test_same_slot_multi_key_commands_in_a_pipeline(pair: Any) -> None:
+    """Deliberately different: RedisCluster refuses DEL of several keys in a pipeline;
+    here same-slot keys go through and keys of different slots raise CrossSlotError (a
+    RedisClusterException) before anything is sent."""
+    ours, theirs = pair
+    theirs.flushall()
+    with pytest.raises(RedisClusterException):
+        theirs.pipeline().delete("{u}a", "{u}b")
+    ours.mset({"{u}a": 1, "{u}b": 2, "a": 1, "b": 2})
+    assert ours.pipeline().delete("{u}a", "{u}b").execute() == [2]
+    pipe = ours.pipeline().incr("n").delete("a", "b")
+    with pytest.raises(RedisClusterException):
+        pipe.execute()
+    assert ours.exists("a", "b", "n") == 2  # nothing was sent
