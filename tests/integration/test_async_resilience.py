@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+
+import pytest
 
 from balancer import BreakerPolicy, OutcomeUnknown
 from balancer.aio import AsyncClusterClient
 from controller.localcluster import LocalCluster
+from tests.conftest import FLAVORS, SERVERS, _flavor_param
 from tests.integration.test_resilience import _tags_for_slots, migrate_slot
 
 
@@ -64,24 +67,17 @@ def reader(client: AsyncClusterClient, keys: list[str]) -> Callable[[int], Await
     return read
 
 
-def test_replica_killed_under_read_load(cluster: LocalCluster) -> None:
-    async def main() -> None:
-        async with AsyncClusterClient(cluster.seed, read_from="replicas") as client:
-            keys = await seed_keys(client)
-            victim = cluster.shard_map()[0][1][0]
-            async with Load(reader(client, keys)) as load:
-                await asyncio.sleep(0.3)
-                victim.kill()
-                await asyncio.sleep(1.5)
-            assert load.errors == []
-            assert client.stats.failovers >= 1  # the dead replica was tried and left at once
-            assert client.node_states()[victim.address] == "open"
-            assert load.done > 1000
-
-    asyncio.run(main())
+@pytest.fixture(scope="module", params=[_flavor_param(f) for f in FLAVORS])
+def replicated(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """One 3x1 cluster per flavor for the replica tests: the hung one resumes its
+    replica (shard 0), the killed one leaves shard 1 without its replica."""
+    with LocalCluster(3, 1, binary=SERVERS[request.param]) as cluster:
+        yield cluster
 
 
-def test_replica_hung_under_read_load(cluster: LocalCluster) -> None:
+def test_replica_hung_under_read_load(replicated: LocalCluster) -> None:
+    cluster = replicated
+
     async def main() -> None:
         policy = BreakerPolicy(fail_max=2, reset_timeout=30)
         async with AsyncClusterClient(cluster.seed, read_from="replicas", breaker=policy) as c:
@@ -97,6 +93,25 @@ def test_replica_hung_under_read_load(cluster: LocalCluster) -> None:
             assert c.node_states()[victim.address] == "open"
             assert load.worst < 2.0  # one socket timeout per stalled read, never forever
             assert done_while_hung > 1000
+
+    asyncio.run(main())
+
+
+def test_replica_killed_under_read_load(replicated: LocalCluster) -> None:
+    cluster = replicated
+
+    async def main() -> None:
+        async with AsyncClusterClient(cluster.seed, read_from="replicas") as client:
+            keys = await seed_keys(client)
+            victim = cluster.shard_map()[1][1][0]  # shard 0's replica is the hung test's
+            async with Load(reader(client, keys)) as load:
+                await asyncio.sleep(0.3)
+                victim.kill()
+                await asyncio.sleep(1.5)
+            assert load.errors == []
+            assert client.stats.failovers >= 1  # the dead replica was tried and left at once
+            assert client.node_states()[victim.address] == "open"
+            assert load.done > 1000
 
     asyncio.run(main())
 
