@@ -22,6 +22,7 @@ from tests.k8s.test_kubelet import worker_deployment
 from tests.k8s.test_run_kubernetes import (
     NS,
     Run,
+    healthy_replicas,
     lease_holder,
     six_pods_three_shards,
     wait_until,
@@ -57,6 +58,10 @@ def test_api_faults_are_retried_or_hold_every_target_and_leave_the_cluster_alone
 ) -> None:
     kubelet = make_kubelet(worker_command=[sys.executable, "-c", "import time; time.sleep(120)"])
     _, seeds = six_pods_three_shards(k8s_api, kubelet)
+    wait_until(lambda: sorted(healthy_replicas(seeds[0]).values()) == [1, 1, 1]
+               and all(" of -" not in role for _, role, _ in membership(seeds[0])
+                       if role.startswith("replica")),
+               "every replica known as one by the seed")  # fmt: skip
     before = membership(seeds[0])
     k8s_api.create("apps/v1/deployments", {**worker_deployment("worker"), "metadata": {
         "name": "worker", "namespace": NS, "labels": {"app": "worker"}}})  # fmt: skip
