@@ -262,7 +262,7 @@ def test_a_rescheduled_replica_pod_is_healed_back_into_the_cluster(
     events = [e["reason"] for e in k8s_api.list("v1/events", NS)]
     assert "NodeRejoined" in events, (events, run.lines[-30:])
     down = [e["message"] for e in k8s_api.list("v1/events", NS) if e["reason"] == "NodeDown"]
-    assert any(f"127.0.0.1:{members[5].port} (replica" in m for m in down), down
+    assert any(f"127.0.0.1:{members[5].port} (replica" in m for m in down), (down, events)
     with urllib.request.urlopen(f"{run.url}/metrics", timeout=5) as response:
         metrics = response.read().decode()
     counted = dict(re.findall(r'^slotpilot_repairs_total\{kind="(\w+)"\} (\S+)$', metrics, re.M))
