@@ -24,6 +24,7 @@ import redis
 from redis._parsers.encoders import Encoder
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.backoff import EqualJitterBackoff
+from redis.client import Monitor
 from redis.commands import READ_COMMANDS
 from redis.commands.cluster import RedisClusterCommands
 from redis.commands.core import Script
@@ -194,6 +195,8 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
         self._callbacks = get_response_callbacks(connection_kwargs.get("protocol"), True)
         self._callbacks.update(cluster_callbacks(connection_kwargs))
         self._pubsub_nodes: PubSubNodes | None = None  # made by the first pubsub()
+        self._direct: dict[str, redis.Redis] = {}  # get_redis_connection's, per node
+        self._direct_lock = threading.Lock()
         self._scripts: dict[str, Any] = {}  # sha -> text of register_script()'s scripts
         self._directory = NodeDirectory([f"{h}:{p}" for h, p in self._seeds])
         self._transports: dict[str, NodeTransport] = {}
@@ -833,6 +836,27 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
             self._pubsub_nodes = PubSubNodes(self)
         return ClusterPubSub(self._pubsub_nodes, node=node, host=host, port=port, **kwargs)
 
+    def get_redis_connection(self, node: ClusterNode) -> redis.Redis:
+        """A plain ``redis.Redis`` to ``node``, as ``RedisCluster`` gives, for what must
+        talk to one node itself (``MONITOR``, a library that wants a client). It goes
+        around this client's routing, breakers and retry rules; closed by :meth:`close`."""
+        with self._direct_lock:
+            direct = self._direct.get(node.name)
+            if direct is None:
+                kwargs = self.get_connection_kwargs()
+                kwargs["ssl"] = self._tls
+                direct = redis.Redis(host=node.host, port=node.port, **kwargs)
+                self._direct[node.name] = direct
+            return direct
+
+    def monitor(self, target_node: ClusterNode | None = None) -> Monitor:
+        """redis-py's ``Monitor`` on ``target_node`` (default: the default node)."""
+        node = target_node or self.get_default_node()
+        if node is None:
+            raise RedisClusterException("no node to monitor: the cluster has no node known")
+        monitor: Monitor = self.get_redis_connection(node).monitor()
+        return monitor
+
     def set_response_callback(self, command: str, callback: Callable[..., Any]) -> None:
         """Parse ``command``'s replies with ``callback`` (as redis-py's clients do)."""
         self._callbacks[command] = callback
@@ -875,6 +899,10 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
             transport.close()
         if self._pubsub_nodes is not None:
             self._pubsub_nodes.close()
+        with self._direct_lock:
+            direct, self._direct = list(self._direct.values()), {}
+        for client in direct:
+            client.close()
 
     def __enter__(self) -> ClusterClient:
         return self

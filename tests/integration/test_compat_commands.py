@@ -181,6 +181,26 @@ def test_node_api_matches(pair: Any) -> None:
     assert ours.set_default_node(default) is True and ours.info()["tcp_port"] == default.port
 
 
+def test_a_node_connection_and_monitor_as_redis_cluster(pair: Any) -> None:
+    """``get_redis_connection(node)`` is a plain client to that node; ``monitor()`` sees
+    the commands the default node runs, for both clients."""
+    ours, theirs = pair
+    for client in (ours, theirs):
+        node = client.get_primaries()[0]
+        direct = client.get_redis_connection(node)
+        assert isinstance(direct, redis.Redis)
+        assert direct.info("server")["tcp_port"] == node.port
+        assert client.get_redis_connection(node) is direct  # one per node
+        with client.monitor(target_node=node) as monitor:
+            direct.echo("seen-by-monitor")
+            seen: list[str] = []
+            for _ in range(20):  # a new connection's handshake comes first
+                seen.append(monitor.next_command()["command"])
+                if "seen-by-monitor" in seen[-1]:
+                    break
+        assert "seen-by-monitor" in seen[-1], seen
+
+
 def test_target_nodes(pair: Any) -> None:
     ours, theirs = pair
     setup = lambda c: c.mset_nonatomic({f"t:{i}": i for i in range(50)})  # noqa: E731
