@@ -151,9 +151,13 @@ def test_run_on_kubernetes_one_leader_scales_a_deployment_and_hands_over(
     wait_until(lambda: replicas() == 3, "the Deployment scaled to 3 through its scale subresource")
     patches = [r.path for r in k8s_api.requests("PATCH", "/deployments/worker")]
     assert patches and all(p.endswith("/scale") for p in patches)
-    events = [e for e in k8s_api.list("v1/events", NS)
-              if e["involvedObject"]["name"] == "worker"]  # fmt: skip
-    assert any(e["reason"] == "ScaledUp" and "0 -> 3" in e["message"] for e in events), events
+
+    def scaled_up() -> bool:  # posted right after the PATCH lands, not before
+        events = [e for e in k8s_api.list("v1/events", NS)
+                  if e["involvedObject"]["name"] == "worker"]  # fmt: skip
+        return any(e["reason"] == "ScaledUp" and "0 -> 3" in e["message"] for e in events)
+
+    wait_until(scaled_up, "a ScaledUp Event for 0 -> 3", 10)
 
     second = Run(config, kubeconfig, "slotpilot-b")
     runs.append(second)
