@@ -267,10 +267,14 @@ def test_a_rescheduled_replica_pod_is_healed_back_into_the_cluster(
     assert "NodeRejoined" in events, (events, run.lines[-30:])
     down = [e["message"] for e in k8s_api.list("v1/events", NS) if e["reason"] == "NodeDown"]
     assert any(f"127.0.0.1:{members[5].port} (replica" in m for m in down), (down, events)
-    with urllib.request.urlopen(f"{run.url}/metrics", timeout=5) as response:
-        metrics = response.read().decode()
-    counted = dict(re.findall(r'^slotpilot_repairs_total\{kind="(\w+)"\} (\S+)$', metrics, re.M))
-    assert float(counted.get("rejoin", 0)) >= 1 and float(counted.get("replica_attached", 0)) >= 1
+
+    def repairs_counted() -> bool:  # counted once repair_structure has returned
+        with urllib.request.urlopen(f"{run.url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        found = dict(re.findall(r'^slotpilot_repairs_total\{kind="(\w+)"\} (\S+)$', text, re.M))
+        return float(found.get("rejoin", 0)) >= 1 and float(found.get("replica_attached", 0)) >= 1
+
+    wait_until(repairs_counted, "the rejoin and the replica attached counted", 10)
     # after its grace period the dead node is forgotten everywhere
     old = f"127.0.0.1:{members[5].port}"
     wait_until(lambda: old not in str(redis.Redis.from_url(f"redis://{addresses[0]}")
