@@ -218,9 +218,12 @@ def healthy_replicas(address: str) -> dict[str, int]:
     return counts
 
 
-def six_pods_three_shards(api: KubeAPI, kubelet: Kubelet) -> tuple[list[Any], list[str]]:
-    """StatefulSet "cache" of 6 real server pods formed into 3 shards x 1 replica."""
-    body = redis_statefulset("cache")
+def six_pods_three_shards(
+    api: KubeAPI, kubelet: Kubelet, claims: bool = False
+) -> tuple[list[Any], list[str]]:
+    """StatefulSet "cache" of 6 real server pods formed into 3 shards x 1 replica
+    (``claims``: with a volumeClaimTemplate, one PVC per pod)."""
+    body = redis_statefulset("cache", claims=claims)
     body["metadata"]["namespace"] = NS
     body["spec"]["replicas"] = 6
     api.create("apps/v1/statefulsets", body)

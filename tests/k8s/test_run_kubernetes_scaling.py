@@ -21,13 +21,12 @@ import redis
 from balancer import ClusterClient, OutcomeUnknown
 from tests.k8s.emulator import KubeAPI
 from tests.k8s.kubelet import Kubelet
-from tests.k8s.test_kubelet import redis_statefulset
 from tests.k8s.test_run_kubernetes import (
     NS,
     Run,
-    form_cluster_with_replicas,
     healthy_replicas,
     lease_holder,
+    six_pods_three_shards,
     wait_until,
 )
 
@@ -92,13 +91,7 @@ def test_run_reshards_a_statefulset_3_to_5_to_3_under_sdk_load(
     k8s_api: KubeAPI, make_kubelet: Callable[..., Kubelet], tmp_path: Path
 ) -> None:
     kubelet = make_kubelet()
-    body = redis_statefulset("cache", claims=True)
-    body["metadata"]["namespace"] = NS
-    body["spec"]["replicas"] = 6
-    k8s_api.create("apps/v1/statefulsets", body)
-    members = sorted(kubelet.wait_ready("cache", 6), key=lambda m: m.ordinal or 0)
-    seeds = [f"127.0.0.1:{m.port}" for m in members]
-    form_cluster_with_replicas(seeds, 3)
+    _, seeds = six_pods_three_shards(k8s_api, kubelet, claims=True)
     kubeconfig = k8s_api.write_kubeconfig(tmp_path / "kubeconfig")
     writer = Writer(seeds[0])
     writer.start()
@@ -169,13 +162,7 @@ def test_the_leader_stopped_mid_migration_the_follower_finishes(
     way the follower finishes the scale-out from the intent record on the StatefulSet:
     5 shards with replicas, every key still there."""
     kubelet = make_kubelet()
-    body = redis_statefulset("cache")
-    body["metadata"]["namespace"] = NS
-    body["spec"]["replicas"] = 6
-    k8s_api.create("apps/v1/statefulsets", body)
-    members = sorted(kubelet.wait_ready("cache", 6), key=lambda m: m.ordinal or 0)
-    seeds = [f"127.0.0.1:{m.port}" for m in members]
-    form_cluster_with_replicas(seeds, 3)
+    _, seeds = six_pods_three_shards(k8s_api, kubelet)
     keys = {f"data:{i}": str(i) for i in range(20_000)}
     with ClusterClient(seeds[0]) as client:
         client.mset(keys)
