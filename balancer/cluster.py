@@ -22,13 +22,11 @@ from typing import Any, Literal
 
 import redis
 from redis._parsers.encoders import Encoder
-from redis._parsers.response_callbacks import get_response_callbacks
 from redis.backoff import EqualJitterBackoff
 from redis.client import Monitor
 from redis.commands import READ_COMMANDS
 from redis.commands.cluster import RedisClusterCommands
 from redis.commands.core import Script
-from redis.connection import parse_url
 from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
@@ -57,9 +55,10 @@ from balancer.errors import (
 from balancer.follow import RoutingFollower
 from balancer.freshness import ReplicaWatch
 from balancer.keys import KeyLocator
-from balancer.nodes import ClusterNode, NodeAPI, NodeDirectory, startup_seeds
+from balancer.nodes import ClusterNode, NodeAPI, NodeDirectory
 from balancer.pubsub import ClusterPubSub, PubSubNodes
 from balancer.router import Router
+from balancer.settings import ReadFrom, reply_handling, startup, url_arguments
 from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, as_text, parse_cluster_shards
 from balancer.strategies import Strategy, StrategySpec, make_strategy
 from balancer.targets import (
@@ -69,7 +68,6 @@ from balancer.targets import (
     PRIMARIES,
     RANDOM,
     REPLICAS,
-    cluster_callbacks,
     combine,
     command_name,
 )
@@ -77,8 +75,6 @@ from balancer.transport import NodeTransport, TransportOptions
 
 __all__ = ["ClientStats", "ClusterClient", "ReadFrom"]
 
-ReadFrom = Literal["primary", "replicas", "any"]
-_READ_FROM = ("primary", "replicas", "any")
 NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 # Topology refreshes: at most one per _REFRESH_GAP, doubling while they fail.
 _REFRESH_GAP = 0.1
@@ -158,16 +154,10 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
         replica_check_interval: float = 1.0,
         **connection_kwargs: Any,
     ) -> None:
-        if read_from not in _READ_FROM:
-            raise ValueError(f"read_from must be one of {', '.join(_READ_FROM)}, got {read_from!r}")
-        seeds = startup_seeds(startup_nodes, host, port)
-        if not seeds:
-            raise ValueError("ClusterClient needs at least one startup node 'host:port'")
-        if read_from_replicas and read_from == "primary":
-            read_from = "any"  # RedisCluster's round robin over a shard's primary and replicas
-        self._seeds = [parse_address(s) for s in seeds]
+        self._seeds, read_from = startup(
+            "ClusterClient", startup_nodes, host, port, read_from, read_from_replicas, strategy
+        )
         self.read_from: ReadFrom = read_from
-        make_strategy(strategy)  # a bad name fails here, not at the first read
         self._strategy = strategy
         self.breaker_policy = breaker or BreakerPolicy()
         self.retry_deadline = retry_deadline
@@ -186,14 +176,9 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
             ssl=ssl, readonly=read_from != "primary", **connection_kwargs
         )
         self._max_connections = max_connections_per_node
-        self._encoder: Any = Encoder(
-            connection_kwargs.get("encoding", "utf-8"),
-            connection_kwargs.get("encoding_errors", "strict"),
-            decode_responses,
-        )
+        self._encoder: Any
+        self._encoder, self._callbacks = reply_handling(connection_kwargs, decode_responses)
         self.encoder: Encoder = self._encoder
-        self._callbacks = get_response_callbacks(connection_kwargs.get("protocol"), True)
-        self._callbacks.update(cluster_callbacks(connection_kwargs))
         self._pubsub_nodes: PubSubNodes | None = None  # made by the first pubsub()
         self._direct: dict[str, redis.Redis] = {}  # get_redis_connection's, per node
         self._direct_lock = threading.Lock()
@@ -235,15 +220,8 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
     def from_url(cls, url: str, **kwargs: Any) -> ClusterClient:
         """``redis://[user:password@]host:port`` or ``rediss://`` for TLS; keyword
         arguments override what the URL says."""
-        parsed = parse_url(url)
-        options: dict[str, Any] = {
-            k: v for k, v in parsed.items() if k in ("username", "password") and v is not None
-        }
-        if url.startswith("rediss://"):
-            options["ssl"] = True
-        options.update(kwargs)
-        host = parsed.get("host", "localhost")
-        return cls(f"{host}:{parsed.get('port', 6379)}", **options)
+        seed, options = url_arguments(url, kwargs)
+        return cls(seed, **options)
 
     # -- nodes, routes, topology ------------------------------------------------------
 

@@ -22,10 +22,8 @@ from typing import Any, Literal
 
 import redis
 from redis._parsers.encoders import Encoder
-from redis._parsers.response_callbacks import get_response_callbacks
 from redis.backoff import EqualJitterBackoff
 from redis.commands import READ_COMMANDS
-from redis.connection import parse_url
 from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
@@ -38,7 +36,6 @@ from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
 from balancer.blocking import BLOCKING_COMMANDS, block_seconds
 from balancer.breaker import CLOSED, BreakerPolicy, NodeBreaker
 from balancer.cluster import ClientStats, ReadFrom
-from balancer.endpoint import parse_address
 from balancer.errors import (
     ClusterError,
     CrossSlotError,
@@ -50,10 +47,11 @@ from balancer.errors import (
     refused,
 )
 from balancer.keys import KeyLocator
-from balancer.nodes import ClusterNode, NodeAPI, NodeDirectory, startup_seeds
+from balancer.nodes import ClusterNode, NodeAPI, NodeDirectory
 from balancer.router import Router
+from balancer.settings import reply_handling, startup, url_arguments
 from balancer.slots import TOTAL_SLOTS, SlotMap
-from balancer.strategies import StrategySpec, make_strategy
+from balancer.strategies import StrategySpec
 from balancer.targets import (
     ALL_NODES,
     DEFAULT_NODE,
@@ -61,14 +59,12 @@ from balancer.targets import (
     PRIMARIES,
     RANDOM,
     REPLICAS,
-    cluster_callbacks,
     combine,
     command_name,
 )
 
 __all__ = ["AsyncClusterClient"]
 
-_READ_FROM = ("primary", "replicas", "any")
 NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 # Commands that change a connection's state: meaningless over shared connections.
 _CONNECTION_STATE = frozenset({"MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SELECT",
@@ -123,16 +119,10 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         replica_check_interval: float = 1.0,
         **connection_kwargs: Any,
     ) -> None:
-        if read_from not in _READ_FROM:
-            raise ValueError(f"read_from must be one of {', '.join(_READ_FROM)}, got {read_from!r}")
-        seeds = startup_seeds(startup_nodes, host, port)
-        if not seeds:
-            raise ValueError("AsyncClusterClient needs at least one startup node 'host:port'")
-        if read_from_replicas and read_from == "primary":
-            read_from = "any"  # RedisCluster's round robin over a shard's primary and replicas
-        self._seeds = [parse_address(s) for s in seeds]
+        self._seeds, read_from = startup(
+            "AsyncClusterClient", startup_nodes, host, port, read_from, read_from_replicas, strategy
+        )
         self.read_from: ReadFrom = read_from
-        make_strategy(strategy)  # a bad name fails here, not at the first read
         self._strategy = strategy
         self.breaker_policy = breaker or BreakerPolicy()
         self.retry_deadline = retry_deadline
@@ -151,14 +141,9 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
             **connection_kwargs,
         )
         self._max_connections = max_connections_per_node
-        self._encoder: Any = Encoder(
-            connection_kwargs.get("encoding", "utf-8"),
-            connection_kwargs.get("encoding_errors", "strict"),
-            decode_responses,
-        )
+        self._encoder: Any
+        self._encoder, self._callbacks = reply_handling(connection_kwargs, decode_responses)
         self.encoder: Encoder = self._encoder
-        self._callbacks = get_response_callbacks(connection_kwargs.get("protocol"), True)
-        self._callbacks.update(cluster_callbacks(connection_kwargs))
         self._pubsub_nodes: AsyncPubSubNodes | None = None  # made by the first pubsub()
         self._scripts: dict[str, Any] = {}  # sha -> text of register_script()'s scripts
         self._directory = NodeDirectory([f"{h}:{p}" for h, p in self._seeds])
@@ -189,15 +174,8 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
     def from_url(cls, url: str, **kwargs: Any) -> AsyncClusterClient:
         """``redis://[user:password@]host:port`` or ``rediss://`` for TLS; keyword
         arguments override what the URL says."""
-        parsed = parse_url(url)
-        options: dict[str, Any] = {
-            k: v for k, v in parsed.items() if k in ("username", "password") and v is not None
-        }
-        if url.startswith("rediss://"):
-            options["ssl"] = True
-        options.update(kwargs)
-        host = parsed.get("host", "localhost")
-        return cls(f"{host}:{parsed.get('port', 6379)}", **options)
+        seed, options = url_arguments(url, kwargs)
+        return cls(seed, **options)
 
     # -- lifecycle ----------------------------------------------------------------------
 

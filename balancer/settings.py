@@ -1,0 +1,75 @@
+"""What the sync and the asyncio cluster clients make of their constructor arguments.
+
+Both clients take the same options (and ``RedisCluster``'s constructor forms); checking
+them, choosing the seeds, and building the reply encoder and callbacks happen here once,
+so the two clients cannot drift apart on what an argument means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from redis._parsers.encoders import Encoder
+from redis._parsers.response_callbacks import get_response_callbacks
+from redis.connection import parse_url
+
+from balancer.endpoint import parse_address
+from balancer.nodes import ClusterNode, startup_seeds
+from balancer.strategies import StrategySpec, make_strategy
+from balancer.targets import cluster_callbacks
+
+__all__ = ["READ_FROM", "ReadFrom", "reply_handling", "startup", "url_arguments"]
+
+ReadFrom = Literal["primary", "replicas", "any"]
+READ_FROM = ("primary", "replicas", "any")
+
+
+def startup(
+    client: str,
+    startup_nodes: str | Sequence[str | ClusterNode] | None,
+    host: str | None,
+    port: int | None,
+    read_from: ReadFrom,
+    read_from_replicas: bool,
+    strategy: StrategySpec,
+) -> tuple[list[tuple[str, int]], ReadFrom]:
+    """The seeds as (host, port) and the effective ``read_from``; ValueError on bad input
+    (a bad strategy name fails here, not at the first read)."""
+    if read_from not in READ_FROM:
+        raise ValueError(f"read_from must be one of {', '.join(READ_FROM)}, got {read_from!r}")
+    seeds = startup_seeds(startup_nodes, host, port)
+    if not seeds:
+        raise ValueError(f"{client} needs at least one startup node 'host:port'")
+    if read_from_replicas and read_from == "primary":
+        read_from = "any"  # RedisCluster's round robin over a shard's primary and replicas
+    make_strategy(strategy)
+    return [parse_address(s) for s in seeds], read_from
+
+
+def reply_handling(
+    connection_kwargs: Mapping[str, Any], decode_responses: bool
+) -> tuple[Encoder, dict[str, Any]]:
+    """The encoder and the reply callbacks redis-py's clients would use with these
+    connection settings (plus RedisCluster's own callbacks)."""
+    encoder = Encoder(
+        connection_kwargs.get("encoding", "utf-8"),
+        connection_kwargs.get("encoding_errors", "strict"),
+        decode_responses,
+    )
+    callbacks = get_response_callbacks(connection_kwargs.get("protocol"), True)
+    callbacks.update(cluster_callbacks(connection_kwargs))
+    return encoder, callbacks
+
+
+def url_arguments(url: str, kwargs: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``redis://[user:password@]host:port`` (``rediss://`` for TLS) as a seed and
+    constructor options; ``kwargs`` override what the URL says."""
+    parsed = parse_url(url)
+    options: dict[str, Any] = {
+        k: v for k, v in parsed.items() if k in ("username", "password") and v is not None
+    }
+    if url.startswith("rediss://"):
+        options["ssl"] = True
+    options.update(kwargs)
+    return f"{parsed.get('host', 'localhost')}:{parsed.get('port', 6379)}", options
