@@ -57,6 +57,7 @@ from balancer.freshness import ReplicaWatch
 from balancer.keys import KeyLocator
 from balancer.nodes import ClusterNode, NodeAPI, NodeDirectory
 from balancer.pubsub import ClusterPubSub, PubSubNodes
+from balancer.reads import read_endpoints
 from balancer.router import Router
 from balancer.settings import ReadFrom, reply_handling, startup, url_arguments
 from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, as_text, parse_cluster_shards
@@ -257,16 +258,10 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
     def _attach_readers(self, route: _Route, shard: ShardInfo) -> None:
         if self.read_from == "primary":
             return
-        nodes = [n for n in shard.replicas if n.online and n.address not in self._stale]
-        if self.read_from == "any":
-            nodes.insert(0, shard.primary)
-        # The controller's table: draining and down nodes (weight 0) get no reads.
-        weights = {n.address: self._routing.get(n.address, ("up", 1.0))[1] for n in nodes}
-        nodes = [n for n in nodes if weights[n.address] > 0]
-        if not nodes:
+        endpoints = read_endpoints(shard, self.read_from, self._stale, self._routing)
+        if not endpoints:
             route.readers = None
             return
-        endpoints = [Endpoint(n.address, weight=weights[n.address]) for n in nodes]
         if route.readers is None:
             route.readers = Router(
                 endpoints,

@@ -29,6 +29,7 @@ from balancer.errors import ClusterError, refused
 from balancer.follow import RoutingFollower
 from balancer.freshness import replica_is_fresh
 from balancer.nodes import NodeDirectory
+from balancer.reads import read_endpoints
 from balancer.router import Router
 from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, parse_cluster_shards
 from balancer.strategies import Strategy, StrategySpec, make_strategy
@@ -115,16 +116,10 @@ class AsyncTopology:
     def _attach_readers(self, route: Route, shard: ShardInfo) -> None:
         if self.read_from == "primary":
             return
-        nodes = [n for n in shard.replicas if n.online and n.address not in self._stale]
-        if self.read_from == "any":
-            nodes.insert(0, shard.primary)
-        # The controller's table: draining and down nodes (weight 0) get no reads.
-        weights = {n.address: self._routing.get(n.address, ("up", 1.0))[1] for n in nodes}
-        nodes = [n for n in nodes if weights[n.address] > 0]
-        if not nodes:
+        endpoints = read_endpoints(shard, self.read_from, self._stale, self._routing)
+        if not endpoints:
             route.readers = None
             return
-        endpoints = [Endpoint(n.address, weight=weights[n.address]) for n in nodes]
         if route.readers is None:
             route.readers = Router(
                 endpoints,
