@@ -208,6 +208,8 @@ class LocalCluster:
 
     Use as a context manager (or call :meth:`start` / :meth:`stop`); :meth:`stop` kills
     every process it started, including nodes added later with :meth:`spawn_node`.
+    With ``base_port`` the first nodes take consecutive ports from it, primaries first
+    (as Redis's ``create-cluster`` does from 30001); otherwise each takes a free port.
     """
 
     def __init__(
@@ -221,9 +223,12 @@ class LocalCluster:
         auth: ClusterAuth | None = None,
         workdir: str | Path | None = None,
         start_timeout: float = 30.0,
+        base_port: int | None = None,
     ) -> None:
         if shards < 1 or replicas < 0:
             raise ValueError("shards must be >= 1 and replicas >= 0")
+        if base_port is not None and not 0 < base_port <= 65536 - shards * (replicas + 1):
+            raise ValueError(f"base_port {base_port}: the cluster's ports pass 65535")
         self.shards = shards
         self.replicas = replicas
         self.binary = binary or find_server_binary()
@@ -232,6 +237,7 @@ class LocalCluster:
         self.tls = tls
         self.auth = auth
         self.start_timeout = start_timeout
+        self.base_port = base_port
         self._owns_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="slotpilot-cluster-"))
         self.nodes: list[ServerNode] = []
@@ -247,8 +253,11 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         try:
-            primaries = [self.spawn_node() for _ in range(self.shards)]
-            replicas = [self.spawn_node() for _ in range(self.shards * self.replicas)]
+            ports: list[int | None] = [None] * (self.shards * (self.replicas + 1))
+            if self.base_port is not None:
+                ports = [self.base_port + i for i in range(len(ports))]
+            primaries = [self.spawn_node(port=port) for port in ports[: self.shards]]
+            replicas = [self.spawn_node(port=port) for port in ports[self.shards :]]
             self._wait_all_answer(primaries + replicas)
             self._meet(primaries + replicas)
             self._assign_slots(primaries)

@@ -23,7 +23,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,11 @@ from controller.errors import BadInput
 from controller.probe import myself_entry, parse_node_entries
 
 __all__ = [
+    "BUS_PORT_OFFSET",
     "CONFIG_FILE",
+    "DEFAULT_LOCAL_PORTS",
     "INHERITED_SETTINGS",
+    "LOCAL_PORTS_ENV",
     "ClusterAuth",
     "ClusterStartError",
     "LocalNodeSource",
@@ -50,6 +53,7 @@ __all__ = [
     "free_port",
     "is_local_host",
     "local_node_source",
+    "local_port_range",
     "port_ordinal",
     "read_node_settings",
     "render_config",
@@ -131,8 +135,37 @@ def available_servers() -> dict[str, str]:
     return found
 
 
+LOCAL_PORTS_ENV = "SLOTPILOT_LOCAL_PORTS"
+DEFAULT_LOCAL_PORTS = (20000, 25999)
+BUS_PORT_OFFSET = 10000  # a node's cluster bus port when it sets no cluster-port
+_MAX_PORT = 65535
+
+
+def local_port_range(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """The ports (inclusive) that :func:`free_port` picks new local clusters' nodes from:
+    ``SLOTPILOT_LOCAL_PORTS="LOW-HIGH"`` when set, else 20000-25999. The range must lie
+    in 1024-55535 (so each bus port, +10000, is valid) and span at most 10000 ports (so
+    its client ports never meet its own bus ports); otherwise :class:`BadInput` names the
+    variable."""
+    raw = (os.environ if environ is None else environ).get(LOCAL_PORTS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOCAL_PORTS
+    low_text, dash, high_text = (part.strip() for part in raw.partition("-"))
+    if not (dash and low_text.isdigit() and high_text.isdigit()):
+        raise BadInput(LOCAL_PORTS_ENV, f"expected LOW-HIGH such as 21000-21999, got {raw!r}")
+    low, high, top = int(low_text), int(high_text), _MAX_PORT - BUS_PORT_OFFSET
+    if not 1024 <= low <= high <= top:
+        raise BadInput(LOCAL_PORTS_ENV, f"{raw!r} must satisfy 1024 <= LOW <= HIGH <= {top} "
+                       f"(cluster bus ports are +{BUS_PORT_OFFSET})")  # fmt: skip
+    if high - low >= BUS_PORT_OFFSET:
+        raise BadInput(LOCAL_PORTS_ENV, f"{raw!r} spans more than {BUS_PORT_OFFSET} ports: "
+                       "its client ports would collide with its own bus ports")  # fmt: skip
+    return low, high
+
+
 def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((host, port))
         except OSError:
@@ -140,33 +173,51 @@ def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-_reserved: set[int] = set()
+_reserved: set[int] = set()  # client and bus ports this process handed out
 _reserved_lock = threading.Lock()
 
 
-def free_port(cluster_bus: bool = True, above: int | None = None) -> int:
-    """A free port on 127.0.0.1 (and, for cluster nodes, a free bus port at +10000).
+def free_port(cluster_bus: bool = True, above: int | None = None, host: str = "127.0.0.1") -> int:
+    """A free port on ``host`` (for a cluster node, with a free bus port at +10000, the
+    server's default: new nodes inherit no ``cluster-port``). A port this process handed
+    out, as a client or a bus port, is not handed out again.
 
-    Client ports come from 20000-29999 (random ones below 26000), so they never collide
-    with a bus port (30000+) of a node that has not bound it yet; ports handed out by this
-    process are not reused.
-    With ``above``, the lowest free port above it: new nodes then sort after the existing
-    ones, which is how the shard scaler tells the newest (highest "ordinal") nodes.
+    Without ``above``: a random port for a new local cluster, from the range
+    ``SLOTPILOT_LOCAL_PORTS="LOW-HIGH"`` names (default 20000-25999; see
+    :func:`local_port_range`). Parallel test workers each get their own range (the
+    processes they start inherit it); keep one worker's client ports off another's bus
+    ports (+10000).
+    With ``above``: the lowest free port above it, wherever that is (up to 55535 with a
+    bus port, 65535 without), so a cluster on any ports (Redis's ``create-cluster`` uses
+    30001 and up) grows and its new nodes sort after the existing ones, which is how the
+    shard scaler tells the newest (highest "ordinal") nodes. :class:`ClusterStartError`
+    names the range searched when nothing there is free.
     """
-    candidates: Iterable[int] = (
-        range(max(above + 1, 20000), 30000)
-        if above is not None
-        else (random.randint(20000, 25999) for _ in range(500))  # headroom for "above"
-    )
+    bus = BUS_PORT_OFFSET if cluster_bus else 0
+    if above is not None:
+        low, high = above + 1, _MAX_PORT - bus
+        candidates: Iterable[int] = range(low, high + 1)
+    else:
+        low, high = local_port_range()
+        span = range(low, high + 1)
+        candidates = random.sample(span, min(len(span), 500))
     with _reserved_lock:
         for port in candidates:
-            if port in _reserved or not _port_is_free(port):
+            if port in _reserved or not _port_is_free(port, host):
                 continue
-            if cluster_bus and not _port_is_free(port + 10000):
+            if bus and (port + bus in _reserved or not _port_is_free(port + bus, host)):
                 continue
-            _reserved.add(port)
+            _reserved.update({port, port + bus})
             return port
-    raise ClusterStartError("no free port pair found on 127.0.0.1")
+    pair = f" with a free bus port at +{bus}" if bus else ""
+    if above is None:
+        message = f"no free port{pair} in {low}-{high} on {host} (${LOCAL_PORTS_ENV})"
+    elif low > high:
+        limit = f" (its bus port +{bus} must stay <= {_MAX_PORT})" if bus else ""
+        message = f"no port above {above} on {host}: the highest a node can use is {high}{limit}"
+    else:
+        message = f"no free port{pair} above {above} on {host} (searched {low}-{high})"
+    raise ClusterStartError(message)
 
 
 def port_ordinal(address: str) -> tuple[str, int]:
@@ -368,7 +419,7 @@ class LocalNodeSource:
         started: list[int] = []
         try:
             for _ in range(count):
-                above = free_port(above=above)
+                above = free_port(above=above, host=self.settings.host)
                 self.start_node(above)
                 started.append(above)
             for port in started:
