@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
-from redis._parsers.encoders import Encoder
 from redis.backoff import EqualJitterBackoff
 from redis.client import Monitor
 from redis.commands import READ_COMMANDS
@@ -59,7 +58,7 @@ from balancer.nodes import ClusterNode, NodeAPI, NodeDirectory
 from balancer.pubsub import ClusterPubSub, PubSubNodes
 from balancer.reads import read_endpoints
 from balancer.router import Router
-from balancer.settings import ReadFrom, reply_handling, startup, url_arguments
+from balancer.settings import Encoding, ReadFrom, reply_handling, startup, url_arguments
 from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, as_text, parse_cluster_shards
 from balancer.strategies import Strategy, StrategySpec, make_strategy
 from balancer.targets import (
@@ -179,7 +178,7 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
         self._max_connections = max_connections_per_node
         self._encoder: Any
         self._encoder, self._callbacks = reply_handling(connection_kwargs, decode_responses)
-        self.encoder: Encoder = self._encoder
+        self.encoder = self._encoder  # redis-py types it as its private Encoder
         self._pubsub_nodes: PubSubNodes | None = None  # made by the first pubsub()
         self._direct: dict[str, redis.Redis] = {}  # get_redis_connection's, per node
         self._direct_lock = threading.Lock()
@@ -196,7 +195,7 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
         self._refresh_attempted = -math.inf
         self._refresh_failures = 0
         self._backoff = EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE)
-        self._locator = KeyLocator(self._run_anywhere)
+        self._locator = KeyLocator(lambda: self._ask_any(("COMMAND",))[0], self._getkeys)
         # address -> (state, weight) from the controller's routing table
         self._routing: dict[str, tuple[str, float]] = {}
         self._stale: frozenset[str] = frozenset()  # replicas too far behind to read from
@@ -401,10 +400,16 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
             return reply, host
         raise ClusterError(f"no node answered {args[0]!r}: {'; '.join(errors[:5])}")
 
-    def _run_anywhere(self, *args: Any) -> Any:
-        raw, _ = self._ask_any(args)
-        callback = self._callbacks.get(args[0].upper()) if isinstance(args[0], str) else None
-        return callback(raw) if callback else raw
+    def _getkeys(self, pieces: tuple[Any, ...]) -> list[Any]:
+        """The keys a node names for ``pieces`` (``COMMAND GETKEYS``); [] for a command it
+        says has none or whose arguments it rejects (the command itself will say why)."""
+        try:
+            raw, _ = self._ask_any(("COMMAND", "GETKEYS", *pieces))
+        except ClusterError as exc:
+            if "no key arguments" in str(exc) or "Invalid arguments" in str(exc):
+                return []
+            raise
+        return list(raw or [])
 
     def _maybe_refresh(self, force: bool = False, deadline: float | None = None) -> None:
         """Refresh if due (or ``force``), never raising, with one refresh in flight per
@@ -777,7 +782,7 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
 
     # -- redis-py's helpers (its node API: NodeAPI) ------------------------------------
 
-    def get_encoder(self) -> Encoder:
+    def get_encoder(self) -> Encoding:
         """The encoder of keys and values (what ``Script`` and ``Lock`` ask for)."""
         return self.encoder
 

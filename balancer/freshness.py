@@ -15,11 +15,21 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from redis._parsers.helpers import parse_info
-
-__all__ = ["ReplicaWatch", "replica_is_fresh"]
+__all__ = ["ReplicaWatch", "info_fields", "replica_is_fresh"]
 
 log = logging.getLogger("slotpilot.balancer")
+
+
+def info_fields(reply: Any) -> dict[str, str]:
+    """An ``INFO`` reply's ``field:value`` lines as text (sections and blank lines
+    skipped; a value keeps any ``:`` or ``,`` it holds)."""
+    text = reply.decode() if isinstance(reply, bytes | bytearray) else str(reply)
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and not line.startswith("#"):
+            fields[name.strip()] = value.strip()
+    return fields
 
 
 def replica_is_fresh(info: Mapping[str, Any], max_lag_seconds: float) -> bool | None:
@@ -68,9 +78,7 @@ class ReplicaWatch:
         stale: set[str] = set()
         for address in list(self._replicas()):
             try:
-                raw = self._run(address)
-                text = raw.decode() if isinstance(raw, bytes) else str(raw)
-                fresh = replica_is_fresh(parse_info(text), self.max_lag_seconds)
+                fresh = replica_is_fresh(info_fields(self._run(address)), self.max_lag_seconds)
             except Exception:  # a dead or odd node: the breakers handle it
                 continue
             if fresh is False:

@@ -8,10 +8,9 @@ so the two clients cannot drift apart on what an argument means.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from redis._parsers.encoders import Encoder
-from redis._parsers.response_callbacks import get_response_callbacks
+import redis
 from redis.connection import parse_url
 
 from balancer.endpoint import parse_address
@@ -19,10 +18,18 @@ from balancer.nodes import ClusterNode, startup_seeds
 from balancer.strategies import StrategySpec, make_strategy
 from balancer.targets import cluster_callbacks
 
-__all__ = ["READ_FROM", "ReadFrom", "reply_handling", "startup", "url_arguments"]
+__all__ = ["READ_FROM", "Encoding", "ReadFrom", "reply_handling", "startup", "url_arguments"]
 
 ReadFrom = Literal["primary", "replicas", "any"]
 READ_FROM = ("primary", "replicas", "any")
+
+
+class Encoding(Protocol):
+    """What redis-py's encoder offers (``get_encoder()`` of its clients and pools)."""
+
+    def encode(self, value: Any) -> Any: ...
+
+    def decode(self, value: Any, force: bool = False) -> Any: ...
 
 
 def startup(
@@ -49,16 +56,20 @@ def startup(
 
 def reply_handling(
     connection_kwargs: Mapping[str, Any], decode_responses: bool
-) -> tuple[Encoder, dict[str, Any]]:
+) -> tuple[Encoding, dict[str, Any]]:
     """The encoder and the reply callbacks redis-py's clients would use with these
-    connection settings (plus RedisCluster's own callbacks)."""
-    encoder = Encoder(
-        connection_kwargs.get("encoding", "utf-8"),
-        connection_kwargs.get("encoding_errors", "strict"),
-        decode_responses,
+    connection settings (plus RedisCluster's own callbacks), taken from a client object
+    that never connects: its public ``get_encoder()`` and ``response_callbacks``."""
+    model = redis.Redis(
+        encoding=connection_kwargs.get("encoding", "utf-8"),
+        encoding_errors=connection_kwargs.get("encoding_errors", "strict"),
+        decode_responses=decode_responses,
+        protocol=connection_kwargs.get("protocol"),
     )
-    callbacks = get_response_callbacks(connection_kwargs.get("protocol"), True)
+    encoder: Encoding = model.get_encoder()
+    callbacks: dict[str, Any] = {str(k).upper(): v for k, v in model.response_callbacks.items()}
     callbacks.update(cluster_callbacks(connection_kwargs))
+    model.close()
     return encoder, callbacks
 
 

@@ -9,6 +9,7 @@ are listed in ``_OURS`` (pure values, no I/O).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -42,12 +43,23 @@ RANDOM: str = AbstractRedisCluster.RANDOM
 DEFAULT_NODE: str = AbstractRedisCluster.DEFAULT_NODE
 NODE_FLAGS = frozenset({PRIMARIES, REPLICAS, ALL_NODES, RANDOM, DEFAULT_NODE})
 
-# Deliberately different from RedisCluster, which asks its default node only: the size
-# and the key list of the whole cluster.
-_OURS: dict[str, str] = {"DBSIZE": PRIMARIES, "KEYS": PRIMARIES}
+
+
+def _any_key(command: str, replies: Mapping[str, Any], **options: Any) -> Any:
+    """RANDOMKEY over every primary: a key from a shard that has one, None only when
+    every shard is empty (one shard's reply cannot tell)."""
+    keys = [key for key in replies.values() if key is not None]
+    return random.choice(keys) if keys else None
+
+
+# Deliberately different from RedisCluster before 8.2, which asks one node only: the
+# size, the key list and a random key of the whole cluster (8.2 asks every shard for
+# RANDOMKEY too).
+_OURS: dict[str, str] = {"DBSIZE": PRIMARIES, "KEYS": PRIMARIES, "RANDOMKEY": PRIMARIES}
 _FLAGS: dict[str, str] = {**AbstractRedisCluster.COMMAND_FLAGS, **_OURS}
 _CALLBACKS: Mapping[str, Callable[..., Any]] = {
-    k.upper(): v for k, v in AbstractRedisCluster.RESULT_CALLBACKS.items()
+    **{k.upper(): v for k, v in AbstractRedisCluster.RESULT_CALLBACKS.items()},
+    "RANDOMKEY": _any_key,
 }
 # Names that always go through node selection, never through key extraction.
 NODE_COMMANDS = frozenset(_FLAGS)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis._parsers.helpers import parse_cluster_nodes
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -87,30 +86,62 @@ class ProbeResult:
     membership_error: str | None = None
 
 
-def parse_node_entries(raw: str) -> tuple[ClusterNodeEntry, ...]:
-    """``CLUSTER NODES`` text → entries (redis-py parses the lines). ValueError if bad."""
-    try:
-        parsed = parse_cluster_nodes(raw)
-        entries = []
-        for address, node in parsed.items():
-            host_port = address.split("@")[0]
-            flags = frozenset(node["flags"].split(","))
-            entries.append(
-                ClusterNodeEntry(
-                    node_id=node["node_id"],
-                    address="" if host_port.startswith(":") or "noaddr" in flags else host_port,
-                    flags=flags,
-                    primary_id=None if node["master_id"] == "-" else node["master_id"],
-                    config_epoch=int(node["epoch"]),
-                    slots=tuple((int(s[0]), int(s[-1])) for s in node["slots"] if s),
-                    open_slots=tuple(
-                        (int(m["slot"]), m["state"], m["node_id"]) for m in node["migrations"]
-                    ),
-                )
-            )
-    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
-        raise ValueError(f"malformed CLUSTER NODES reply: {exc!r}") from None
-    return tuple(entries)
+def _node_line(line: str) -> tuple[str, ClusterNodeEntry]:
+    """One ``CLUSTER NODES`` line: ``id ip:port@cport[,hostname] flags primary ping pong
+    epoch link slot…``, a slot being ``N``, ``N-M``, ``[N->-id]`` or ``[N-<-id]``."""
+    fields = line.split(" ")
+    node_id, address, flag_text, primary = fields[0], fields[1], fields[2], fields[3]
+    epoch = int(fields[6])
+    if fields[7] not in ("connected", "disconnected"):
+        raise ValueError(f"link state {fields[7]!r}")
+    flags = frozenset(flag_text.split(","))
+    host_port = address.split("@")[0]
+    slots: list[tuple[int, int]] = []
+    open_slots: list[tuple[int, str, str]] = []
+    for item in fields[8:]:
+        if not item:
+            continue
+        if item.startswith("["):
+            body = item.strip("[]")
+            if "->-" in body:
+                slot, peer = body.split("->-", 1)
+                open_slots.append((int(slot), "migrating", peer))
+            elif "-<-" in body:
+                slot, peer = body.split("-<-", 1)
+                open_slots.append((int(slot), "importing", peer))
+            else:
+                raise ValueError(f"slot {item!r}")
+            continue
+        low, _, high = item.partition("-")
+        slots.append((int(low), int(high or low)))
+    entry = ClusterNodeEntry(
+        node_id=node_id,
+        address="" if host_port.startswith(":") or "noaddr" in flags else host_port,
+        flags=flags,
+        primary_id=None if primary == "-" else primary,
+        config_epoch=epoch,
+        slots=tuple(slots),
+        open_slots=tuple(open_slots),
+    )
+    return host_port, entry
+
+
+def parse_node_entries(raw: Any) -> tuple[ClusterNodeEntry, ...]:
+    """``CLUSTER NODES`` text → entries, one per address (a later line for the same
+    address wins, as the server lists a node once). ValueError if malformed."""
+    text = raw.decode() if isinstance(raw, bytes | bytearray) else raw
+    if not isinstance(text, str):
+        raise ValueError(f"malformed CLUSTER NODES reply: not text but {type(raw).__name__}")
+    by_address: dict[str, ClusterNodeEntry] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            address, entry = _node_line(line.strip())
+        except (IndexError, ValueError) as exc:
+            raise ValueError(f"malformed CLUSTER NODES reply: {exc!r} in {line!r:.120}") from None
+        by_address[address] = entry
+    return tuple(by_address.values())
 
 
 def _error_reason(exc: BaseException) -> str:

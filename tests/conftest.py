@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from controller.localcluster import LocalCluster, available_servers
 
@@ -45,3 +50,31 @@ def make_cluster(server_flavor: str) -> Iterator[Callable[..., LocalCluster]]:
 def cluster(make_cluster: Callable[..., LocalCluster]) -> LocalCluster:
     """A fresh 3 primaries x 1 replica cluster."""
     return make_cluster(3, 1)
+
+
+@pytest.fixture(scope="module", params=[_flavor_param(f) for f in FLAVORS])
+def standalone_port(request: pytest.FixtureRequest) -> Iterator[int]:
+    """One plain (non-cluster) server of each flavor per module, on a free port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    with tempfile.TemporaryDirectory() as workdir:
+        args = [SERVERS[request.param], "--port", str(port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", workdir]  # fmt: skip
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        try:
+            client = redis.Redis(port=port)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+                    time.sleep(0.05)
+            client.close()
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(10)

@@ -21,14 +21,12 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import redis
-from redis._parsers.encoders import Encoder
 from redis.backoff import EqualJitterBackoff
 from redis.commands import READ_COMMANDS
 from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
 from balancer.aio.commands import AsyncClusterCommands
-from balancer.aio.keys import NeedsServer, served_command_table
 from balancer.aio.mux import echoed
 from balancer.aio.pubsub import AsyncPubSubNodes
 from balancer.aio.topology import AsyncTopology, Route
@@ -46,7 +44,7 @@ from balancer.errors import (
     never_sent,
     refused,
 )
-from balancer.keys import KeyLocator
+from balancer.keys import KeyLocator, NeedsServer
 from balancer.nodes import ClusterNode, NodeAPI, NodeDirectory
 from balancer.router import Router
 from balancer.settings import reply_handling, startup, url_arguments
@@ -143,7 +141,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         self._max_connections = max_connections_per_node
         self._encoder: Any
         self._encoder, self._callbacks = reply_handling(connection_kwargs, decode_responses)
-        self.encoder: Encoder = self._encoder
+        self.encoder = self._encoder  # redis-py types it as its private Encoder
         self._pubsub_nodes: AsyncPubSubNodes | None = None  # made by the first pubsub()
         self._scripts: dict[str, Any] = {}  # sha -> text of register_script()'s scripts
         self._directory = NodeDirectory([f"{h}:{p}" for h, p in self._seeds])
@@ -158,8 +156,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         self._refresh_attempted = -math.inf
         self._refresh_failures = 0
         self._backoff = EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE)
-        self._command_table: dict[str, Any] | None = None
-        self._locator = KeyLocator(served_command_table(lambda: self._command_table))
+        self._locator = KeyLocator()  # the table is installed by initialize()
         self._routing: dict[str, tuple[str, float]] = {}
         self._stale: frozenset[str] = frozenset()
         self._max_replica_lag = max_replica_lag if read_from != "primary" else None
@@ -191,7 +188,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
                 return self
             await self.refresh_topology()
             raw, _ = await self._ask_any(("COMMAND",))
-            self._command_table = self._callbacks["COMMAND"](raw)
+            self._locator.install(raw)
             if self._max_replica_lag is not None:
                 await self.check_replicas()
                 self._spawn(self._replica_loop())

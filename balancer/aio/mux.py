@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.asyncio.connection import AbstractConnection
 
+from balancer._redis_compat import streams
 from balancer.errors import NotSentError
 
 if TYPE_CHECKING:
@@ -92,8 +93,7 @@ class Multiplexer:
         self._flush_at = None
         batch, self._unsent = self._unsent, []
         conn = self._conn
-        writer = conn._writer if conn is not None else None
-        stream = conn._reader if conn is not None else None
+        stream, writer = streams(conn) if conn is not None else (None, None)
         if (
             self.dead or conn is None or writer is None or stream is None
             or stream.at_eof() or writer.transport.is_closing()

@@ -36,6 +36,7 @@ class AsyncPubSubNodes:
 
     read_from_replicas = False
     load_balancing_strategy = None
+    _initialize = False  # redis-py >= 8.2 asks: the client's own map is already loaded
 
     def __init__(self, client: AsyncClusterClient) -> None:
         self._client = client
@@ -74,6 +75,9 @@ class AsyncPubSubNodes:
 
     def get_node_from_slot(self, slot: int, *args: Any, **kwargs: Any) -> AsyncClusterNode | None:
         return self.node(self._client._directory.slot_primary(slot))
+
+    async def initialize(self) -> None:
+        """Nothing to load: the directory is the client's, kept current by the client."""
 
     async def slots_changed(self) -> None:
         """Tell live subscribers that slots moved (sharded channels follow them)."""

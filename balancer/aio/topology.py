@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import redis
-from redis._parsers.helpers import parse_info
 
 from balancer.aio.mux import echoed
 from balancer.aio.pubsub import AsyncPubSubNodes
@@ -27,7 +26,7 @@ from balancer.cluster import ClientStats, ReadFrom
 from balancer.endpoint import Endpoint, parse_address
 from balancer.errors import ClusterError, refused
 from balancer.follow import RoutingFollower
-from balancer.freshness import replica_is_fresh
+from balancer.freshness import info_fields, replica_is_fresh
 from balancer.nodes import NodeDirectory
 from balancer.reads import read_endpoints
 from balancer.router import Router
@@ -186,8 +185,7 @@ class AsyncTopology:
             for replica in shard.replicas:
                 try:
                     raw = await self._transport(replica.address).execute(("INFO", "replication"))
-                    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-                    fresh = replica_is_fresh(parse_info(text), self._max_replica_lag)
+                    fresh = replica_is_fresh(info_fields(raw), self._max_replica_lag)
                 except (redis.RedisError, OSError, ValueError):
                     continue  # a dead or odd node: the breakers handle it
                 if fresh is False:

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 
+from balancer._redis_compat import close_now
 from balancer.aio.mux import Multiplexer
 from balancer.errors import NotSentError
 
@@ -136,7 +137,7 @@ class AsyncNodeTransport:
 
     def discard(self, conn: AbstractConnection) -> None:
         """Close without waiting (safe inside a cancelled task) and forget it."""
-        conn._close()
+        close_now(conn)
         self._open -= 1
 
     def _timeout(self, read_timeout: float | bool | None) -> float | None:

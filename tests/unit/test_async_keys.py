@@ -1,39 +1,10 @@
-"""The asyncio client's key locations: the sync KeyLocator fed from a loaded COMMAND
-table, and the questions only a server can answer handed back (no sockets)."""
+"""The asyncio client's constructor: checks and forms, without I/O."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 
 from balancer.aio import AsyncClusterClient
-from balancer.aio.keys import NeedsServer, served_command_table
-from balancer.keys import KeyLocator
-
-TABLE: dict[str, Any] = {
-    "get": {"name": "get", "flags": ["readonly", "fast"], "first_key_pos": 1,
-            "last_key_pos": 1, "step_count": 1},
-    "mset": {"name": "mset", "flags": ["write"], "first_key_pos": 1, "last_key_pos": -1,
-             "step_count": 2},
-    "zunionstore": {"name": "zunionstore", "flags": ["write", "movablekeys"],
-                    "first_key_pos": 1, "last_key_pos": 1, "step_count": 1},
-}  # fmt: skip
-
-
-def test_fixed_positions_come_from_the_loaded_table() -> None:
-    locator = KeyLocator(served_command_table(lambda: TABLE))
-    assert locator.keys(("GET", "a")) == ["a"]
-    assert locator.keys(("MSET", "a", "1", "b", "2")) == ["a", "b"]
-    assert locator.keys(("EVAL", "return 1", 2, "x", "y", "arg")) == ["x", "y"]
-    assert locator.readonly("GET") and not locator.readonly("MSET")
-
-
-def test_movable_keys_are_handed_back_for_the_server() -> None:
-    locator = KeyLocator(served_command_table(lambda: TABLE))
-    with pytest.raises(NeedsServer) as info:
-        locator.keys(("ZUNIONSTORE", "dst", 2, "a", "b"))
-    assert info.value.pieces == ("ZUNIONSTORE", "dst", 2, "a", "b")
 
 
 def test_constructor_checks_without_io() -> None:

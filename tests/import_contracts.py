@@ -1,0 +1,51 @@
+"""Custom import-linter contracts (registered in pyproject's ``[tool.importlinter]``).
+
+import-linter's ``forbidden`` contract cannot name a sub-module of an external package
+(``redis._parsers``): the graph holds ``redis`` as one node. The import *lines* are kept,
+though, so this contract reads them: no module but the allowed ones may import a private
+module (a dotted part starting with ``_``) of the given external packages.
+"""
+
+from __future__ import annotations
+
+import re
+
+from grimp import ImportGraph
+from importlinter.application import output
+from importlinter.domain import fields
+from importlinter.domain.contract import Contract, ContractCheck
+
+__all__ = ["PrivateModulesContract"]
+
+
+class PrivateModulesContract(Contract):
+    """``packages``: external packages whose private modules are off limits;
+    ``allowed``: the modules that may import them anyway."""
+
+    type_name = "private_modules"
+
+    packages = fields.SetField(subfield=fields.StringField())
+    allowed = fields.SetField(subfield=fields.StringField(), required=False)
+
+    def check(self, graph: ImportGraph, verbose: bool) -> ContractCheck:
+        allowed = set(self.allowed or ())  # type: ignore[arg-type]
+        packages = sorted(self.packages)  # type: ignore[arg-type]
+        names = "|".join(re.escape(p) for p in packages)
+        private = re.compile(
+            rf"\b(?:{names})(?:\.\w+)*\._\w+|\bfrom\s+(?:{names})(?:\.\w+)*\s+import\b.*\b_\w+"
+        )
+        found: list[str] = []
+        for importer in sorted(graph.modules):
+            if importer in allowed or importer.split(".")[0] in packages:
+                continue
+            for package in packages:
+                for detail in graph.get_import_details(importer=importer, imported=package):
+                    line = str(detail["line_contents"])
+                    if private.search(line):
+                        found.append(f"{importer}:{detail['line_number']}: {line}")
+        return ContractCheck(kept=not found, metadata={"found": found})
+
+    def render_broken_contract(self, check: ContractCheck) -> None:
+        for line in check.metadata["found"]:
+            output.print_error(line)
+            output.new_line()
