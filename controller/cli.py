@@ -18,14 +18,12 @@ import os
 import socket
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from controller.cliargs import build_parser as grammar
 from controller.errors import BadInput, CommandError, Unreachable, exit_code, interrupt_on_sigterm
-from controller.runner import state_dir
 
 if TYPE_CHECKING:
     from controller.config import SlotpilotConfig, TLSConfig
@@ -173,6 +171,7 @@ def _load_runnable(path: str) -> SlotpilotConfig:
 def _shard_nodes(cfg: SlotpilotConfig, access: _Access) -> Any:
     """The local platform's shard nodes: detached server processes (``shards.state_dir``)."""
     from controller.platform.local_nodes import ClusterAuth, ClusterStartError, local_node_source
+    from controller.runner import state_dir
 
     connect = access.connect()
     seed = _first_answering(connect, cfg.cluster.seeds)
@@ -220,6 +219,8 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    import urllib.request
+
     from controller.status import render_status
 
     url = args.url.rstrip("/") + "/v1/status"
@@ -403,6 +404,7 @@ def _scale(args: argparse.Namespace) -> int:
     from controller.config import load_config
     from controller.migration import MigrationError
     from controller.platform.local_nodes import ClusterAuth, ClusterStartError, local_node_source
+    from controller.runner import state_dir
     from controller.scaling import live_entries, scale_shards
     from controller.topology import read_topology
 

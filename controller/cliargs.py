@@ -4,17 +4,17 @@ Kept apart from the commands (:mod:`controller.cli`) so each stays readable. The
 types here check values (``HOST:PORT``, ports, counts, percentages, readable files)
 before anything connects, so a bad value exits 2 with argparse's message naming the flag.
 Every option has help text, and the help shows each default.
+
+Nothing here imports redis-py, pydantic or package metadata at import time: building the
+parser is all ``slotpilot --help`` does, and it should answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Mapping
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-
-from balancer.endpoint import parse_address
 
 __all__ = [
     "LOG_LEVELS",
@@ -26,6 +26,7 @@ __all__ = [
     "percent",
     "positive_float",
     "readable_file",
+    "version_text",
 ]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -34,6 +35,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 def address(text: str) -> str:
     """A ``HOST:PORT`` (``[v6]:PORT``), the one parser of addresses."""
+    from balancer.endpoint import parse_address  # importing balancer loads redis-py
+
     try:
         parse_address(text)
     except ValueError as exc:
@@ -101,11 +104,46 @@ def readable_file(text: str) -> str:
     return text
 
 
-def package_version() -> str:
+# what --version names besides slotpilot: (label, distribution) of what decides its behaviour
+_DEPENDENCIES = (("redis-py", "redis"), ("pydantic", "pydantic"), ("kubernetes", "kubernetes"))
+
+
+def package_version(distribution: str = "slotpilot", missing: str = "unknown") -> str:
+    """``distribution``'s installed version, read from its metadata (the package is never
+    imported); ``missing`` if it is not installed (for slotpilot: a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return version("slotpilot")
-    except PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown"
+        return version(distribution)
+    except PackageNotFoundError:
+        return missing
+
+
+def version_text() -> str:
+    """What ``--version`` prints: slotpilot's version, Python's, and its dependencies'."""
+    import platform
+
+    found = [f"{label} {package_version(name, 'not installed')}" for label, name in _DEPENDENCIES]
+    return f"slotpilot {package_version()} (Python {platform.python_version()}, {', '.join(found)})"
+
+
+class _Version(argparse.Action):
+    """``--version``, its text built only when asked for (``--help`` reads no metadata) and
+    printed as is: argparse's own version action would wrap it at the terminal's width."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: Any = argparse.SUPPRESS, help: str | None = None) -> None:  # fmt: skip
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(version_text())
+        parser.exit()
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -163,7 +201,7 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
         "of the cluster's lease).",
         formatter_class=_Formatter,
     )
-    parser.add_argument("--version", action="version", version=f"slotpilot {package_version()}")
+    parser.add_argument("--version", action=_Version, help="show program's version number and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
