@@ -23,7 +23,7 @@ from redis.asyncio.connection import AbstractConnection, Connection
 __all__ = ["SUPPORTED_REDIS_PY", "RedisPyIncompatible", "close_now", "streams"]
 
 # Keep in step with pyproject's ``redis`` requirement (a unit test compares them).
-SUPPORTED_REDIS_PY = ">=5.2,<9"
+SUPPORTED_REDIS_PY = ">=8.0,<9"
 
 
 class RedisPyIncompatible(ImportError):

@@ -44,7 +44,6 @@ DEFAULT_NODE: str = AbstractRedisCluster.DEFAULT_NODE
 NODE_FLAGS = frozenset({PRIMARIES, REPLICAS, ALL_NODES, RANDOM, DEFAULT_NODE})
 
 
-
 def _any_key(command: str, replies: Mapping[str, Any], **options: Any) -> Any:
     """RANDOMKEY over every primary: a key from a shard that has one, None only when
     every shard is empty (one shard's reply cannot tell)."""

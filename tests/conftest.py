@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import tempfile
@@ -13,6 +14,23 @@ import pytest
 import redis
 
 from controller.localcluster import LocalCluster, available_servers
+from controller.platform.local_nodes import DEFAULT_LOCAL_PORTS, LOCAL_PORTS_ENV
+
+
+def _worker_ports() -> None:
+    """Under pytest-xdist each worker takes its own slice of the local port range, and the
+    servers, controllers and CLIs it starts inherit it: no two workers race for a port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or LOCAL_PORTS_ENV in os.environ:
+        return
+    index, count = int(worker[2:]), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    low, high = DEFAULT_LOCAL_PORTS
+    span = (high - low + 1) // max(count, 1)
+    start = low + index * span
+    os.environ[LOCAL_PORTS_ENV] = f"{start}-{start + span - 1}"
+
+
+_worker_ports()
 
 SERVERS = available_servers()
 FLAVORS = ["valkey", "redis"]

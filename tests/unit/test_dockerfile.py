@@ -114,6 +114,11 @@ def dockerfile_problems(text: str) -> list[str]:
                     problems.append(f"pip {sub} without --no-cache-dir: {command.strip()!r}")
                 if sub in ("install", "wheel") and "[" in command:
                     problems.append(f"pip {sub} with extras (runtime only): {command.strip()!r}")
+    wheel_builds = [
+        i.args for i in instructions if i.keyword == "RUN" and re.search(r"\bpip\s+wheel\b", i.args)
+    ]
+    if not any(re.search(r"(-c|--constraint)[ =]requirements\.lock\b", a) for a in wheel_builds):
+        problems.append("pip wheel does not resolve under the lock (--constraint requirements.lock)")
     final = all_stages[-1] if all_stages else []
     final_text = " ".join(f"{i.keyword} {i.args}" for i in final)
     if len(all_stages) >= 2 and not any(
@@ -188,6 +193,7 @@ GOOD = DOCKERFILE.read_text(encoding="utf-8")
         ),
         ('CMD ["--host", "0.0.0.0"]', "CMD --host 0.0.0.0", "CMD"),
         ("from=build", "from=other", "nothing from the build stage"),
+        ("--constraint requirements.lock ", "", "under the lock"),
     ],
 )
 def test_checklist_catches_a_broken_dockerfile(old: str, new: str, problem: str) -> None:
