@@ -116,7 +116,9 @@ def _shape(seed: str) -> tuple[int, list[int], int, int]:
     return len(owners), replicas, covered, len(topology.open_slots())
 
 
-@pytest.mark.parametrize("base", [30001, 7000], ids=["create-cluster-30001", "tutorial-7000"])
+# Above 30000 like create-cluster's 30001+ (the old search stopped at 29999), placed at
+# 36001 so that no test worker's bus ports (its client ports +10000: 30000-35999) meet it.
+@pytest.mark.parametrize("base", [36001, 7000], ids=["above-30000", "tutorial-7000"])
 def test_scale_out_a_cluster_on_fixed_ports_then_back(
     make_cluster: Any, server_flavor: str, base: int, workdir: Path
 ) -> None:

@@ -118,7 +118,9 @@ def dockerfile_problems(text: str) -> list[str]:
         i.args for i in instructions if i.keyword == "RUN" and re.search(r"\bpip\s+wheel\b", i.args)
     ]
     if not any(re.search(r"(-c|--constraint)[ =]requirements\.lock\b", a) for a in wheel_builds):
-        problems.append("pip wheel does not resolve under the lock (--constraint requirements.lock)")
+        problems.append(
+            "pip wheel does not resolve under the lock (--constraint requirements.lock)"
+        )
     final = all_stages[-1] if all_stages else []
     final_text = " ".join(f"{i.keyword} {i.args}" for i in final)
     if len(all_stages) >= 2 and not any(
