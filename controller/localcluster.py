@@ -359,6 +359,9 @@ class LocalCluster:
             raise
         return [n.address for n in started]
 
+    def check_leaving(self, addresses: Sequence[str]) -> None:
+        """Local processes can always be stopped, whichever leave."""
+
     def remove_nodes(self, addresses: Sequence[str]) -> None:
         """``SHUTDOWN NOSAVE`` each node (ours or adopted), then reap the ones we started."""
         for address in addresses:

@@ -65,7 +65,7 @@ from controller.routing import RoutingTable, build_routing_table, replica_lag
 from controller.scaling import NodeSource, ScaleReport, scale_shards
 from controller.status import build_status
 from controller.structure import repair_structure
-from controller.topology import ClusterNotStable, Connect, connector, fix, join
+from controller.topology import ClusterNotStable, Connect, ForeignNode, connector, fix, join
 
 __all__ = ["Controller", "EventSink"]
 
@@ -75,7 +75,16 @@ EventSink = Callable[[str, str, str, bool], None]
 log = logging.getLogger("slotpilot.controller")
 decisions_log = logging.getLogger("slotpilot.decision")
 migration_log = logging.getLogger("slotpilot.migration")
-SCALE_ERRORS = (ClusterNotStable, MigrationError, redis.RedisError, OSError, ValueError)
+# PlatformError: pods that never became Ready, a StatefulSet that cannot remove the
+# leaving ordinals, claims it may not delete — a failed change, said so as any other.
+SCALE_ERRORS = (
+    ClusterNotStable,
+    MigrationError,
+    PlatformError,
+    redis.RedisError,
+    OSError,
+    ValueError,
+)
 # Lines of ``repair_structure``'s report, by the repair they stand for (metrics).
 _REPAIR_KINDS = (("forgot failed node", "node_forgotten"),
                  (" as a replica of shard ", "node_started"),
@@ -533,10 +542,17 @@ class Controller:
         bad = {"fail", "fail?", "noaddr", "handshake"}
         live = {e.address for e in probe.entries if e.address and not e.flags & bad}
         strays = [address for address in ready() if address not in live]
-        for address in strays:
+        for address in list(strays):
             log.info(json.dumps({"event": "rejoin", "node": address}))
             self._mark_own_change()
-            join(self._admin_connect(), self._seed(), address, timeout=30.0)
+            try:
+                join(self._admin_connect(), self._seed(), address, timeout=30.0)
+            except ForeignNode as exc:
+                strays.remove(address)
+                log.warning(json.dumps({"event": "rejoin_refused", "node": address,
+                                        "reason": "; ".join(exc.reasons)}))  # fmt: skip
+                self._event("shards", "NodeNotJoined", "; ".join(exc.reasons), warning=True)
+                continue
             self._count_repairs("rejoin", 1)
             self._event("shards", "NodeRejoined", f"{address} met again (a rescheduled pod)")
         if strays:

@@ -56,6 +56,7 @@ from controller.topology import (
     check_gates,
     fix,
     join,
+    make_joinable,
     read_topology,
     replica_counts,
 )
@@ -106,6 +107,11 @@ class NodeSource(Protocol):
 
     def remove_nodes(self, addresses: Sequence[str]) -> None:
         """Stop nodes that have already been forgotten by the cluster."""
+        ...
+
+    def check_leaving(self, addresses: Sequence[str]) -> None:
+        """Raise (a :class:`~controller.platform.PlatformError`) when the platform could
+        not remove these nodes afterwards; asked before anything moves."""
         ...
 
     def ordinal(self, address: str) -> Any:
@@ -335,6 +341,7 @@ def _scale_out(
 def _join_all(connect: Connect, seed: str, added: Sequence[str], new_primaries: int,
               emit: Progress, timeout: float) -> None:  # fmt: skip
     for address in added:  # MEET them all first: their rejoin delays then overlap
+        make_joinable(connect, seed, address)
         host, port = parse_address(address)
         connect(seed).execute_command("CLUSTER", "MEET", host, port)
     for address in added[:new_primaries]:
@@ -371,6 +378,7 @@ def _scale_in(
     check_gates(topology, connect)
     live = live_entries(topology.entries)
     leaving = choose_leaving(live, max(0, len(live) - desired * per_shard), nodes.ordinal)
+    nodes.check_leaving([e.address for e in leaving])  # before anything moves
     plan = plan_scale_in(live, desired, [e.node_id for e in leaving])
     by_id = {e.node_id: e for e in live}
     refused = check_scale_in_capacity(

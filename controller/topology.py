@@ -23,12 +23,14 @@ from controller.rebalance import RebalancePlan, plan_rebalance
 
 __all__ = [
     "ClusterNotStable",
+    "ForeignNode",
     "FixReport",
     "Topology",
     "check_gates",
     "connector",
     "fix",
     "join",
+    "make_joinable",
     "read_topology",
     "rebalance",
     "replica_counts",
@@ -43,6 +45,13 @@ class ClusterNotStable(RuntimeError):
     def __init__(self, reasons: list[str]) -> None:
         super().__init__("cluster not stable: " + "; ".join(reasons))
         self.reasons = reasons
+
+
+class ForeignNode(ClusterNotStable):
+    """A node that must not be met into the cluster: it holds keys or slots (data that
+    may be another cluster's, or an old incarnation's), so it is left as it is."""
+
+    gate = "join_foreign_node"
 
 
 @dataclass(frozen=True)
@@ -234,6 +243,30 @@ def _forget_ghosts(connect: Connect, topology: Topology) -> list[str]:
     return [g.node_id for g in ghosts]
 
 
+def make_joinable(connect: Connect, seed: str, address: str) -> None:
+    """Check ``address`` before it is met: a node with keys or slots is never met
+    (:class:`ForeignNode`); an empty one that remembers nodes this cluster does not know
+    (an old ``nodes.conf`` on a reused volume, another cluster's) is ``CLUSTER RESET
+    HARD`` first — it was just proven to hold nothing we need. A node the cluster already
+    knows by its id passes as it is."""
+    node = connect(address)
+    keys = int(node.dbsize())
+    text = node.execute_command("CLUSTER", "NODES")
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    me = myself_entry(text)
+    if keys:
+        raise ForeignNode([f"{address} holds {keys} keys: not met into the cluster"])
+    if me is not None and me.slots:
+        raise ForeignNode([f"{address} owns slots of another cluster: not met"])
+    ours = {e.node_id for e in read_topology(connect, seed, False).entries}
+    if me is not None and me.node_id in ours:
+        return
+    mine = me.node_id if me is not None else None
+    strangers = [e for e in parse_node_entries(text) if e.node_id not in ours | {mine}]
+    if strangers:
+        node.execute_command("CLUSTER", "RESET", "HARD")
+
+
 def join(
     connect: Connect,
     seed: str,
@@ -244,7 +277,9 @@ def join(
     """MEET ``address`` into the cluster and wait until it reports ``cluster_state:ok``
     (no slot may move to a node that has not converged: redis#3774). As a replica it
     attaches to ``replica_of`` (a primary id), or to the primary with the fewest replicas
-    (empty primaries included) when ``replica_of`` is "auto". Returns the new node's id."""
+    (empty primaries included) when ``replica_of`` is "auto". Returns the new node's id.
+    A node with keys or slots is refused first (:func:`make_joinable`)."""
+    make_joinable(connect, seed, address)
     host, port = parse_address(address)
     connect(seed).execute_command("CLUSTER", "MEET", host, port)
     node = connect(address)

@@ -442,6 +442,9 @@ class LocalNodeSource:
         if (workdir / CONFIG_FILE).exists():  # only directories this source wrote
             shutil.rmtree(workdir, ignore_errors=True)
 
+    def check_leaving(self, addresses: Sequence[str]) -> None:
+        """Local processes can always be stopped, whichever leave."""
+
     def remove_nodes(self, addresses: Sequence[str]) -> None:
         """``SHUTDOWN NOSAVE`` each node once it holds no key, wait until it has exited,
         then delete its directory. A node with keys raises

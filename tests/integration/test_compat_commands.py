@@ -273,7 +273,7 @@ def test_deliberate_differences_on_multi_key_and_size(pair: Any) -> None:
         lambda c: c.readonly(target_nodes=min(c.get_primaries(), key=lambda n: n.name)),
         lambda c: type(c.lastsave()),
         lambda c: c.command_count() > 100,
-        lambda c: c.wait(0, 0),
+        lambda c: c.wait(1, 5000),  # every primary has its replica: 1, whenever it acks
         lambda c: c.pubsub_numpat(),
         lambda c: (c.publish("news", "x"), c.pubsub_channels(), c.pubsub_numsub("news")),
         lambda c: c.spublish("news", "x"),

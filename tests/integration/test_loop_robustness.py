@@ -42,6 +42,9 @@ class BrokenNodes:
     def add_nodes(self, count: int, existing: Sequence[str]) -> list[str]:
         raise RuntimeError("node source exploded")
 
+    def check_leaving(self, addresses: Sequence[str]) -> None:
+        pass
+
     def remove_nodes(self, addresses: Sequence[str]) -> None:
         raise RuntimeError("node source exploded")
 

@@ -195,3 +195,68 @@ def test_a_failed_slotless_node_does_not_close_the_gates(
         assert time.monotonic() < deadline, "the dead replica was never flagged fail"
         time.sleep(0.1)
     check_gates(read_topology(connect, cluster.seed, False), connect)  # does not raise
+
+
+class _Unremovable:
+    """The harness as a node source whose platform refuses the leaving set (a StatefulSet
+    whose highest ordinals are not the ones leaving, or not Ready)."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+
+    def add_nodes(self, count: int, existing: Any) -> list[str]:
+        return self.cluster.add_nodes(count, existing)
+
+    def remove_nodes(self, addresses: Any) -> None:
+        self.cluster.remove_nodes(addresses)
+
+    def ordinal(self, address: str) -> Any:
+        return self.cluster.ordinal(address)
+
+    def check_leaving(self, addresses: Any) -> None:
+        from controller.platform import PlatformError
+
+        raise PlatformError(f"cannot remove {sorted(addresses)}")
+
+
+def test_a_leaving_set_the_platform_cannot_remove_is_refused_before_any_slot_moves(
+    make_cluster: Any,
+) -> None:
+    from controller.platform import PlatformError
+
+    cluster: LocalCluster = make_cluster(3, 0)
+    connect = connector()
+    before = sorted((e.node_id, e.slots) for e in read_topology(connect, cluster.seed).entries)
+    source = _Unremovable(cluster)
+    draining: list[list[str]] = []
+    with pytest.raises(PlatformError, match="cannot remove"):
+        scale_shards(connect, cluster.seed, 2, source, replicas_per_shard=0,  # type: ignore[arg-type]
+                     on_draining=draining.append)  # fmt: skip
+    assert draining == []  # not even announced to clients
+    after = sorted((e.node_id, e.slots) for e in read_topology(connect, cluster.seed).entries)
+    assert after == before
+
+
+def test_a_node_with_keys_is_never_met_and_an_empty_stranger_is_reset_first(
+    make_cluster: Any,
+) -> None:
+    from controller.topology import ForeignNode
+
+    ours: LocalCluster = make_cluster(2, 0)
+    theirs: LocalCluster = make_cluster(2, 0)
+    connect = connector()
+    # another cluster's primary, with data: refused, untouched
+    slot_owner = _owner_of(theirs, "k")
+    slot_owner.client().set("k", "theirs")
+    with pytest.raises(ForeignNode, match=r"holds 1 keys"):
+        join(connect, ours.seed, slot_owner.address, timeout=10)
+    members = {e.address for e in read_topology(connect, ours.seed).entries}
+    assert slot_owner.address not in members
+    assert slot_owner.client().get("k") == "theirs"
+    # an empty node that still knows the other cluster: reset, then met
+    spare = theirs.spawn_node()
+    join(connect, theirs.seed, spare.address, timeout=30)
+    assert len(read_topology(connect, spare.address).entries) == 3
+    join(connect, ours.seed, spare.address, timeout=30)
+    known = {e.address for e in read_topology(connect, spare.address).entries}
+    assert known == {n.address for n in ours.nodes} | {spare.address}

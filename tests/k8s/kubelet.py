@@ -9,7 +9,8 @@ once: a background thread polls the workloads every ``interval`` and converges
   plus ``server_args``; the template's command is not used) per ordinal
   ``0..replicas-1``, Pods ``<sts>-<ordinal>``; scale-down removes the highest ordinals
   first; ``podManagementPolicy: OrderedReady`` (the default) creates one ordinal at a time,
-  each after the lower ones are Ready, ``Parallel`` all at once;
+  each after the lower ones are Ready, and removes nothing while a pod that stays is not
+  Ready; ``Parallel`` all at once;
 - a **Deployment** (or a StatefulSet without a ``redis`` port): one worker process per
   replica running ``worker_command`` (or the template's first container ``command`` +
   ``args``; a pod with neither is Ready without a process), Pods ``<deploy>-<random>``;
@@ -25,10 +26,16 @@ process runs). Workload ``status`` (replicas, readyReplicas, availableReplicas,
 updatedReplicas, currentReplicas, observedGeneration) is written when it changes.
 
 Storage: a StatefulSet with ``volumeClaimTemplates`` gets PVC objects
-``<claim>-<sts>-<ordinal>``; the server's data dir belongs to the PVC (by uid), so a
-scaled-down-then-up ordinal comes back with its old ``nodes.conf`` unless the PVC was
-deleted (by the operator, or ``persistentVolumeClaimRetentionPolicy.whenScaled: Delete``).
+``<claim>-<sts>-<ordinal>`` (labelled with the pod template's labels, mounted by the pod as
+``spec.volumes[].persistentVolumeClaim.claimName``); the server's data dir belongs to the
+PVC (by uid), so a scaled-down-then-up ordinal comes back with its old ``nodes.conf``
+unless the PVC was deleted (by the operator, or
+``persistentVolumeClaimRetentionPolicy.whenScaled: Delete``).
 Without claim templates every new Pod starts with an empty dir.
+
+Scheduling: with ``capacity`` (or :meth:`Kubelet.set_capacity`) at most that many server pods
+run; the others are Pods in phase ``Pending`` with ``PodScheduled=False`` reason
+``Unschedulable`` and no IP or process, started in creation order as room frees.
 
 Readiness: a Ready pod's server is PINGed every ``probe_period``; ``probe_failures`` misses
 in a row (a hung, SIGSTOPped server) make it not Ready until it answers again.
@@ -133,6 +140,7 @@ class Member:
     probe_failures: int = 0
     grace: float = MAX_GRACE_SECONDS
     created: float = field(default_factory=time.monotonic)
+    scheduled: bool = True  # False: Pending (Unschedulable), no process
 
     @property
     def address(self) -> str:
@@ -201,6 +209,7 @@ class Kubelet:
         interval: float = 0.1,
         probe_period: float = 0.5,
         probe_failures: int = 3,
+        capacity: int | None = None,
     ) -> None:
         self.api = api
         self.workdir = Path(workdir)
@@ -214,6 +223,7 @@ class Kubelet:
         self.interval = interval
         self.probe_period = probe_period
         self.probe_failures = probe_failures
+        self.capacity = capacity  # most server pods scheduled at once (None: no limit)
         self.errors: list[BaseException] = []
         self._members: dict[tuple[str, str], Member] = {}
         self._lock = threading.RLock()
@@ -282,6 +292,11 @@ class Kubelet:
             f"{[(m.pod, m.ready) for m in self.members(owner, namespace)]}; errors {self.errors}"
         )
 
+    def set_capacity(self, capacity: int | None) -> None:
+        """Room for this many server pods (None: no limit); Pending pods start as room frees."""
+        with self._lock:
+            self.capacity = capacity
+
     def crash(self, pod: str, namespace: str = "default") -> None:
         """SIGKILL a pod's process; the kubelet restarts it in place (same port and dir)."""
         with self._lock:
@@ -345,6 +360,13 @@ class Kubelet:
         replicas = int(_spec(sts).get("replicas", 1) or 0)
         ordered = _spec(sts).get("podManagementPolicy", "OrderedReady") != "Parallel"
         mine = {m.ordinal: m for m in self.members(name, ns) if m.owner_kind == "StatefulSet"}
+        kept_unhealthy = [
+            m for o, m in mine.items() if o is not None and o < replicas and not m.ready
+        ]
+        if ordered and kept_unhealthy and any(o is not None and o >= replicas for o in mine):
+            # OrderedReady: nothing is removed while a pod that stays is not Running and
+            # Ready (Pending, crash-looping, hung): the StatefulSet controller waits for it
+            return
         for ordinal in sorted((o for o in mine if o is not None and o >= replicas), reverse=True):
             self._remove(mine[ordinal])
             if self._claims_deleted_on_scale(sts):
@@ -380,9 +402,20 @@ class Kubelet:
             cost = 0
         return (member.ready, cost, -member.created)
 
+    def _room(self) -> bool:
+        if self.capacity is None:
+            return True
+        return sum(1 for m in self._members.values() if m.server and m.scheduled) < self.capacity
+
     def _check_health(self) -> None:
         now = time.monotonic()
-        for member in list(self._members.values()):
+        for member in sorted(self._members.values(), key=lambda m: m.created):
+            if not member.scheduled:
+                if self._room():  # capacity freed: the scheduler places the pod now
+                    member.scheduled = True
+                    member.start()
+                    self._patch_pod_status(member)
+                continue
             if not member.running() and (member.server is not None or member.command):
                 member.restarts += 1
                 member.ready = False
@@ -460,7 +493,10 @@ class Kubelet:
         else:
             member.command = self._command(workload)
             member.env = self._env(workload, ns, pod)
-        member.start()
+        if member.server is not None and not self._room():
+            member.scheduled = False  # Pending: no node has room for it
+        else:
+            member.start()
         created = self.api.create(PODS, self._pod_object(workload, kind, member))
         member.uid = created["metadata"]["uid"]
         self._members[(ns, pod)] = member
@@ -489,6 +525,13 @@ class Kubelet:
                     nodeName="127.0.0.1")  # fmt: skip
         if member.ordinal is not None:
             spec.update(hostname=member.pod, subdomain=_spec(workload).get("serviceName", ""))
+            claims = self._claim_names(workload, member.ordinal)
+            templates = _spec(workload).get("volumeClaimTemplates") or []
+            volumes = [v for v in spec.get("volumes") or []]
+            volumes += [{"name": t["metadata"]["name"], "persistentVolumeClaim": {"claimName": c}}
+                        for t, c in zip(templates, claims, strict=True)]  # fmt: skip
+            if volumes:
+                spec["volumes"] = volumes
         return {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {
@@ -502,8 +545,15 @@ class Kubelet:
 
     def _pod_status(self, member: Member, containers: list[Obj]) -> Obj:
         ready = "True" if member.ready else "False"
+        if not member.scheduled:
+            return {
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "False",
+                                "reason": "Unschedulable", "lastTransitionTime": _now(),
+                                "message": "0/1 nodes are available: insufficient memory"}],
+            }  # fmt: skip
         return {
-            "phase": "Running" if member.ready else "Pending",
+            "phase": "Running" if member.ready or member.running() else "Pending",
             "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}], "hostIP": "127.0.0.1",
             "conditions": [
                 {"type": "Ready", "status": ready, "lastTransitionTime": _now()},

@@ -25,11 +25,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from kubernetes import client
+
 from controller.platform.base import Member, PlatformError
-from controller.platform.kubernetes.api import KubeApi, KubeApiError, NotFound
+from controller.platform.kubernetes.api import KubeApi, NotFound
 
 __all__ = [
     "KubernetesPlatform",
+    "LeavingRefused",
     "PodNode",
     "StatefulSetNodes",
     "label_selector",
@@ -57,16 +60,30 @@ def _ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
 
 
+class LeavingRefused(PlatformError):
+    """The StatefulSet cannot remove the nodes a scale-in would drain; nothing moved."""
+
+    gate = "scale_in_ordinals"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 class PodNode:
-    """A pod seen as a cluster node: ordinal, address (pod IP + ``redis`` port), ready."""
+    """A pod seen as a cluster node: ordinal, address (pod IP + ``redis`` port), ready,
+    and why it is not Ready (Pending and its reason, crash-looping, not Ready)."""
 
-    __slots__ = ("address", "name", "ordinal", "ready")
+    __slots__ = ("address", "name", "ordinal", "ready", "reason")
 
-    def __init__(self, name: str, ordinal: int, address: str | None, ready: bool) -> None:
+    def __init__(
+        self, name: str, ordinal: int, address: str | None, ready: bool, reason: str = ""
+    ) -> None:
         self.name = name
         self.ordinal = ordinal
         self.address = address
         self.ready = ready
+        self.reason = reason or ("Ready" if ready else "not Ready")
 
     def __repr__(self) -> str:
         return f"PodNode({self.name}, {self.address}, ready={self.ready})"
@@ -85,7 +102,27 @@ def pod_node(pod: Any, statefulset: str) -> PodNode | None:
                 port = declared.container_port
     ip = pod.status.pod_ip if pod.status else None
     address = f"{ip}:{port}" if ip and port else None
-    return PodNode(name, int(suffix), address, _ready(pod) and address is not None)
+    return PodNode(name, int(suffix), address, _ready(pod) and address is not None, _why(pod))
+
+
+def _why(pod: Any) -> str:
+    """A short reason a pod is not serving: ``Pending: Unschedulable``, ``CrashLoopBackOff``,
+    ``Terminating``, ``not Ready``; ``Ready`` when it is."""
+    status = pod.status
+    if pod.metadata.deletion_timestamp:
+        return "Terminating"
+    if status is None:
+        return "no status"
+    for container in status.container_statuses or []:
+        waiting = container.state.waiting if container.state is not None else None
+        if waiting is not None and waiting.reason:
+            return str(waiting.reason)
+    if status.phase == "Pending":
+        scheduled = next((c for c in status.conditions or [] if c.type == "PodScheduled"), None)
+        if scheduled is not None and scheduled.status == "False" and scheduled.reason:
+            return f"Pending: {scheduled.reason}"
+        return "Pending"
+    return "Ready" if _ready(pod) else "not Ready"
 
 
 class KubernetesPlatform:
@@ -206,14 +243,17 @@ class StatefulSetNodes:
         )
         return int(scale.spec.replicas or 0) if scale.spec else 0
 
-    def pods(self) -> list[PodNode]:
-        """The StatefulSet's pods (by its selector) as nodes, by ordinal."""
-        sts = self.api.call(
+    def _statefulset(self) -> Any:
+        return self.api.call(
             f"get statefulsets {self.statefulset}",
             self.api.apps.read_namespaced_stateful_set,
             self.statefulset,
             self.namespace,
         )
+
+    def pods(self, sts: Any = None) -> list[PodNode]:
+        """The StatefulSet's pods (by its selector) as nodes, by ordinal."""
+        sts = sts if sts is not None else self._statefulset()
         pods = self.api.call(
             "list pods",
             self.api.core.list_namespaced_pod,
@@ -250,24 +290,82 @@ class StatefulSetNodes:
         )
 
     def add_nodes(self, count: int, existing: Sequence[str]) -> list[str]:
-        """Raise replicas by ``count`` and wait for the new ordinals to be Ready; their
-        addresses, by ordinal."""
-        current = self.replicas()
-        target = current + count
-        self._patch_replicas(target)
-        wanted = set(range(current, target))
+        """Scale to an absolute size — the ordinal after the highest member of
+        ``existing`` (the cluster's live nodes), plus ``count`` — and wait for those new
+        ordinals to be Ready; their addresses, by ordinal.
+
+        The size is derived from the cluster, never from the current replica count, so a
+        resumed or repeated call asks for the same size again instead of growing it. When
+        the new pods are not Ready in time (Pending: no capacity, an image that does not
+        pull), the StatefulSet is scaled back to the members, the never-joined ordinals'
+        claims are deleted, and :class:`PlatformError` says which pods and why."""
+        members = [o for o in (self.ordinal(a) for a in existing) if o >= 0]
+        base = max(members) + 1 if members else 0
+        target = base + count
+        if self.replicas() < target:
+            self._patch_replicas(target)
+        wanted = set(range(base, target))
         deadline = time.monotonic() + self.ready_timeout
         while True:
-            ready = {n.ordinal: n for n in self.pods() if n.ordinal in wanted and n.ready}
+            pods = {n.ordinal: n for n in self.pods() if n.ordinal in wanted}
+            ready = {o: n for o, n in pods.items() if n.ready}
             if len(ready) == len(wanted):
                 return [str(ready[o].address) for o in sorted(wanted)]
             if time.monotonic() >= deadline:
-                missing = sorted(wanted - set(ready))
+                waiting = [f"{self.statefulset}-{o} ({pods[o].reason if o in pods else 'no pod'})"
+                           for o in sorted(wanted - set(ready))]  # fmt: skip
+                self._roll_back(base)
                 raise PlatformError(
-                    f"StatefulSet {self.statefulset}: pods of ordinals {missing} not Ready "
-                    f"within {self.ready_timeout:.0f}s"
+                    f"StatefulSet {self.statefulset}: pods not Ready within "
+                    f"{self.ready_timeout:.0f}s: {', '.join(waiting)}; scaled back to {base}"
                 )
             self._sleep(self.poll_seconds)
+
+    def _roll_back(self, base: int) -> None:
+        """Scale back to ``base`` (the new ordinals never joined the cluster) and delete
+        the claims those ordinals got, once their pods are gone."""
+        current = self.replicas()
+        if current <= base:
+            return
+        self._patch_replicas(base)
+        deadline = time.monotonic() + self.ready_timeout
+        while any(n.ordinal >= base for n in self.pods()):
+            if time.monotonic() >= deadline:
+                return  # the claims stay; a later scale-out reuses those ordinals
+            self._sleep(self.poll_seconds)
+        self._delete_claims(range(base, current))
+
+    def check_leaving(self, addresses: Sequence[str]) -> None:
+        """Refuse (before anything moves) a leaving set the StatefulSet cannot remove:
+        it must be exactly its highest ordinals, all Ready; with ``OrderedReady`` the
+        StatefulSet removes nothing while any of its pods is not Ready."""
+        if not addresses:
+            return
+        sts = self._statefulset()
+        nodes = self.pods(sts)
+        by_address = {n.address: n for n in nodes if n.address}
+        current = self.replicas()
+        problems: list[str] = []
+        unknown = sorted(a for a in addresses if a not in by_address)
+        if unknown:
+            problems.append(f"no pod of StatefulSet {self.statefulset} has address {unknown}")
+        leaving = sorted(by_address[a].ordinal for a in addresses if a in by_address)
+        highest = list(range(current - len(addresses), current))
+        if not unknown and leaving != highest:
+            problems.append(
+                f"StatefulSet {self.statefulset} removes its highest ordinals {highest} "
+                f"(spec.replicas {current}), but the leaving nodes are ordinals {leaving}"
+            )
+        not_ready = [n for n in nodes if n.ordinal in set(highest) and not n.ready]
+        if (sts.spec.pod_management_policy or "OrderedReady") == "OrderedReady":
+            not_ready = [n for n in nodes if not n.ready]
+        if not_ready:
+            problems.append(
+                f"pods not Ready: {', '.join(f'{n.name} ({n.reason})' for n in not_ready)}; "
+                "the StatefulSet would not remove the leaving pods while they are not Ready"
+            )
+        if problems:
+            raise LeavingRefused(problems)
 
     def remove_nodes(self, addresses: Sequence[str]) -> None:
         """Lower replicas past the leaving nodes (already drained, forgotten and proven
@@ -299,27 +397,60 @@ class StatefulSetNodes:
         self._delete_claims(range(target, current))
 
     def _delete_claims(self, ordinals: range) -> None:
-        """PVCs of removed ordinals (``<template>-<sts>-<n>``): a reused ordinal must start
-        empty, never with the old ``nodes.conf``."""
-        suffixes = {f"-{self.statefulset}-{o}" for o in ordinals}
-        try:
-            claims = self.api.call(
-                "list persistentvolumeclaims",
-                self.api.core.list_namespaced_persistent_volume_claim,
-                self.namespace,
-            )
-        except KubeApiError as exc:
-            log.warning("cannot list PVCs of %s: %s", self.statefulset, exc)
+        """The PVCs of removed ordinals, by their exact names ``<template>-<sts>-<n>``
+        from the StatefulSet's ``volumeClaimTemplates`` (a reused ordinal must start
+        empty, never with the old ``nodes.conf``). A claim is deleted only when it
+        carries the StatefulSet's selector labels and no pod mounts it, with a ``uid``
+        precondition (a claim re-created meanwhile is not the one checked); anything
+        else raises :class:`PlatformError` — the scale-in is not done until it is."""
+        sts = self._statefulset()
+        templates = [t.metadata.name for t in sts.spec.volume_claim_templates or []
+                     if t.metadata is not None and t.metadata.name]  # fmt: skip
+        if not templates:
             return
-        for claim in claims.items or []:
-            name = _name(claim)
-            if any(name.endswith(s) for s in suffixes):
-                try:
-                    self.api.call(
-                        f"delete persistentvolumeclaims {name}",
-                        self.api.core.delete_namespaced_persistent_volume_claim,
-                        name,
-                        self.namespace,
-                    )
-                except NotFound:
-                    continue
+        selector = dict(sts.spec.selector.match_labels or {})
+        mounted = self._mounted_claims()
+        refused: list[str] = []
+        for name in sorted(f"{t}-{self.statefulset}-{o}" for t in templates for o in ordinals):
+            try:
+                claim = self.api.call(
+                    f"get persistentvolumeclaims {name}",
+                    self.api.core.read_namespaced_persistent_volume_claim,
+                    name,
+                    self.namespace,
+                )
+            except NotFound:
+                continue
+            meta = claim.metadata or client.V1ObjectMeta()
+            labels = dict(meta.labels or {})
+            if any(labels.get(k) != v for k, v in selector.items()):
+                refused.append(f"{name} lacks the StatefulSet's labels {selector}")
+                continue
+            if name in mounted:
+                refused.append(f"{name} is still mounted by pod {mounted[name]}")
+                continue
+            try:
+                self.api.call(
+                    f"delete persistentvolumeclaims {name}",
+                    self.api.core.delete_namespaced_persistent_volume_claim,
+                    name,
+                    self.namespace,
+                    body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=meta.uid)),
+                )
+            except NotFound:
+                continue
+        if refused:
+            raise PlatformError(
+                f"StatefulSet {self.statefulset}: claims left in place: {'; '.join(refused)}"
+            )
+
+    def _mounted_claims(self) -> dict[str, str]:
+        """Claim name -> a pod of the namespace that mounts it."""
+        pods = self.api.call("list pods", self.api.core.list_namespaced_pod, self.namespace)
+        mounted: dict[str, str] = {}
+        for pod in pods.items or []:
+            for volume in (pod.spec.volumes or []) if pod.spec else []:
+                source = volume.persistent_volume_claim
+                if source is not None and source.claim_name:
+                    mounted[str(source.claim_name)] = _name(pod)
+        return mounted

@@ -1,0 +1,198 @@
+"""The shard StatefulSet when the world around it misbehaves, on the emulated API with real
+server pods: claims of neighbours and hand-made ones survive a scale-in, a claim a pod
+mounts or that is not ours is refused loudly, Pending pods are scaled back instead of
+growing the StatefulSet on every retry, and a leaving set the StatefulSet cannot remove
+is refused before anything moves."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from controller.platform import PlatformError
+from controller.platform.kubernetes import KubeApi, StatefulSetNodes
+from controller.platform.kubernetes.workloads import LeavingRefused
+from tests.k8s.emulator import KubeAPI
+from tests.k8s.kubelet import Kubelet
+from tests.k8s.test_kubelet import redis_statefulset
+
+NS = "default"
+STS, PVCS, PODS = "apps/v1/statefulsets", "v1/persistentvolumeclaims", "v1/pods"
+
+
+@pytest.fixture
+def api(k8s_api: KubeAPI) -> Iterator[KubeApi]:
+    with k8s_api.client() as api_client:
+        yield KubeApi(api_client, backoff_base=0.01, backoff_cap=0.05, request_timeout=3)
+
+
+def statefulset(k8s_api: KubeAPI, name: str, **spec: Any) -> None:
+    body = redis_statefulset(name, claims=True, **spec)
+    body["metadata"]["namespace"] = NS
+    k8s_api.create(STS, body)
+
+
+def claims(k8s_api: KubeAPI) -> set[str]:
+    return {c["metadata"]["name"] for c in k8s_api.list(PVCS, NS)}
+
+
+def scale_patches(k8s_api: KubeAPI, name: str) -> list[int]:
+    """The replica counts the operator asked for, in order."""
+    out = []
+    for request in k8s_api.requests("PATCH", f"/statefulsets/{name}/scale"):
+        body = json.loads(request.body) if isinstance(request.body, str | bytes) else request.body
+        out.append(int(body["spec"]["replicas"]))
+    return out
+
+
+def test_a_scale_in_deletes_exactly_its_own_claims(
+    api: KubeApi, k8s_api: KubeAPI, kubelet: Kubelet
+) -> None:
+    """``cache`` leaving ordinals 2 and 3 deletes ``data-cache-2/3`` only: not the claims
+    of ``session-cache`` (same suffix) nor a hand-made ``backup-my-cache-3``."""
+    statefulset(k8s_api, "cache")
+    statefulset(k8s_api, "session-cache")
+    k8s_api.create(PVCS, {"metadata": {"name": "backup-my-cache-3", "namespace": NS},
+                          "spec": {"accessModes": ["ReadWriteOnce"]}})  # fmt: skip
+    cache = StatefulSetNodes(api, NS, "cache", ready_timeout=30, poll_seconds=0.05)
+    session = StatefulSetNodes(api, NS, "session-cache", ready_timeout=30, poll_seconds=0.05)
+    addresses = cache.add_nodes(4, [])
+    session.add_nodes(4, [])
+    kubelet.wait_ready("session-cache", 4)
+    before = claims(k8s_api)
+    assert {"data-session-cache-2", "data-session-cache-3", "data-cache-3"} <= before
+    cache.remove_nodes(addresses[2:])
+    assert claims(k8s_api) == before - {"data-cache-2", "data-cache-3"}
+    assert [m.pod for m in kubelet.members("session-cache")] == [
+        f"session-cache-{i}" for i in range(4)
+    ]
+
+
+def test_a_claim_that_is_mounted_or_not_ours_is_refused_loudly(
+    api: KubeApi, k8s_api: KubeAPI, kubelet: Kubelet
+) -> None:
+    statefulset(k8s_api, "cache")
+    cache = StatefulSetNodes(api, NS, "cache", ready_timeout=30, poll_seconds=0.05)
+    addresses = cache.add_nodes(4, [])
+    # a debug pod mounts ordinal 3's claim; ordinal 2's claim lost the StatefulSet's labels
+    volume = {"name": "d", "persistentVolumeClaim": {"claimName": "data-cache-3"}}
+    k8s_api.create(PODS, {"metadata": {"name": "debug", "namespace": NS}, "spec": {
+        "containers": [{"name": "sh", "image": "busybox"}], "volumes": [volume]}})  # fmt: skip
+    k8s_api.patch(PVCS, NS, "data-cache-2", {"metadata": {"labels": {"app": "other"}}})
+    with pytest.raises(PlatformError) as info:
+        cache.remove_nodes(addresses[2:])
+    text = str(info.value)
+    assert "data-cache-3 is still mounted by pod debug" in text
+    assert "data-cache-2 lacks the StatefulSet's labels" in text
+    assert {"data-cache-2", "data-cache-3"} <= claims(k8s_api)
+    # a 403 on the delete is a failure, not a warning
+    k8s_api.delete(PODS, NS, "debug")
+    k8s_api.patch(PVCS, NS, "data-cache-2", {"metadata": {"labels": {"app": "cache"}}})
+    k8s_api.fail_next(403, 1, verb="DELETE", path="/persistentvolumeclaims/")
+    with pytest.raises(PlatformError, match="forbidden"):
+        cache._delete_claims(range(2, 4))
+    cache._delete_claims(range(2, 4))
+    assert not {"data-cache-2", "data-cache-3"} & claims(k8s_api)
+
+
+def test_pending_pods_are_scaled_back_and_a_retry_asks_for_the_same_size(
+    api: KubeApi, k8s_api: KubeAPI, make_kubelet: Any
+) -> None:
+    kubelet = make_kubelet(capacity=2)
+    statefulset(k8s_api, "cache")
+    cache = StatefulSetNodes(api, NS, "cache", ready_timeout=2, poll_seconds=0.05)
+    first = cache.add_nodes(2, [])
+    for _ in range(3):  # the loop's retries: each asks for 4, never 6, 8, …
+        with pytest.raises(PlatformError, match=r"cache-2 \(Pending: Unschedulable\)"):
+            cache.add_nodes(2, first)
+        assert cache.replicas() == 2
+    assert max(scale_patches(k8s_api, "cache")) == 4
+    assert "data-cache-2" not in claims(k8s_api)
+    kubelet.set_capacity(4)
+    cache.ready_timeout = 30
+    added = cache.add_nodes(2, first)
+    assert [cache.ordinal(a) for a in added] == [2, 3]
+    assert scale_patches(k8s_api, "cache")[-1] == 4
+
+
+def test_an_absolute_size_reuses_ready_pods_a_lost_call_left(
+    api: KubeApi, k8s_api: KubeAPI, kubelet: Kubelet
+) -> None:
+    """The StatefulSet already has the new pods (the call that asked for them was cut
+    off): a repeat asks for no more, and returns them."""
+    statefulset(k8s_api, "cache")
+    cache = StatefulSetNodes(api, NS, "cache", ready_timeout=30, poll_seconds=0.05)
+    first = cache.add_nodes(2, [])
+    k8s_api.patch(STS, NS, "cache", {"spec": {"replicas": 4}})
+    kubelet.wait_ready("cache", 4)
+    patches = len(scale_patches(k8s_api, "cache"))
+    added = cache.add_nodes(2, first)
+    assert [cache.ordinal(a) for a in added] == [2, 3]
+    assert len(scale_patches(k8s_api, "cache")) == patches and cache.replicas() == 4
+
+
+def test_a_leaving_set_the_statefulset_cannot_remove_is_refused_first(
+    api: KubeApi, k8s_api: KubeAPI, kubelet: Kubelet
+) -> None:
+    statefulset(k8s_api, "cache", podManagementPolicy="OrderedReady")
+    cache = StatefulSetNodes(api, NS, "cache", ready_timeout=30, poll_seconds=0.05)
+    addresses = cache.add_nodes(4, [])
+    cache.check_leaving(addresses[2:])  # the highest ordinals, all Ready: fine
+    with pytest.raises(LeavingRefused, match=r"highest ordinals \[2, 3\].*ordinals \[1, 3\]"):
+        cache.check_leaving([addresses[1], addresses[3]])
+    hung = kubelet.member("cache-0")
+    assert hung.server is not None
+    hung.server.signal(signal.SIGSTOP)  # hung: the readiness probe fails
+    try:
+        kubelet_wait(lambda: not kubelet.member("cache-0").ready)
+        with pytest.raises(LeavingRefused, match=r"cache-0 \(not Ready\)"):
+            cache.check_leaving(addresses[2:])
+        # the StatefulSet itself agrees: lowered replicas do not remove a pod meanwhile
+        k8s_api.patch(STS, NS, "cache", {"spec": {"replicas": 3}})
+        kubelet_wait(lambda: False, timeout=1.0, check=False)
+        assert len(kubelet.members("cache")) == 4
+    finally:
+        hung.server.signal(signal.SIGCONT)
+    kubelet.wait_ready("cache", 3)
+
+
+def test_parallel_statefulsets_only_need_the_leaving_pods_ready(
+    api: KubeApi, k8s_api: KubeAPI, kubelet: Kubelet
+) -> None:
+    statefulset(k8s_api, "cache", podManagementPolicy="Parallel")
+    cache = StatefulSetNodes(api, NS, "cache", ready_timeout=30, poll_seconds=0.05)
+    addresses = cache.add_nodes(4, [])
+    hung = kubelet.member("cache-0")
+    assert hung.server is not None
+    hung.server.signal(signal.SIGSTOP)
+    try:
+        kubelet_wait(lambda: not kubelet.member("cache-0").ready)
+        cache.check_leaving(addresses[2:])
+        hung3 = kubelet.member("cache-3")
+        assert hung3.server is not None
+        hung3.server.signal(signal.SIGSTOP)
+        try:
+            kubelet_wait(lambda: not kubelet.member("cache-3").ready)
+            with pytest.raises(LeavingRefused, match=r"cache-3 \(not Ready\)"):
+                cache.check_leaving(addresses[2:])
+        finally:
+            hung3.server.signal(signal.SIGCONT)
+    finally:
+        hung.server.signal(signal.SIGCONT)
+
+
+def kubelet_wait(
+    condition: Any, timeout: float = 10.0, check: bool = True, step: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(step)
+    if check:
+        raise TimeoutError("condition not met")
