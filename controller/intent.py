@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 __all__ = [
     "INTENT_VERSION",
     "ChangeKind",
+    "IntentConflict",
     "IntentError",
     "IntentFile",
     "IntentRecord",
@@ -40,6 +41,11 @@ ChangeKind = Literal["scale_out", "scale_in", "rebalance"]
 
 class IntentError(ValueError):
     """The stored record cannot be read (not JSON, wrong shape, newer version)."""
+
+
+class IntentConflict(IntentError):
+    """The record changed since this controller read it (another controller wrote it):
+    nothing was written; read it again and decide again."""
 
 
 @dataclass(frozen=True)

@@ -176,26 +176,36 @@ class Controller:
             shards.intent_file, shards.state_dir, cfg.cluster.seeds[0]
         )
         self.intent = IntentRecord()
+        self._intent_error: str | None = None
         self._load_intent()
 
     # -- intent --------------------------------------------------------------------------
 
-    def _load_intent(self) -> None:
+    def _load_intent(self) -> bool:
+        """Read the intent record (the change in flight, the cooldown clocks): at start,
+        and before every shard decision while acting — another controller may have
+        written it since. False (and the ``intent_unreadable`` gate) while it cannot be
+        read: no shard change starts without knowing what is in flight."""
         if self.intent_store is None:
-            return
+            return True
         try:
             record = self.intent_store.load()
         except IntentError as exc:
-            log.error(json.dumps({"event": "intent_unreadable", "error": str(exc)}))
+            if self._intent_error is None:
+                log.error(json.dumps({"event": "intent_unreadable", "error": str(exc)}))
+            self._intent_error = str(exc)
             self._count_error("intent")
-            return
+            return False
+        self._intent_error = None
+        changed = record.change != self.intent.change
         self.intent = record
         wall, clock = self.wall(), self.clock()
         up = shift_clock(record.last_up_at, wall, clock)
         down = shift_clock(record.last_down_at, wall, clock)
         self.shard_state = replace(self.shard_state, last_up_at=up, last_down_at=down)
-        if record.change is not None:
+        if record.change is not None and changed:
             log.info(json.dumps({"event": "intent_loaded", "change": asdict(record.change)}))
+        return True
 
     def _save_intent(self, change: PendingChange | None) -> None:
         """Write the change in flight (None: none) and the cooldown clocks, before acting."""
@@ -323,13 +333,15 @@ class Controller:
         shards_now = len(view.shard_utilization) if view is not None else 0
         gates = tuple(g.name for g in view.gates) if view is not None else ("no_probe_yet",)
         gates += ("migration_in_progress",) if self.migrating else ()
+        gates += ("intent_unreadable",) if self._intent_error is not None else ()
         change = self.intent.change
         policy = self.cfg.shards.policy()
         if change is not None and self.nodes is not None:
             retry = (policy.retry_base_seconds, policy.retry_max_seconds)
-            return resume_decision(change, shards_now, gates, self.shard_state, retry, now), (
-                self.shard_state
-            )
+            bounds = (policy.min_shards, policy.max_shards)
+            resumed = resume_decision(change, shards_now, gates, self.shard_state, retry, now,
+                                      bounds)  # fmt: skip
+            return resumed, self.shard_state
         obs = ShardObservation(
             shards_now, view.utilization if view else None, gates, False,
             view.missing_signals if view else (), self._own_change_ended_at,
@@ -367,6 +379,8 @@ class Controller:
         return out + (consumers or [])
 
     def _reconcile_shards(self, holding: bool) -> Decision:
+        if holding and self.nodes is not None:
+            self._load_intent()  # what another controller wrote since: never act on a stale one
         decision, new_state = self._decide_shards()
         old, now = self.shard_state, self.clock()
         kept_clocks = replace(new_state, last_up_at=old.last_up_at, last_down_at=old.last_down_at)

@@ -238,11 +238,19 @@ def _move(
 
 def resume_decision(
     change: PendingChange, current: int, gates: tuple[str, ...], state: ShardPolicyState,
-    retry: tuple[float, float], now: float,
+    retry: tuple[float, float], now: float, bounds: tuple[int, int] | None = None,
 ) -> Decision:  # fmt: skip
-    """The shard decision while an interrupted change is pending: finish it (the policy
-    is not asked again), unless a gate is closed or the last attempt failed recently."""
-    why = f"resuming interrupted {change.kind} {change.from_shards} -> {change.to_shards}"
+    """The shard decision while an interrupted change is pending: finish it, unless a
+    gate is closed or the last attempt failed recently. The policy's cooldowns were
+    checked when the change started (the record is written after that check, and read
+    afresh before every decision); its bounds are checked again: a target the policy no
+    longer allows (``bounds`` = min, max shards) is finished at the nearest allowed
+    count, which the resharding reaches from whatever state the change left."""
+    target = change.to_shards
+    why = f"resuming interrupted {change.kind} {change.from_shards} -> {target}"
+    if bounds is not None and not bounds[0] <= target <= bounds[1]:
+        target = min(max(target, bounds[0]), bounds[1])
+        why += f" (now {target}: the policy allows {bounds[0]}-{bounds[1]} shards)"
     if change.draining:
         why += f" (draining: {', '.join(change.draining)})"
     if gates:
@@ -250,7 +258,7 @@ def resume_decision(
     wait = retry_backoff(state.failures, *retry) - _since(state.last_failure_at, now)
     if wait > 0:
         return Decision("shards", current, current, f"{why}; retry in {wait:.0f}s", ("backoff",))
-    return Decision("shards", current, change.to_shards, why)
+    return Decision("shards", current, target, why)
 
 
 # -- consumers (HPA + KEDA) ------------------------------------------------------------

@@ -54,8 +54,9 @@ RBAC_RULES: tuple[RBACRule, ...] = (
         "map each shard pod (IP, port named redis, ordinal, readiness) to its cluster node",
     ),
     RBACRule(
-        "", "persistentvolumeclaims", ("list", "delete"),
-        "delete a removed ordinal's volume so a reused ordinal never starts with an old nodes.conf",
+        "", "persistentvolumeclaims", ("get", "delete"),
+        "delete a removed ordinal's claims (by exact name, checked first) so a reused "
+        "ordinal never starts with an old nodes.conf",
     ),
     RBACRule(
         "coordination.k8s.io", "leases", ("get", "create", "update"),

@@ -196,3 +196,72 @@ def kubelet_wait(
         time.sleep(step)
     if check:
         raise TimeoutError("condition not met")
+
+
+# -- the intent record: compare-and-set, re-read before every decision --------------------
+
+
+def test_the_intent_record_is_written_only_over_what_was_read(
+    api: KubeApi, k8s_api: KubeAPI
+) -> None:
+    from controller.intent import IntentConflict, IntentRecord, PendingChange
+    from controller.platform.kubernetes.intent_store import IntentAnnotation
+
+    statefulset(k8s_api, "cache")
+    mine, theirs = IntentAnnotation(api, NS, "cache"), IntentAnnotation(api, NS, "cache")
+    assert mine.load() == theirs.load() == IntentRecord()
+    step = PendingChange("scale_out", 3, 4, 1_790_000_000.0)
+    theirs.save(IntentRecord(last_up_at=1_790_000_000.0, change=step, holder="b"))
+    stale = IntentRecord(change=PendingChange("scale_out", 4, 5, 1_790_000_100.0), holder="a")
+    with pytest.raises(IntentConflict, match="another controller"):
+        mine.save(stale)
+    assert IntentAnnotation(api, NS, "cache").load().holder == "b"  # nothing written
+    mine.load()
+    # the object changing under a write (a status update: a newer resourceVersion) is
+    # retried on a fresh read, since the record itself is still the one read
+    k8s_api.fail_next(409, 1, verb="PATCH", path="/statefulsets/cache")
+    mine.save(IntentRecord(last_up_at=1_790_000_000.0, holder="a"))
+    assert IntentAnnotation(api, NS, "cache").load().holder == "a"
+
+
+def test_a_new_leader_decides_from_the_record_as_it_is_now_not_as_it_was(
+    api: KubeApi, k8s_api: KubeAPI
+) -> None:
+    """A standby loaded the record while the leader's 2 -> 3 step was in flight; the
+    leader finished (record: no change, just scaled up) and stopped. Taking over, the
+    standby must not repeat a step, nor write ``last_up_at: null`` over the record."""
+    import time as clock
+
+    from controller.config import SlotpilotConfig
+    from controller.intent import IntentRecord, PendingChange
+    from controller.localcluster import LocalCluster
+    from controller.loop import Controller
+    from controller.platform.kubernetes import KubernetesPlatform
+    from controller.platform.kubernetes.intent_store import IntentAnnotation
+
+    statefulset(k8s_api, "cache")
+    with LocalCluster(2, 0) as cluster:
+        cfg = SlotpilotConfig.model_validate({
+            "cluster": {"seeds": [cluster.seed]},
+            "shards": {"min_shards": 2, "max_shards": 4, "replicas_per_shard": 0,
+                       "scale_up_cooldown_seconds": 300,
+                       "capacity": {"cpu_cores": None, "ops_per_second": 1}},
+        })  # fmt: skip
+        leader = IntentAnnotation(api, NS, "cache")
+        leader.load()
+        leader.save(IntentRecord(change=PendingChange("scale_out", 2, 3, clock.time()),
+                                 holder="leader"))  # fmt: skip
+        standby = Controller(cfg, KubernetesPlatform(api, NS), nodes=cluster,
+                             intent=IntentAnnotation(api, NS, "cache"))  # fmt: skip
+        assert standby.intent.change is not None  # the stale picture it started with
+        scaled_at = clock.time()
+        leader.save(IntentRecord(last_up_at=scaled_at, change=None, holder="leader"))
+        try:
+            standby.probe_once()
+            [decision] = [d for d in standby.reconcile_once() if d.target == "shards"]
+        finally:
+            standby.stop()
+        assert decision.desired == decision.current == 2, decision
+        assert len(cluster.nodes) == 2  # no node was added
+        after = IntentAnnotation(api, NS, "cache").load()
+        assert after.change is None and after.last_up_at == pytest.approx(scaled_at, abs=1)

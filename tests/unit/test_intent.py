@@ -110,3 +110,15 @@ def test_cooldown_survives_a_restart(tmp_path: Path) -> None:
         assert d.blocked_by == ("cooldown",) and "530s left" in d.reason
     finally:
         after.stop()
+
+
+def test_a_resumed_change_is_finished_within_the_policys_bounds_as_they_are_now() -> None:
+    """SCALE_IN goes 4 -> 3; with min_shards raised to 4 meanwhile it finishes at 4 (the
+    resharding converges from whatever the change left), and says why."""
+    d = resume_decision(SCALE_IN, 4, (), ShardPolicyState(), (10.0, 600.0), 100.0, (4, 8))
+    assert d.desired == 4 and "the policy allows 4-8 shards" in d.reason
+    up = PendingChange("scale_out", 3, 6, 1_700_000_000.0)
+    d = resume_decision(up, 4, (), ShardPolicyState(), (10.0, 600.0), 100.0, (2, 5))
+    assert d.desired == 5
+    inside = resume_decision(SCALE_IN, 4, (), ShardPolicyState(), (10.0, 600.0), 100.0, (2, 5))
+    assert inside.desired == 3 and "policy allows" not in inside.reason
