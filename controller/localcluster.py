@@ -362,6 +362,10 @@ class LocalCluster:
     def check_leaving(self, addresses: Sequence[str]) -> None:
         """Local processes can always be stopped, whichever leave."""
 
+    def size(self) -> int | None:
+        """Nothing declares how many local nodes there should be."""
+        return None
+
     def remove_nodes(self, addresses: Sequence[str]) -> None:
         """``SHUTDOWN NOSAVE`` each node (ours or adopted), then reap the ones we started."""
         for address in addresses:

@@ -177,6 +177,7 @@ class Controller:
         )
         self.intent = IntentRecord()
         self._intent_error: str | None = None
+        self._outside_change: str | None = None  # the workload below the cluster: hold
         self._load_intent()
 
     # -- intent --------------------------------------------------------------------------
@@ -230,8 +231,14 @@ class Controller:
             state = self.lease.hold()
         except Exception as exc:  # unreachable: act only while the lease is surely ours
             self._count_error("lease")
-            log.warning(json.dumps({"event": "lease_unknown", "error": f"{exc}"}))
-            state = replace(before, holding=self.lease is not None and self.lease.held)
+            elected = self.leader is not None  # on Kubernetes the Lease election decides
+            log.warning(json.dumps({"event": "lease_unknown", "error": f"{exc}",
+                                    "acting_as_elected_leader": elected}))  # fmt: skip
+            # The in-cluster lock keeps two processes off one cluster where nothing else
+            # does; under a Lease election it is a second guard, and a cluster that is down
+            # (the case that needs the operator most) must not silence the elected leader.
+            held = self.lease is not None and self.lease.held
+            state = replace(before, holding=held or elected)
         if state.holding != before.holding:
             event = "lease_acquired" if state.holding else "lease_not_held"
             log.info(json.dumps({"event": event, **asdict(state)}))
@@ -334,6 +341,7 @@ class Controller:
         gates = tuple(g.name for g in view.gates) if view is not None else ("no_probe_yet",)
         gates += ("migration_in_progress",) if self.migrating else ()
         gates += ("intent_unreadable",) if self._intent_error is not None else ()
+        gates += ("statefulset_below_cluster",) if self._outside_change is not None else ()
         change = self.intent.change
         policy = self.cfg.shards.policy()
         if change is not None and self.nodes is not None:
@@ -369,6 +377,8 @@ class Controller:
         holding = self.hold_lease()
         out: list[Decision] = []
         if holding:
+            self._guard("workload", self._check_workload)
+        if holding and self._outside_change is None:
             self._guard("repair", self._repair_shards)
             self._guard("structure", self._rejoin_strays)
             self._guard("structure", self._repair_structure)
@@ -535,6 +545,45 @@ class Controller:
         if done:
             self._event("shards", "StructureRepaired", "; ".join(done))
         self.probe_once()
+
+    def _check_workload(self) -> None:
+        """Hold everything that changes the cluster while the platform declares fewer
+        nodes than the cluster has — its live nodes plus failed ones still owning slots
+        that no live replica can take over (someone scaled the StatefulSet down from
+        outside: ``kubectl scale``, a GitOps sync). Forgetting or replacing those nodes
+        would make the loss final. A Warning Event says so once; the shard decision is
+        blocked by ``statefulset_below_cluster`` until the size is back."""
+        view = self.view
+        if self.nodes is None or view is None or view.probe is None:
+            return
+        declared = self.nodes.size()
+        if declared is None:
+            return
+        entries = [e for e in view.probe.entries if not e.flags & {"noaddr", "handshake"}]
+        live = [e for e in entries if "fail" not in e.flags]
+        served = {e.primary_id for e in live if not e.is_primary}
+        # a failed node still owning slots with no live replica to take them over: its
+        # pod is gone for good (a crashed pod is back, or failed over, within a timeout)
+        stranded = [e for e in entries if "fail" in e.flags and e.slots
+                    and e.node_id not in served]  # fmt: skip
+        need = len(live) + len(stranded)
+        before = self._outside_change
+        if declared >= need:
+            self._outside_change = None
+            if before is not None:
+                log.info(json.dumps({"event": "workload_restored", "declared": declared}))
+                self._event("shards", "WorkloadRestored", f"{declared} nodes declared again")
+            return
+        lost = ", ".join(sorted(e.address or e.node_id[:8] for e in stranded)) or "none"
+        self._outside_change = (
+            f"the StatefulSet declares {declared} nodes but the cluster has {need} "
+            f"(slots on nodes whose pods are gone: {lost}): scaled down from outside? "
+            f"Holding (no repair, no scaling) until it declares {need} again"
+        )
+        if before is None:  # one Warning an episode; the status keeps the latest wording
+            log.error(json.dumps({"event": "workload_below_cluster", "declared": declared,
+                                  "cluster_nodes": need, "stranded": lost}))  # fmt: skip
+            self._event("shards", "WorkloadBelowCluster", self._outside_change, warning=True)
 
     def _mark_own_change(self) -> None:
         """Epoch changes seen within one failover window from now are ours."""
@@ -736,7 +785,8 @@ class Controller:
         status["backlogs"] = dict(self.backlogs)
         last = self.scale_history[-1].as_dict() if self.scale_history else None
         status["resharding"] = {"in_progress": self.migrating, "last": last,
-                                "last_error": self.last_scale_error}  # fmt: skip
+                                "last_error": self.last_scale_error,
+                                "held": self._outside_change}  # fmt: skip
         return status
 
     @property

@@ -114,6 +114,11 @@ class NodeSource(Protocol):
         not remove these nodes afterwards; asked before anything moves."""
         ...
 
+    def size(self) -> int | None:
+        """How many nodes the platform declares (a StatefulSet's ``spec.replicas``);
+        None where nothing declares a size (local processes)."""
+        ...
+
     def ordinal(self, address: str) -> Any:
         """Sort key: the highest ordinals leave first on scale-in."""
         ...

@@ -147,6 +147,10 @@ def _chart_properties() -> Schema:
             },
             "the Service in front of /metrics and /v1/*",
         ),
+        "admissionPolicy": _strict(
+            {"enabled": _BOOL},
+            "only this release's ServiceAccount may change the shard StatefulSet's replicas",
+        ),
         "serviceMonitor": _strict(
             {
                 "enabled": _BOOL,

@@ -445,6 +445,10 @@ class LocalNodeSource:
     def check_leaving(self, addresses: Sequence[str]) -> None:
         """Local processes can always be stopped, whichever leave."""
 
+    def size(self) -> int | None:
+        """Nothing declares how many local nodes there should be."""
+        return None
+
     def remove_nodes(self, addresses: Sequence[str]) -> None:
         """``SHUTDOWN NOSAVE`` each node once it holds no key, wait until it has exited,
         then delete its directory. A node with keys raises

@@ -45,6 +45,9 @@ class BrokenNodes:
     def check_leaving(self, addresses: Sequence[str]) -> None:
         pass
 
+    def size(self) -> int | None:
+        return None
+
     def remove_nodes(self, addresses: Sequence[str]) -> None:
         raise RuntimeError("node source exploded")
 

@@ -218,6 +218,9 @@ class _Unremovable:
 
         raise PlatformError(f"cannot remove {sorted(addresses)}")
 
+    def size(self) -> int | None:
+        return None
+
 
 def test_a_leaving_set_the_platform_cannot_remove_is_refused_before_any_slot_moves(
     make_cluster: Any,

@@ -265,3 +265,61 @@ def test_a_new_leader_decides_from_the_record_as_it_is_now_not_as_it_was(
         assert len(cluster.nodes) == 2  # no node was added
         after = IntentAnnotation(api, NS, "cache").load()
         assert after.change is None and after.last_up_at == pytest.approx(scaled_at, abs=1)
+
+
+# -- someone else scales the StatefulSet down ------------------------------------------------
+
+
+def test_an_outside_scale_down_is_held_and_reported_even_with_the_cluster_down(
+    api: KubeApi, k8s_api: KubeAPI, kubelet: Kubelet
+) -> None:
+    """``kubectl scale --replicas 2`` on a 6-pod, 3-shard cluster takes shard 2's primary
+    and its replica: the elected leader (whose in-cluster lock is unreachable: the cluster
+    is down) holds — no forget, no repair, no scale — and says why, until the size is back."""
+    from controller.config import SlotpilotConfig
+    from controller.loop import Controller
+    from controller.platform.kubernetes import KubernetesPlatform
+    from controller.topology import connector, read_topology
+    from tests.k8s.test_run_kubernetes import six_pods_three_shards
+
+    _, addresses = six_pods_three_shards(k8s_api, kubelet)
+    cfg = SlotpilotConfig.model_validate({
+        "cluster": {"seeds": addresses[:2]},
+        "probe": {"interval_seconds": 0.5, "timeout_seconds": 0.4, "rise": 1, "fall": 1},
+        "shards": {"min_shards": 3, "max_shards": 3, "replicas_per_shard": 1,
+                   "node_timeout_ms": 2000, "forget_failed_after_seconds": 0.5,
+                   "lease_ttl_seconds": 3, "capacity": {"cpu_cores": None}},
+    })  # fmt: skip
+    posted: list[tuple[str, str, str, bool]] = []
+    nodes = StatefulSetNodes(api, NS, "cache", ready_timeout=5, poll_seconds=0.05)
+    controller = Controller(cfg, KubernetesPlatform(api, NS), nodes=nodes,
+                            leader=lambda: True, events=lambda *e: posted.append(e))  # fmt: skip
+    known_before = {e.node_id for e in read_topology(connector(), addresses[0]).entries}
+    try:
+        controller.probe_once()
+        controller.reconcile_once()
+        assert not [e for e in posted if e[1] == "WorkloadBelowCluster"]
+        k8s_api.patch(STS, NS, "cache", {"spec": {"replicas": 2}})
+        kubelet.wait_ready("cache", 2)
+        deadline = time.monotonic() + 8  # past the node timeout and the forget grace
+        while time.monotonic() < deadline:
+            controller.probe_once()
+            [decision] = [d for d in controller.reconcile_once() if d.target == "shards"]
+            time.sleep(0.3)
+        assert "statefulset_below_cluster" in decision.blocked_by, decision
+        warnings = [e for e in posted if e[1] == "WorkloadBelowCluster"]
+        assert len(warnings) == 1 and warnings[0][3] is True, posted
+        assert "declares 2 nodes but the cluster has" in warnings[0][2]
+        held = controller.status()["resharding"]["held"]
+        assert "declares 2 nodes but the cluster has 3" in held, held
+        assert nodes.replicas() == 2  # not scaled back up over the lost shard's claims
+        known = {e.node_id for e in read_topology(connector(), addresses[0]).entries}
+        assert known == known_before  # nobody forgotten, the stranded slots' owner kept
+        assert controller.status()["lease"]["holding"] is True
+        k8s_api.patch(STS, NS, "cache", {"spec": {"replicas": 6}})
+        kubelet.wait_ready("cache", 6)
+        controller.probe_once()
+        controller.reconcile_once()
+        assert [e for e in posted if e[1] == "WorkloadRestored"], posted
+    finally:
+        controller.stop()

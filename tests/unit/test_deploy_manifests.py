@@ -73,7 +73,8 @@ def _env(container: Doc) -> dict[str, Doc]:
 def test_the_expected_manifests_exist() -> None:
     kinds = sorted(d["kind"] for p, d in RESOURCES if p.parent == MANIFESTS)
     assert kinds == sorted(["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment",
-                            "Service", "PodDisruptionBudget"])  # fmt: skip
+                            "Service", "PodDisruptionBudget", "ValidatingAdmissionPolicy",
+                            "ValidatingAdmissionPolicyBinding"])  # fmt: skip
     example = sorted(d["kind"] for p, d in RESOURCES if p.parent == EXAMPLE)
     assert example == ["Job", "Service", "StatefulSet"]
 
@@ -354,7 +355,7 @@ def test_configmap_config_points_at_the_example_cluster(tmp_path: Path) -> None:
     path.write_text(_one("ConfigMap")["data"]["config.yaml"], encoding="utf-8")
     cfg = load_config(path)
     statefulset, service = _one("StatefulSet", EXAMPLE), _one("Service", EXAMPLE)
-    name, replicas = statefulset["metadata"]["name"], statefulset["spec"]["replicas"]
+    name, replicas = statefulset["metadata"]["name"], _initial_size()
     port = {p["name"]: p["containerPort"] for p in _container(statefulset)["ports"]}["redis"]
     pods = {f"{name}-{i}.{service['metadata']['name']}:{port}" for i in range(replicas)}
     assert cfg.cluster.seeds and set(cfg.cluster.seeds) <= pods
@@ -365,6 +366,13 @@ def test_configmap_config_points_at_the_example_cluster(tmp_path: Path) -> None:
 
 
 # -- the example Redis/Valkey Cluster --------------------------------------------------------
+
+
+def _initial_size() -> int:
+    """The example's first size: what the bootstrap Job forms (the StatefulSet itself
+    declares none, so applying it again never resets what the operator scaled to)."""
+    env = {k: v.get("value") for k, v in _env(_container(_one("Job", EXAMPLE))).items()}
+    return int(env["NODES"] or 0)
 
 
 def test_example_statefulset_is_a_cluster_slotpilot_can_manage() -> None:
@@ -380,7 +388,9 @@ def test_example_statefulset_is_a_cluster_slotpilot_can_manage() -> None:
     assert 'requirepass "${REDIS_PASSWORD}"' in script
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"redis": 6379, "cluster-bus": 16379}
-    assert spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Delete"
+    # the operator owns the count (an apply never resets it) and deletes claims itself
+    assert "replicas" not in spec
+    assert spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
     anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
     assert anti["preferredDuringSchedulingIgnoredDuringExecution"]
     term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
@@ -401,7 +411,8 @@ def test_bootstrap_job_targets_the_statefulset() -> None:
     assert container["image"] == _container(statefulset)["image"]
     assert env["STATEFULSET"] == statefulset["metadata"]["name"]
     assert env["SERVICE"] == statefulset["spec"]["serviceName"]
-    assert int(env["NODES"] or 0) == statefulset["spec"]["replicas"]
+    assert int(env["NODES"] or 0) == _initial_size()
+    assert f"--replicas {_initial_size()}" in (EXAMPLE / "statefulset.yaml").read_text()
     assert int(env["REPLICAS_PER_SHARD"] or 0) == _config()["shards"]["replicas_per_shard"]
     assert int(env["WAIT_TRIES"] or 0) * int(env["WAIT_SECONDS"] or 0) > 0, "bounded waits"
     script = container["args"][0]

@@ -251,6 +251,10 @@ class StatefulSetNodes:
             self.namespace,
         )
 
+    def size(self) -> int | None:
+        """The StatefulSet's ``spec.replicas``: the nodes it declares."""
+        return self.replicas()
+
     def pods(self, sts: Any = None) -> list[PodNode]:
         """The StatefulSet's pods (by its selector) as nodes, by ordinal."""
         sts = sts if sts is not None else self._statefulset()
