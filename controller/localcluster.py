@@ -19,7 +19,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,7 @@ class LocalCluster:
         self.auth = auth
         self.start_timeout = start_timeout
         self.base_port = base_port
+        self.keep_going: Callable[[], bool] = lambda: True
         self._owns_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="slotpilot-cluster-"))
         self.nodes: list[ServerNode] = []

@@ -131,6 +131,8 @@ class Controller:
         self.clock, self.wall = clock, wall
         self.metrics = metrics
         self.nodes = nodes  # where shard nodes come from; None: shard decisions are advice
+        if nodes is not None:
+            nodes.keep_going = self.may_act  # its waits give up once we may no longer act
         tls = cfg.cluster.tls
         connection: dict[str, Any] = {
             "username": cfg.cluster.username,
@@ -145,6 +147,7 @@ class Controller:
         self.last_scale_error: dict[str, Any] | None = None  # the refusing gate, if any
         self.probe = Probe(cfg.cluster.seeds, timeout=cfg.probe.timeout_seconds, **connection)
         self._client: ClusterClient | None = None
+        self._client_lock = threading.Lock()
         capacity = cfg.shards.capacity
         self.capacity = Capacity(capacity.memory_bytes, capacity.ops_per_second, capacity.cpu_cores)
         self.view: ClusterView | None = None
@@ -310,13 +313,14 @@ class Controller:
                 self._event("shards", "NodeRecovered", f"{what} answers again")
 
     def client(self) -> ClusterClient:
-        if self._client is None:
-            self._client = ClusterClient(
-                self.cfg.cluster.seeds,
-                socket_timeout=self.cfg.probe.timeout_seconds,
-                **self._connection,
-            )
-        return self._client
+        with self._client_lock:  # the shard and consumer jobs share one client
+            if self._client is None:
+                self._client = ClusterClient(
+                    self.cfg.cluster.seeds,
+                    socket_timeout=self.cfg.probe.timeout_seconds,
+                    **self._connection,
+                )
+            return self._client
 
     def _backlog(self, name: str) -> float | None:
         consumer = next(c for c in self.cfg.consumers if c.name == name)
@@ -373,20 +377,30 @@ class Controller:
     def reconcile_once(self) -> list[Decision]:
         """Hold the lease, mend what a crash or a dead node left, then decide for every
         target and act on what can be carried out. Shards and consumers are separate
-        stages: an error in one is logged, counted and does not stop the other."""
+        stages: an error in one is logged, counted and does not stop the other (and when
+        the controller runs, separate jobs: a reshard never delays consumer scaling)."""
+        shard = self.reconcile_shards_once()
+        return ([shard] if shard is not None else []) + self.reconcile_consumers_once()
+
+    def reconcile_shards_once(self) -> Decision | None:
+        """The shard stage: hold the lease, mend, decide and reshard (which may take long)."""
         holding = self.hold_lease()
-        out: list[Decision] = []
         if holding:
             self._guard("workload", self._check_workload)
         if holding and self._outside_change is None:
             self._guard("repair", self._repair_shards)
             self._guard("structure", self._rejoin_strays)
             self._guard("structure", self._repair_structure)
-        shard = self._guard("shards", lambda: self._reconcile_shards(holding))
-        if shard is not None:
-            out.append(shard)
+        decision: Decision | None = self._guard("shards", lambda: self._reconcile_shards(holding))
+        return decision
+
+    def reconcile_consumers_once(self) -> list[Decision]:
+        """The consumer stage, on its own schedule: acts while this controller is the
+        leader and holds the cluster's lease (as last renewed by the lease job), even
+        while the shard stage is busy with a reshard."""
+        holding = self.lease_state.holding and (self.leader is None or bool(self.leader()))
         consumers = self._guard("consumers", lambda: self._reconcile_consumers(holding))
-        return out + (consumers or [])
+        return list(consumers or [])
 
     def _reconcile_shards(self, holding: bool) -> Decision:
         if holding and self.nodes is not None:
@@ -811,7 +825,8 @@ class Controller:
         renew = self.cfg.shards.lease_ttl_seconds / 3
         common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
         jobs = (("probe", self.probe_once, interval), ("lease", self.hold_lease, renew),
-                ("reconcile", self.reconcile_once, interval))  # fmt: skip
+                ("reconcile", self.reconcile_shards_once, interval),
+                ("consumers", self.reconcile_consumers_once, interval))  # fmt: skip
         for name, step, every in jobs:
             scheduler.add_job(
                 lambda n=name, s=step: self._guard(n, s), "interval", seconds=every, id=name,

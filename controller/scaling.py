@@ -98,7 +98,14 @@ class NodeNotEmpty(ScaleInRefused):
 
 
 class NodeSource(Protocol):
-    """Where new cluster nodes come from and where leaving ones go (a platform's part)."""
+    """Where new cluster nodes come from and where leaving ones go (a platform's part).
+
+    ``keep_going`` is asked by every wait of the source (new pods Ready, old ones gone):
+    once it says False (shutting down, leadership lost) the wait gives up at once with a
+    :class:`~controller.platform.PlatformError`. The controller sets it to its own
+    ``may_act``."""
+
+    keep_going: Callable[[], bool]
 
     def add_nodes(self, count: int, existing: Sequence[str]) -> list[str]:
         """Start ``count`` empty cluster-enabled nodes, ordered after ``existing``; return

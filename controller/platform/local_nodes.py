@@ -23,7 +23,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -367,6 +367,7 @@ class LocalNodeSource:
         self.auth = auth
         self.start_timeout = start_timeout
         self.tls = tls  # ssl_* options of our own connections (a TLS cluster's scale-in)
+        self.keep_going: Callable[[], bool] = lambda: True
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     def _client(self, port: int, timeout: float = 2.0) -> redis.Redis:

@@ -292,3 +292,49 @@ def test_the_leader_posts_node_down_and_recovered_events(make_cluster: Any) -> N
     finally:
         follower.stop()
         controller.stop()
+
+
+class StuckNodes(BrokenNodes):
+    """New nodes that never come (pods Pending): ``add_nodes`` waits until released or
+    until ``keep_going`` (the controller's ``may_act``) says stop, as platform waits do."""
+
+    def __init__(self) -> None:
+        self.waiting = threading.Event()
+        self.released = threading.Event()
+        self.keep_going: Any = lambda: True
+
+    def add_nodes(self, count: int, existing: Sequence[str]) -> list[str]:
+        from controller.platform import PlatformError
+
+        self.waiting.set()
+        while not self.released.wait(0.05):
+            if not self.keep_going():
+                raise PlatformError("stopped waiting for new pods: shutting down")
+        raise PlatformError("released without nodes")
+
+
+def test_consumers_scale_while_a_reshard_waits_and_stop_interrupts_the_wait(
+    make_cluster: Any,
+) -> None:
+    cluster: LocalCluster = make_cluster(1, 0)
+    platform = LocalPlatform({"jobs": SLEEPER}, grace_seconds=1)
+    cfg = _config(cluster, consumers=True, min_shards=2, max_shards=3, replicas_per_shard=0)
+    nodes = StuckNodes()
+    controller = Controller(cfg, platform, nodes=nodes)
+    stopped = False
+    try:
+        controller.client().rpush("q", *range(25))
+        controller.start()
+        assert nodes.waiting.wait(30), "the shard stage never asked for nodes"
+        _wait(lambda: platform.get_replicas("jobs") == 3)  # while the reshard waits
+        assert controller.migrating and not nodes.released.is_set()
+        began = time.monotonic()
+        controller.stop()  # SIGTERM: the wait gives up, the Lease can be released
+        stopped = True
+        assert time.monotonic() - began < 15, "stop waited for the node wait to time out"
+        assert not controller.migrating
+    finally:
+        nodes.released.set()
+        if not stopped:
+            controller.stop()
+        platform.close()

@@ -323,3 +323,17 @@ def test_an_outside_scale_down_is_held_and_reported_even_with_the_cluster_down(
         assert [e for e in posted if e[1] == "WorkloadRestored"], posted
     finally:
         controller.stop()
+
+
+def test_a_wait_for_pending_pods_gives_up_when_the_controller_may_no_longer_act(
+    api: KubeApi, k8s_api: KubeAPI, make_kubelet: Any
+) -> None:
+    make_kubelet(capacity=0)  # nothing can be scheduled
+    statefulset(k8s_api, "cache")
+    cache = StatefulSetNodes(api, NS, "cache", ready_timeout=600, poll_seconds=0.05)
+    until = time.monotonic() + 1.0
+    cache.keep_going = lambda: time.monotonic() < until  # then: SIGTERM, or leadership lost
+    began = time.monotonic()
+    with pytest.raises(PlatformError, match="stopped waiting for pods of ordinals"):
+        cache.add_nodes(2, [])
+    assert time.monotonic() - began < 60  # not the 600 s ready timeout

@@ -231,6 +231,16 @@ class StatefulSetNodes:
         self.poll_seconds = poll_seconds
         self._sleep = sleep
         self._ordinals: dict[str, int] = {}
+        self.keep_going: Callable[[], bool] = lambda: True  # the controller's may_act
+
+    def _wait(self, what: str) -> None:
+        """One poll interval of a wait, unless the controller may no longer act."""
+        if not self.keep_going():
+            raise PlatformError(
+                f"StatefulSet {self.statefulset}: stopped waiting for {what}: shutting down "
+                "or no longer the leader (the next leader resumes)"
+            )
+        self._sleep(self.poll_seconds)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -323,7 +333,7 @@ class StatefulSetNodes:
                     f"StatefulSet {self.statefulset}: pods not Ready within "
                     f"{self.ready_timeout:.0f}s: {', '.join(waiting)}; scaled back to {base}"
                 )
-            self._sleep(self.poll_seconds)
+            self._wait(f"pods of ordinals {sorted(wanted - set(ready))} to be Ready")
 
     def _roll_back(self, base: int) -> None:
         """Scale back to ``base`` (the new ordinals never joined the cluster) and delete
@@ -334,7 +344,7 @@ class StatefulSetNodes:
         self._patch_replicas(base)
         deadline = time.monotonic() + self.ready_timeout
         while any(n.ordinal >= base for n in self.pods()):
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or not self.keep_going():
                 return  # the claims stay; a later scale-out reuses those ordinals
             self._sleep(self.poll_seconds)
         self._delete_claims(range(base, current))
@@ -397,7 +407,7 @@ class StatefulSetNodes:
                     f"StatefulSet {self.statefulset}: pods >= {target} still exist after "
                     f"{self.ready_timeout:.0f}s"
                 )
-            self._sleep(self.poll_seconds)
+            self._wait(f"pods >= {target} to be gone")
         self._delete_claims(range(target, current))
 
     def _delete_claims(self, ordinals: range) -> None:
