@@ -405,6 +405,8 @@ class Controller:
     def _reconcile_shards(self, holding: bool) -> Decision:
         if holding and self.nodes is not None:
             self._load_intent()  # what another controller wrote since: never act on a stale one
+        elif not holding and self.intent_store is not None and self._load_intent():
+            self._follow_draining()
         decision, new_state = self._decide_shards()
         old, now = self.shard_state, self.clock()
         kept_clocks = replace(new_state, last_up_at=old.last_up_at, last_down_at=old.last_down_at)
@@ -738,6 +740,19 @@ class Controller:
         if self._stopping or (self.leader is not None and not self.leader()):
             return False
         return self.lease is None or self.lease.still_held()
+
+    def _follow_draining(self) -> None:
+        """A follower publishes the leader's draining nodes, from the shared intent record,
+        so every replica behind the Service serves the same routing table."""
+        change = self.intent.change
+        draining = set(change.draining) if change is not None else set()
+        if draining == self.draining:
+            return
+        with self._lock:
+            self.draining = draining
+            if self.view is not None:
+                lag = self.cfg.routing.max_replica_lag_seconds
+                self.routing = build_routing_table(self.view, self.draining, self.routing, lag)
 
     def _mark_draining(self, addresses: list[str]) -> None:
         """Publish the leaving nodes with weight 0 before any of their slots move, and

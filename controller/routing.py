@@ -43,7 +43,10 @@ class RoutingTable:
 
     @property
     def etag(self) -> str:
-        return f'"{self.version}-{_digest(self.nodes)}"'
+        """From the content alone: every controller replica serving the same table (the
+        leader's draining nodes included) answers with the same ETag, whatever version
+        count its own history reached."""
+        return f'"{_digest(self.nodes)}"'
 
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "nodes": [asdict(n) for n in self.nodes]}

@@ -337,3 +337,53 @@ def test_a_wait_for_pending_pods_gives_up_when_the_controller_may_no_longer_act(
     with pytest.raises(PlatformError, match="stopped waiting for pods of ordinals"):
         cache.add_nodes(2, [])
     assert time.monotonic() - began < 60  # not the 600 s ready timeout
+
+
+def test_followers_serve_the_leaders_routing_table_during_a_scale_in(
+    api: KubeApi, k8s_api: KubeAPI
+) -> None:
+    """Clients behind the Service reach any replica: a follower marks the leader's
+    draining nodes too (from the intent record) and answers with the same ETag."""
+    from controller.config import SlotpilotConfig
+    from controller.intent import PendingChange
+    from controller.localcluster import LocalCluster
+    from controller.loop import Controller
+    from controller.platform.kubernetes import KubernetesPlatform
+    from controller.platform.kubernetes.intent_store import IntentAnnotation
+
+    statefulset(k8s_api, "cache")
+    with LocalCluster(3, 0) as cluster:
+        cfg = SlotpilotConfig.model_validate({
+            "cluster": {"seeds": [cluster.seed]},
+            "shards": {"min_shards": 2, "max_shards": 3, "replicas_per_shard": 0,
+                       "capacity": {"cpu_cores": None, "ops_per_second": 1_000_000}},
+        })  # fmt: skip
+
+        def controller(leads: bool) -> Controller:
+            return Controller(cfg, KubernetesPlatform(api, NS), nodes=cluster,
+                              intent=IntentAnnotation(api, NS, "cache"),
+                              leader=lambda: leads)  # fmt: skip
+
+        leader, follower = controller(True), controller(False)
+        leaving = max(n.address for n in cluster.nodes)
+        try:
+            for c in (leader, follower):
+                c.probe_once()
+            leader._save_intent(PendingChange("scale_in", 3, 2, time.time()))
+            leader._mark_draining([leaving])  # what a scale-in announces before moving
+            follower.reconcile_once()
+            for c in (leader, follower):
+                c.probe_once()
+            states = {e.address: e.state for e in follower.routing.nodes}
+            assert states[leaving] == "draining", states
+            assert follower.routing.etag == leader.routing.etag
+            assert follower.routing.nodes == leader.routing.nodes
+            # the scale-in ends: the record is cleared, the follower's table follows
+            leader._save_intent(None)
+            follower.reconcile_once()
+            follower.probe_once()
+            states = {e.address: e.state for e in follower.routing.nodes}
+            assert states[leaving] == "up", states
+        finally:
+            leader.stop()
+            follower.stop()
