@@ -367,6 +367,10 @@ class LocalCluster:
         """Nothing declares how many local nodes there should be."""
         return None
 
+    def pending(self) -> list[str]:
+        """Local processes start or fail at once: none waits to be scheduled."""
+        return []
+
     def remove_nodes(self, addresses: Sequence[str]) -> None:
         """``SHUTDOWN NOSAVE`` each node (ours or adopted), then reap the ones we started."""
         for address in addresses:

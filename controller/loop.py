@@ -181,6 +181,7 @@ class Controller:
         self.intent = IntentRecord()
         self._intent_error: str | None = None
         self._outside_change: str | None = None  # the workload below the cluster: hold
+        self.pending_pods: list[str] = []  # shard pods that cannot start, as last seen
         self._load_intent()
 
     # -- intent --------------------------------------------------------------------------
@@ -575,6 +576,12 @@ class Controller:
         declared = self.nodes.size()
         if declared is None:
             return
+        pending = self.nodes.pending()
+        if pending != self.pending_pods:
+            log.warning(json.dumps({"event": "pods_pending", "pods": pending}))
+        self.pending_pods = pending
+        if self.metrics is not None:
+            self.metrics.set_pending_pods(len(pending))
         entries = [e for e in view.probe.entries if not e.flags & {"noaddr", "handshake"}]
         live = [e for e in entries if "fail" not in e.flags]
         served = {e.primary_id for e in live if not e.is_primary}
@@ -815,7 +822,8 @@ class Controller:
         last = self.scale_history[-1].as_dict() if self.scale_history else None
         status["resharding"] = {"in_progress": self.migrating, "last": last,
                                 "last_error": self.last_scale_error,
-                                "held": self._outside_change}  # fmt: skip
+                                "held": self._outside_change,
+                                "pending_pods": list(self.pending_pods)}  # fmt: skip
         return status
 
     @property

@@ -137,6 +137,11 @@ class ControllerMetrics:
             "slotpilot_kubernetes_api_up",
             "1 when the last Kubernetes API call was answered", ["namespace"], registry=r,
         )  # fmt: skip
+        self.shard_pods_pending = Gauge(
+            "slotpilot_shard_pods_pending",
+            "Shard nodes the platform was asked for that cannot start (Pending pods)",
+            registry=r,
+        )
         self.migration_in_progress = Gauge(
             "slotpilot_migration_in_progress", "1 while slots are being moved", registry=r
         )
@@ -293,6 +298,9 @@ class ControllerMetrics:
         self.leader.set(1 if leader else 0)
 
     # -- slot migration ------------------------------------------------------------------
+
+    def set_pending_pods(self, count: int) -> None:
+        self.shard_pods_pending.set(count)
 
     def set_migration_in_progress(self, in_progress: bool) -> None:
         self.migration_in_progress.set(1 if in_progress else 0)

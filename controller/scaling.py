@@ -126,6 +126,10 @@ class NodeSource(Protocol):
         None where nothing declares a size (local processes)."""
         ...
 
+    def pending(self) -> list[str]:
+        """Nodes asked for that cannot start (Pending pods), each as ``name (reason)``."""
+        ...
+
     def ordinal(self, address: str) -> Any:
         """Sort key: the highest ordinals leave first on scale-in."""
         ...

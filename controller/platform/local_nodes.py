@@ -450,6 +450,10 @@ class LocalNodeSource:
         """Nothing declares how many local nodes there should be."""
         return None
 
+    def pending(self) -> list[str]:
+        """Local processes start or fail at once: none waits to be scheduled."""
+        return []
+
     def remove_nodes(self, addresses: Sequence[str]) -> None:
         """``SHUTDOWN NOSAVE`` each node once it holds no key, wait until it has exited,
         then delete its directory. A node with keys raises

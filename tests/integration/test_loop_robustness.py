@@ -48,6 +48,9 @@ class BrokenNodes:
     def size(self) -> int | None:
         return None
 
+    def pending(self) -> list[str]:
+        return []
+
     def remove_nodes(self, addresses: Sequence[str]) -> None:
         raise RuntimeError("node source exploded")
 

@@ -221,6 +221,9 @@ class _Unremovable:
     def size(self) -> int | None:
         return None
 
+    def pending(self) -> list[str]:
+        return []
+
 
 def test_a_leaving_set_the_platform_cannot_remove_is_refused_before_any_slot_moves(
     make_cluster: Any,

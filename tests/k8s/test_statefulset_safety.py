@@ -113,6 +113,10 @@ def test_pending_pods_are_scaled_back_and_a_retry_asks_for_the_same_size(
         assert cache.replicas() == 2
     assert max(scale_patches(k8s_api, "cache")) == 4
     assert "data-cache-2" not in claims(k8s_api)
+    assert cache.pending() == []  # scaled back: nothing left waiting
+    k8s_api.patch(STS, NS, "cache", {"spec": {"replicas": 3}})  # asked for by hand
+    kubelet_wait(lambda: cache.pending() == ["cache-2 (Pending: Unschedulable)"])
+    k8s_api.patch(STS, NS, "cache", {"spec": {"replicas": 2}})
     kubelet.set_capacity(4)
     cache.ready_timeout = 30
     added = cache.add_nodes(2, first)

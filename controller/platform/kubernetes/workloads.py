@@ -265,6 +265,10 @@ class StatefulSetNodes:
         """The StatefulSet's ``spec.replicas``: the nodes it declares."""
         return self.replicas()
 
+    def pending(self) -> list[str]:
+        """The StatefulSet's Pending pods (unschedulable, waiting for a volume, …)."""
+        return [f"{n.name} ({n.reason})" for n in self.pods() if n.reason.startswith("Pending")]
+
     def pods(self, sts: Any = None) -> list[PodNode]:
         """The StatefulSet's pods (by its selector) as nodes, by ordinal."""
         sts = sts if sts is not None else self._statefulset()
