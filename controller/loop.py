@@ -182,6 +182,8 @@ class Controller:
         self._intent_error: str | None = None
         self._outside_change: str | None = None  # the workload below the cluster: hold
         self.pending_pods: list[str] = []  # shard pods that cannot start, as last seen
+        self._keys_seen: dict[str, int] = {}  # node id -> keys, last seen while it answered
+        self._away: dict[str, int] = {}  # node id -> keys, of the nodes an episode took away
         self._load_intent()
 
     # -- intent --------------------------------------------------------------------------
@@ -596,7 +598,12 @@ class Controller:
             if before is not None:
                 log.info(json.dumps({"event": "workload_restored", "declared": declared}))
                 self._event("shards", "WorkloadRestored", f"{declared} nodes declared again")
+            if self._away:
+                self._report_back_empty(view)
+            self._remember_keys(view)
             return
+        self._away.update({e.node_id: self._keys_seen.get(e.node_id, 0)
+                           for e in entries if "fail" in e.flags})  # fmt: skip
         lost = ", ".join(sorted(e.address or e.node_id[:8] for e in stranded)) or "none"
         self._outside_change = (
             f"the StatefulSet declares {declared} nodes but the cluster has {need} "
@@ -607,6 +614,36 @@ class Controller:
             log.error(json.dumps({"event": "workload_below_cluster", "declared": declared,
                                   "cluster_nodes": need, "stranded": lost}))  # fmt: skip
             self._event("shards", "WorkloadBelowCluster", self._outside_change, warning=True)
+
+    def _remember_keys(self, view: ClusterView) -> None:
+        """Each answering node's key count, by node id (INFO keyspace)."""
+        for node in view.nodes.values():
+            sample = node.sample
+            if node.node_id is None or sample is None or not sample.ok:
+                continue
+            self._keys_seen[node.node_id] = sum(
+                int(db.get("keys", 0)) for name, db in sample.info.items()
+                if name.startswith("db") and isinstance(db, dict)
+            )  # fmt: skip
+
+    def _report_back_empty(self, view: ClusterView) -> None:
+        """After an outside scale-down ends: a node back under its old id (its nodes.conf
+        came back with its volume) but without the keys it had (no persistence) lost its
+        data silently — the cluster calls it ok. Say so, loudly."""
+        for node in view.nodes.values():
+            sample = node.sample
+            if node.node_id not in self._away or sample is None or not sample.ok:
+                continue  # not back yet (or under a new id: a new node, met as one)
+            had = self._away.pop(node.node_id)
+            now = sum(int(db.get("keys", 0)) for name, db in sample.info.items()
+                      if name.startswith("db") and isinstance(db, dict))  # fmt: skip
+            if had and now == 0 and node.role == "primary":
+                message = (f"{node.address} is back under its old id {node.node_id} but "
+                           f"empty: it held {had} keys before its pod was removed from "
+                           "outside; they are lost")  # fmt: skip
+                log.error(json.dumps({"event": "node_back_empty", "node": node.address,
+                                      "keys_before": had}))  # fmt: skip
+                self._event("shards", "NodeBackEmpty", message, warning=True)
 
     def _mark_own_change(self) -> None:
         """Epoch changes seen within one failover window from now are ours."""

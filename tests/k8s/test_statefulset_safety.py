@@ -286,7 +286,11 @@ def test_an_outside_scale_down_is_held_and_reported_even_with_the_cluster_down(
     from controller.topology import connector, read_topology
     from tests.k8s.test_run_kubernetes import six_pods_three_shards
 
-    _, addresses = six_pods_three_shards(k8s_api, kubelet)
+    _, addresses = six_pods_three_shards(k8s_api, kubelet, claims=True)
+    from balancer import ClusterClient
+
+    with ClusterClient(addresses[0]) as writer:
+        writer.mset({f"k{i}": i for i in range(600)})
     cfg = SlotpilotConfig.model_validate({
         "cluster": {"seeds": addresses[:2]},
         "probe": {"interval_seconds": 0.5, "timeout_seconds": 0.4, "rise": 1, "fall": 1},
@@ -305,11 +309,20 @@ def test_an_outside_scale_down_is_held_and_reported_even_with_the_cluster_down(
         assert not [e for e in posted if e[1] == "WorkloadBelowCluster"]
         k8s_api.patch(STS, NS, "cache", {"spec": {"replicas": 2}})
         kubelet.wait_ready("cache", 2)
-        deadline = time.monotonic() + 8  # past the node timeout and the forget grace
-        while time.monotonic() < deadline:
+        # past the node timeout (the removed nodes marked failed) and the forget grace
+        decisions = []
+
+        def held_with_failed_nodes() -> bool:
             controller.probe_once()
-            [decision] = [d for d in controller.reconcile_once() if d.target == "shards"]
+            decisions.extend(d for d in controller.reconcile_once() if d.target == "shards")
+            held = controller.status()["resharding"]["held"] or ""
+            return "cluster has 3" in held
+
+        kubelet_wait(held_with_failed_nodes, timeout=40, step=0.3)
+        for _ in range(5):  # and it keeps holding: nothing forgotten after the grace
+            held_with_failed_nodes()
             time.sleep(0.3)
+        decision = decisions[-1]
         assert "statefulset_below_cluster" in decision.blocked_by, decision
         warnings = [e for e in posted if e[1] == "WorkloadBelowCluster"]
         assert len(warnings) == 1 and warnings[0][3] is True, posted
@@ -320,11 +333,29 @@ def test_an_outside_scale_down_is_held_and_reported_even_with_the_cluster_down(
         known = {e.node_id for e in read_topology(connector(), addresses[0]).entries}
         assert known == known_before  # nobody forgotten, the stranded slots' owner kept
         assert controller.status()["lease"]["holding"] is True
+        # scaled back: the pods return with their claims, so their nodes.conf (old ids,
+        # old slots) but, without persistence, no keys: the cluster says ok, the data is gone
         k8s_api.patch(STS, NS, "cache", {"spec": {"replicas": 6}})
         kubelet.wait_ready("cache", 6)
-        controller.probe_once()
-        controller.reconcile_once()
-        assert [e for e in posted if e[1] == "WorkloadRestored"], posted
+
+        def restored() -> bool:
+            controller.probe_once()
+            controller.reconcile_once()
+            return any(e[1] == "WorkloadRestored" for e in posted)
+
+        kubelet_wait(restored, timeout=30, step=0.3)
+
+        def reported() -> bool:
+            controller.probe_once()
+            controller.reconcile_once()
+            return any(e[1] == "NodeBackEmpty" for e in posted)
+
+        kubelet_wait(reported, timeout=30, step=0.3)
+        empty = [e for e in posted if e[1] == "NodeBackEmpty"]
+        assert len(empty) == 1 and empty[0][3] is True, posted
+        assert "back under its old id" in empty[0][2] and "they are lost" in empty[0][2]
+        held = int(empty[0][2].split(" held ")[1].split(" keys")[0])
+        assert 100 < held < 600  # shard 2's share of the 600 keys
     finally:
         controller.stop()
 
