@@ -223,9 +223,17 @@ def _status(args: argparse.Namespace) -> int:
 
     from controller.status import render_status
 
-    url = args.url.rstrip("/") + "/v1/status"
+    base = args.url
+    if base is None:
+        port = 8080
+        if args.config is not None:
+            from controller.config import load_config
+
+            port = load_config(args.config).http.port
+        base = f"http://127.0.0.1:{port}"
+    url = base.rstrip("/") + "/v1/status"
     if not url.startswith(("http://", "https://")):
-        raise BadInput("--url", f"{args.url!r} is not an http:// or https:// URL")
+        raise BadInput("--url", f"{base!r} is not an http:// or https:// URL")
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             status = json.loads(response.read())
@@ -307,13 +315,22 @@ def _local_cluster(args: argparse.Namespace) -> int:
     from controller.localcluster import LocalCluster
 
     stop = threading.Event()
+    caught: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        caught.append(signum)
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     with LocalCluster(args.shards, args.replicas) as cluster:
         nodes = [n.address for n in cluster.nodes]
         print(json.dumps({"seed": cluster.seed, "url": cluster.url, "nodes": nodes}), flush=True)
+        print("local cluster running; Ctrl-C (or SIGTERM) stops it and every node",
+              file=sys.stderr, flush=True)  # fmt: skip
         stop.wait()
-    return 0
+    # Ctrl-C is an interruption (130, as every command); SIGTERM the service's normal stop
+    return 130 if signal.SIGINT in caught else 0
 
 
 def _rebalance(args: argparse.Namespace) -> int:

@@ -290,7 +290,15 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print decisions and gates as JSON")
 
     status = commands.add_parser("status", help="a running controller's view of the cluster", **sub)
-    status.add_argument("--url", default="http://127.0.0.1:8080", help="the controller's HTTP URL")
+    status.add_argument(
+        "--url", default=None,
+        help="the controller's HTTP URL (default: http://127.0.0.1:PORT, PORT from --config's "
+        "http.port, else 8080)",
+    )  # fmt: skip
+    status.add_argument(
+        "--config", type=readable_file, default=None,
+        help="the controller's config file: its http.port is where to ask",
+    )  # fmt: skip
     status.add_argument("--json", action="store_true", help="print the raw status JSON")
 
     for name, command in commands.choices.items():

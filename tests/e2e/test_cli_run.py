@@ -161,20 +161,30 @@ def test_validate_and_plan(tmp_path: Path, cluster: LocalCluster) -> None:
     assert "shards: 3 ->" in human.stdout and "jobs: 0 -> 0" in human.stdout
 
 
-def test_local_cluster_command_runs_until_sigterm() -> None:
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_local_cluster_command_runs_until_stopped(signum: int, code: int) -> None:
+    """SIGTERM is its normal stop (0), Ctrl-C an interruption (130, as every command); it
+    says how to stop it, and the nodes stop with it."""
     proc = subprocess.Popen([*CLI, "local-cluster", "--shards", "2", "--replicas", "0"],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         info = json.loads(line)
         assert len(info["nodes"]) == 2
+        hint = proc.stderr.readline()  # type: ignore[union-attr]
+        assert "Ctrl-C" in hint
         from balancer import ClusterClient
 
         with ClusterClient(info["seed"]) as client:
             client.set("k", "v")
             assert client.get("k") == b"v"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        proc.send_signal(signum)
+        assert proc.wait(timeout=20) == code
+        import redis
+
+        host, port = info["seed"].split(":")
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis(host, int(port), socket_timeout=1).ping()
     finally:
         if proc.poll() is None:
             proc.kill()

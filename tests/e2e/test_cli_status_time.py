@@ -38,3 +38,34 @@ def test_status_taken_at_is_wall_clock_iso8601(tmp_path: Path, cluster: LocalClu
     finally:
         proc.terminate()
         assert proc.wait(20) == 0
+
+
+@pytest.mark.parametrize("server_flavor", ["valkey"])
+def test_status_asks_the_port_the_config_names(tmp_path: Path, cluster: LocalCluster) -> None:
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f'cluster: {{seeds: ["{cluster.seed}"]}}\n'
+        "probe: {interval_seconds: 0.3, timeout_seconds: 0.2}\n"
+        f"http: {{port: {port}}}\n"
+    )
+    proc = subprocess.Popen([*CLI, "run", "--config", str(config)], stderr=subprocess.DEVNULL)
+    try:
+
+        def status() -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*CLI, "status", "--config", str(config), "--json"],
+                                  capture_output=True, text=True, timeout=30)  # fmt: skip
+
+        assert _wait(lambda: status().returncode == 0), status().stderr
+        assert "ready" in json.loads(status().stdout)
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
+    missing = subprocess.run([*CLI, "status", "--config", str(tmp_path / "none.yaml")],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert missing.returncode == 2 and "--config" in missing.stdout + missing.stderr
