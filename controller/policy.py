@@ -166,6 +166,7 @@ def decide_shards(
         why = f"utilization signal unknown this cycle ({shown}): holding, never lower"
         return hold(why, "missing_data")
     up, down = policy.scale_up_threshold, policy.scale_down_threshold
+    shown_up, shown_down = _percents(util, up), _percents(util, down)
     settling = obs.own_change_ended_at is not None and (
         now - obs.own_change_ended_at < policy.settle_seconds
     )
@@ -175,7 +176,7 @@ def decide_shards(
     recent = (*older, *(s for s in state.samples if now - s[0] <= window))
     state = replace(state, samples=recent if settling else (*recent, (now, util)))
     if util > up:
-        why = f"cluster utilization {util:.2f} > {up:.2f} scale-up threshold"
+        why = f"cluster utilization {shown_up[0]} > {shown_up[1]} scale-up threshold"
         if current >= policy.max_shards:
             return hold(f"{why}, already at max {policy.max_shards}", "at_max")
         if settling:
@@ -188,24 +189,36 @@ def decide_shards(
             why += f", not yet sustained ({span:.0f}/{window:.0f}s, {len(samples)} samples)"
             return hold(why, "stabilization")
         if smoothed <= up:
-            why += f", median over {window:.0f}s {smoothed:.2f}: not sustained"
+            why += f", median over {window:.0f}s {_percents(smoothed, up)[0]}: not sustained"
             return hold(why, "stabilization")
         if window > 0:
-            why += f", median {smoothed:.2f} over {span:.0f}s"
+            why += f", median {_percents(smoothed, up)[0]} over {span:.0f}s"
         wait = policy.scale_up_cooldown_seconds - _since(state.last_up_at, now)
         if wait > 0:
             return hold(f"{why}, scale-up cooldown {wait:.0f}s left", "cooldown")
         step = min(policy.max_step, max(1, math.ceil(current * smoothed / up) - current))
         return _move(state, current, min(policy.max_shards, current + step), why, now)
     if util < down:
-        why = f"cluster utilization {util:.2f} < {down:.2f} scale-down threshold"
+        why = f"cluster utilization {shown_down[0]} < {shown_down[1]} scale-down threshold"
         if current <= policy.min_shards:
             return hold(f"{why}, already at min {policy.min_shards}", "at_min")
         wait = policy.scale_down_cooldown_seconds - _since(_last_change(state), now)
         if wait > 0:
             return hold(f"{why}, scale-down cooldown {wait:.0f}s left", "cooldown")
         return _move(state, current, current - 1, why, now)
-    return hold(f"cluster utilization {util:.2f} within {down:.2f}..{up:.2f}")
+    low, high = _percents(down, util), _percents(util, up)
+    return hold(f"cluster utilization {high[0]} within {low[0]}..{high[1]}")
+
+
+def _percents(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` as percentages with one decimal, or with as many more as it takes
+    for two different numbers to read differently: the comparison shown is the one made
+    (never "1.0 % < 1.0 %")."""
+    for digits in range(1, 7):
+        shown = f"{a * 100:.{digits}f} %", f"{b * 100:.{digits}f} %"
+        if shown[0] != shown[1] or a == b:
+            return shown
+    return shown
 
 
 def _out_of_range(

@@ -48,7 +48,7 @@ def test_shard_table(current: int, util: float | None, gates: tuple[str, ...], d
 
 def test_shard_reason_has_the_numbers() -> None:
     decision, _ = decide_shards(SEED, ShardPolicyState(), ShardObservation(3, 0.86), 0.0)
-    assert decision.reason == "cluster utilization 0.86 > 0.80 scale-up threshold"
+    assert decision.reason == "cluster utilization 86.0 % > 80.0 % scale-up threshold"
     assert decision.direction == "up"
 
 
@@ -191,3 +191,14 @@ def test_shard_properties(steps: list[tuple[int, float | None]]) -> None:
         assert 2 <= d.desired <= 10 and abs(d.desired - current) <= 1
         if util is None:
             assert d.desired == current
+
+
+@pytest.mark.parametrize(
+    ("util", "shown"),
+    [(0.0099, "0.99 % < 1.00 %"), (0.00999, "0.999 % < 1.000 %"), (0.004, "0.4 % < 1.0 %")],
+)
+def test_a_reason_shows_enough_digits_for_its_comparison(util: float, shown: str) -> None:
+    """Never "utilization 0.01 < 0.01 scale-down threshold": the numbers read as compared."""
+    policy = ShardPolicy(min_shards=1, scale_down_threshold=0.01, scale_up_threshold=0.8)
+    decision, _ = decide_shards(policy, ShardPolicyState(), ShardObservation(3, util), 1000.0)
+    assert f"cluster utilization {shown} scale-down threshold" in decision.reason
