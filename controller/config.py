@@ -395,10 +395,9 @@ class SlotpilotConfig(BaseSettings):
         return self
 
 
-def load_config(path: str | Path) -> SlotpilotConfig:
-    """Read, merge env overrides, validate; raise :class:`ConfigError` with dotted paths."""
+def _read_yaml(path: str | Path) -> Any:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ConfigError([("<file>", f"cannot read {path}: {exc.strerror}")]) from None
     except UnicodeDecodeError as exc:
@@ -406,6 +405,38 @@ def load_config(path: str | Path) -> SlotpilotConfig:
         raise ConfigError([("<file>", f"{path} is not UTF-8 text ({where})")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([("<file>", f"invalid YAML: {exc}")]) from None
+
+
+def load_config(path: str | Path) -> SlotpilotConfig:
+    """Read, merge env overrides, validate; raise :class:`ConfigError` with dotted paths."""
+    return config_from_data(_read_yaml(path))
+
+
+def unwrap_config(data: Any) -> tuple[Any, str]:
+    """The config inside what was given, and what held it: a Kubernetes ConfigMap (its
+    ``config.yaml`` key, or its only key), the Helm chart's values (their ``config``), or
+    the config file itself."""
+    if isinstance(data, dict) and data.get("kind") == "ConfigMap":
+        name = (data.get("metadata") or {}).get("name", "?")
+        entries = data.get("data") or {}
+        key = "config.yaml" if "config.yaml" in entries else None
+        if key is None and len(entries) == 1:
+            key = next(iter(entries))
+        if key is None:
+            keys = ", ".join(sorted(entries)) or "none"
+            raise ConfigError([("data", f"ConfigMap {name} has no config.yaml key ({keys})")])
+        try:
+            inner = yaml.safe_load(str(entries[key])) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError([(f"data.{key}", f"invalid YAML: {exc}")]) from None
+        return inner, f"ConfigMap {name}, key {key}"
+    if isinstance(data, dict) and isinstance(data.get("config"), dict) and "image" in data:
+        return data["config"], "Helm values, .config"
+    return data, ""
+
+
+def config_from_data(data: Any) -> SlotpilotConfig:
+    """Validate a parsed config (env overrides merged); :class:`ConfigError` with paths."""
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise ConfigError([("<file>", "the top level must be a mapping of section names")])
     cluster = data.get("cluster")
@@ -451,19 +482,26 @@ def resolve_password(cfg: SlotpilotConfig, env: Mapping[str, str] | None = None)
     return None
 
 
-def check_runnable(cfg: SlotpilotConfig, env: Mapping[str, str] | None = None) -> None:
+def check_runnable(
+    cfg: SlotpilotConfig, env: Mapping[str, str] | None = None, offline: bool = False
+) -> list[tuple[str, str]]:
     """What ``run`` would refuse beyond the schema (so ``validate`` refuses it too): a
     Kubernetes autoscale without its StatefulSet, a password that cannot be read, TLS
     files that are missing, and local autoscale with TLS (new local nodes would need
-    server certificates)."""
+    server certificates). ``offline`` (validating a file away from where it runs): a
+    password variable or file that is not there is returned as a warning instead."""
     problems: list[tuple[str, str]] = []
+    warnings: list[tuple[str, str]] = []
     kubernetes = cfg.shards.platform == "kubernetes"
     if kubernetes and cfg.shards.autoscale and not cfg.kubernetes.statefulset:
         problems.append(("kubernetes.statefulset", "required for shards.autoscale on Kubernetes"))
     try:
         resolve_password(cfg, env)
     except ConfigError as exc:
-        problems += exc.problems
+        (warnings if offline else problems).extend(
+            (where, f"{message} (set where slotpilot runs)" if offline else message)
+            for where, message in exc.problems
+        )
     tls = cfg.cluster.tls
     for name in ("ca_file", "cert_file", "key_file"):
         file = getattr(tls, name)
@@ -473,23 +511,29 @@ def check_runnable(cfg: SlotpilotConfig, env: Mapping[str, str] | None = None) -
         problems.append(("shards.autoscale", "the local platform cannot start TLS nodes yet"))
     if problems:
         raise ConfigError(problems)
+    return warnings
 
 
 def validate_command(path: str, out: TextIO) -> int:
     """``slotpilot validate FILE``: 0 and "ok", or 2 and one line per problem (the schema's,
-    then what ``run`` would refuse: :func:`check_runnable`)."""
+    then what ``run`` would refuse: :func:`check_runnable`). FILE may be the config file, a
+    ConfigMap holding it, or the Helm chart's values; a password variable or file that is
+    not set here is a warning (it is set where slotpilot runs)."""
     try:
-        cfg = load_config(path)
-        check_runnable(cfg)
+        data, source = unwrap_config(_read_yaml(path))
+        cfg = config_from_data(data)
+        warnings = check_runnable(cfg, offline=True)
     except ConfigError as exc:
         for where, message in exc.problems:
             out.write(f"{where}: {message}\n")
         return 2
+    for where, message in warnings:
+        out.write(f"warning: {where}: {message}\n")
     tls = cfg.cluster.tls
     if tls.enabled and tls.verify and not tls.check_hostname:
         out.write("warning: cluster.tls.check_hostname is false: certificates are not matched "
                   "to node addresses\n")  # fmt: skip
-    out.write(f"ok: {path}\n")
+    out.write(f"ok: {path}{f' ({source})' if source else ''}\n")
     return 0
 
 

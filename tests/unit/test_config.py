@@ -199,4 +199,8 @@ def test_check_runnable_refuses_what_run_refuses(tmp_path: Path) -> None:
     check_runnable(load_config(write(tmp_path, "cluster: {seeds: ['a:1']}")), env={})
     out = io.StringIO()
     bad = write(tmp_path, "cluster: {seeds: ['a:1'], password_env: NOT_SET_HERE}")
-    assert validate_command(str(bad), out) == 2 and "NOT_SET_HERE" in out.getvalue()
+    # validating away from the pod: the variable is set where slotpilot runs (a warning)
+    assert validate_command(str(bad), out) == 0
+    assert out.getvalue().startswith("warning: cluster.password_env:") and "NOT_SET_HERE" in (
+        out.getvalue()
+    )

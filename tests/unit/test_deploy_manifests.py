@@ -347,7 +347,54 @@ def test_configmap_config_passes_slotpilot_validate(tmp_path: Path) -> None:
     env.pop("REDIS_PASSWORD", None)
     unset = subprocess.run([*cli, "validate", str(path)], capture_output=True, text=True,
                            env=env, timeout=60)  # fmt: skip
-    assert unset.returncode == 2 and "REDIS_PASSWORD" in unset.stdout
+    # away from the pod the variable is not set: a warning, not an error (run refuses it)
+    assert unset.returncode == 0, unset.stdout
+    assert unset.stdout.startswith("warning: cluster.password_env:") and "REDIS_PASSWORD" in (
+        unset.stdout
+    )
+    run = subprocess.run([*cli, "plan", "--config", str(path)], capture_output=True, text=True,
+                         env=env, timeout=60)  # fmt: skip
+    assert run.returncode == 2 and "REDIS_PASSWORD" in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    ("shipped", "holder"),
+    [("deploy/manifests/configmap.yaml", "ConfigMap slotpilot-config, key config.yaml"),
+     ("helm/slotpilot/values.yaml", "Helm values, .config")],
+)  # fmt: skip
+def test_validate_takes_the_configmap_and_the_chart_values_as_shipped(
+    shipped: str, holder: str, tmp_path: Path
+) -> None:
+    cli = [sys.executable, "-c", "from controller.cli import main; raise SystemExit(main())"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTPILOT_")}
+    env.pop("REDIS_PASSWORD", None)
+    ok = subprocess.run([*cli, "validate", str(ROOT / shipped)], capture_output=True,
+                        text=True, env=env, timeout=60)  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"ok: {ROOT / shipped} ({holder})" in ok.stdout
+    assert "Extra inputs" not in ok.stdout
+    # a mistake inside is still named by its path in the config
+    doc = yaml.safe_load((ROOT / shipped).read_text())
+    if "data" in doc:
+        inner = yaml.safe_load(doc["data"]["config.yaml"])
+        inner["probe"] = {"interval_seconds": -1}
+        doc["data"]["config.yaml"] = yaml.safe_dump(inner)
+    else:
+        doc["config"]["probe"]["interval_seconds"] = -1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    refused = subprocess.run([*cli, "validate", str(bad)], capture_output=True, text=True,
+                             env=env, timeout=60)  # fmt: skip
+    assert refused.returncode == 2 and "probe.interval_seconds" in refused.stdout
+
+
+def test_validate_names_a_configmap_without_a_config(tmp_path: Path) -> None:
+    cli = [sys.executable, "-c", "from controller.cli import main; raise SystemExit(main())"]
+    path = tmp_path / "cm.yaml"
+    path.write_text("kind: ConfigMap\nmetadata: {name: other}\ndata: {a: '1', b: '2'}\n")
+    out = subprocess.run([*cli, "validate", str(path)], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 2 and "ConfigMap other has no config.yaml key (a, b)" in out.stdout
 
 
 def test_configmap_config_points_at_the_example_cluster(tmp_path: Path) -> None:
