@@ -30,6 +30,7 @@ __all__ = [
     "now",
     "parse_label_selector",
     "selected",
+    "shift_times",
     "strategic_merge_patch",
 ]
 
@@ -233,3 +234,27 @@ def selected(obj: Obj, labels: str, fields: str) -> bool:
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Wall-clock fields a client fills in from its own clock, by resource.
+_CLIENT_TIMES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "leases": (("spec", "renewTime"), ("spec", "acquireTime")),
+    "events": (("firstTimestamp",), ("lastTimestamp",), ("eventTime",)),
+}
+
+
+def shift_times(plural: str, body: Any, seconds: float) -> Any:
+    """``body`` as a client whose clock is ``seconds`` ahead would have written it: the
+    wall-clock fields it fills in (:data:`_CLIENT_TIMES`) shifted, the rest untouched."""
+    if not isinstance(body, dict) or not seconds:
+        return body
+    shifted = copy.deepcopy(body)
+    for path in _CLIENT_TIMES.get(plural, ()):
+        holder = shifted
+        for step in path[:-1]:
+            holder = holder.get(step) if isinstance(holder, dict) else None
+        value = holder.get(path[-1]) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and isinstance(value, str) and value:
+            moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            holder[path[-1]] = (moment + datetime.timedelta(seconds=seconds)).isoformat()
+    return shifted
