@@ -95,6 +95,8 @@ def _kubernetes(cfg: SlotpilotConfig, metrics: Any, acting: bool, api_host: str 
     statefulset = cfg.kubernetes.statefulset
 
     def post(target: str, reason: str, message: str, warning: bool) -> None:
+        if not runtime.elector.is_leader:  # one voice: a follower's view is the leader's
+            return
         if target == "shards":
             if statefulset:
                 runtime.events.record("StatefulSet", statefulset, reason, message, warning)
