@@ -135,9 +135,12 @@ class Fault:
     retry_after: float | None = None
     hits: int = 0
     late: bool = False  # delay the answer, not the work
+    token: str | None = None  # only this client's requests (by bearer token)
 
-    def matches(self, verb: str, path: str) -> bool:
+    def matches(self, verb: str, path: str, token: str = "") -> bool:
         if self.remaining <= 0 or (self.verb is not None and self.verb.upper() != verb):
+            return False
+        if self.token is not None and self.token != token:
             return False
         if isinstance(self.path, re.Pattern):
             return self.path.search(path) is not None
@@ -217,7 +220,8 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         self, request: rendering.Request, verb: str, path: str
     ) -> aiohttp.web.StreamResponse:
         with self.faults_lock:
-            fault = next((f for f in self.faults if f.matches(verb, path)), None)
+            token = self.token(request)
+            fault = next((f for f in self.faults if f.matches(verb, path, token)), None)
             if fault is not None:
                 fault.remaining -= 1
                 fault.hits += 1
@@ -642,10 +646,11 @@ class KubeAPI:
 
     def hang_next(
         self, seconds: float, count: int = 1, *, verb: str | None = None,
-        path: str | re.Pattern[str] | None = None,
+        path: str | re.Pattern[str] | None = None, token: str | None = None,
     ) -> Fault:  # fmt: skip
-        """The next ``count`` matching requests are answered only after ``seconds``."""
-        return self._add(Fault(None, count, verb, path, delay=seconds))
+        """The next ``count`` matching requests (of the client with bearer ``token``, if
+        given) are carried out and answered only after ``seconds``."""
+        return self._add(Fault(None, count, verb, path, delay=seconds, token=token))
 
     def answer_late(
         self, seconds: float, count: int = 1, *, verb: str | None = None,

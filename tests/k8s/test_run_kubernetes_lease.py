@@ -1,12 +1,16 @@
-"""Two `slotpilot run` replicas on Kubernetes whose clocks are 20 s apart (the emulator
-shifts the times each one writes, by its token): the replica ahead never takes the
-healthy leader's Lease, and when a leader dies the other takes over one lease duration
-later (3 s here), not one lease duration plus the skew."""
+"""`slotpilot run` replicas on Kubernetes and who leads. Two replicas whose clocks are
+20 s apart (the emulator shifts the times each one writes, by its token): the replica
+ahead never takes the healthy leader's Lease, and when a leader dies the other takes over
+one lease duration later (3 s here), not one lease duration plus the skew. A leader whose
+reconcile loop is stuck fails ``/healthz`` and hands the Lease over."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,3 +78,45 @@ def test_replicas_with_skewed_clocks_never_share_the_lease_nor_wait_out_the_skew
     took = time.monotonic() - killed
     assert took < 3 + 2, f"took {took:.1f}s: the leader's clock skew was waited out"
     assert runs[2].stop() == 0
+
+
+def healthz(run: Run) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"{run.url}/healthz", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_a_wedged_reconcile_fails_healthz_and_hands_the_lease_over(
+    k8s_api: KubeAPI, runs: list[Run], tmp_path: Path
+) -> None:
+    """The leader's reconcile hangs in an API call (60 s, its request timeout): the Lease
+    threads would renew for ever. After 4 quiet intervals /healthz answers 503 and the
+    Lease is handed back, so the other replica acts meanwhile."""
+    config = tmp_path / "slotpilot.yaml"
+    config.write_text(
+        f'cluster: {{seeds: ["{unused_address()}"]}}\n'
+        "probe: {interval_seconds: 0.5, timeout_seconds: 0.2, stall_cycles: 4}\n"
+        "shards: {platform: kubernetes, lease_ttl_seconds: 3}\n"
+        "kubernetes: {namespace: default, lease_seconds: 3, renew_deadline_seconds: 2,\n"
+        "             retry_seconds: 0.5, api_timeout_seconds: 60}\n"
+        "consumers:\n"
+        "  - {name: worker, source: {type: redis_list, key: jobs}}\n"
+    )
+    leader = Run(config, k8s_api.write_kubeconfig(tmp_path / "a", token="a"), "slotpilot-a")
+    runs.append(leader)
+    wait_until(lambda: lease_holder(k8s_api) == "slotpilot-a", "slotpilot-a leads")
+    follower = Run(config, k8s_api.write_kubeconfig(tmp_path / "b", token="b"), "slotpilot-b")
+    runs.append(follower)
+    assert healthz(leader)[0] == 200
+    fault = k8s_api.hang_next(60, verb="GET", path="/deployments/worker/scale", token="a")
+    wait_until(lambda: fault.hits == 1, "the leader's reconcile hangs", 10)
+    hung = time.monotonic()
+    wait_until(lambda: healthz(leader)[0] == 503, "/healthz fails", 10)
+    assert time.monotonic() - hung < 4 * 0.5 + 2
+    assert "no reconcile progress" in json.loads(healthz(leader)[1])["reason"]
+    wait_until(lambda: lease_holder(k8s_api) == "slotpilot-b", "slotpilot-b takes over", 10)
+    time.sleep(1)
+    assert lease_holder(k8s_api) == "slotpilot-b"  # the stuck one does not take it back
+    assert healthz(follower)[0] == 200

@@ -88,6 +88,12 @@ class LeaderElector:
         self.holder: str | None = None  # who holds the Lease, as last read
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stall_reason: Callable[[], str | None] = lambda: None
+
+    def watch(self, stall_reason: Callable[[], str | None]) -> None:
+        """Lead only while ``stall_reason`` names none: a controller whose loop is stuck
+        releases the Lease and does not take it again until the loop moves."""
+        self._stall_reason = stall_reason
 
     @property
     def is_leader(self) -> bool:
@@ -139,6 +145,12 @@ class LeaderElector:
 
     def step(self) -> bool:
         """One attempt to acquire or renew; returns :attr:`is_leader`. Never raises."""
+        stuck = self._stall_reason()
+        if stuck is not None:
+            if self._leader:
+                log.error("lease %s/%s handed back: %s", self.namespace, self.name, stuck)
+                self.release()
+            return False
         coordination = self.api.coordination
         started = self._clock()
         now = self._wall()
