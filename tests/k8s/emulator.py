@@ -46,10 +46,14 @@ buses and discovery. Emulated, for the resources in :data:`KINDS` (more with
   server's ``--event-ttl``): gone from get/list, a patch answers 404, watchers see DELETED.
 - A request the client gave up on (timeout, closed socket) is still carried out.
 - Discovery (``/apis/<group>/<version>`` lists the declared resources and subresources)
-  and ``/version`` are kmock's. Not emulated: admission, defaulting, validation against
-  schemas, RBAC, server-side apply, ``dryRun`` (answers 400 rather than writing),
-  pagination (``limit`` is ignored: everything comes in one page), controllers (a
-  StatefulSet creates no Pods: see ``tests/k8s/kubelet.py``).
+  and ``/version`` are kmock's. Not emulated: admission (no ValidatingAdmissionPolicy or
+  webhooks), defaulting, validation against schemas, RBAC beyond one Role per token
+  (no ClusterRoles, bindings or aggregation; discovery is never authorized), authentication
+  (any token is accepted), server-side apply, API priority and fairness (429s come only
+  from injected faults), ``dryRun`` (answers 400 rather than writing), pagination
+  (``limit`` is ignored: everything comes in one page), Event series and aggregation
+  (the recorder's job), the server's own clock skew, controllers (a StatefulSet creates
+  no Pods: see ``tests/k8s/kubelet.py``; no garbage collector, no PVC retention policy).
 
 Fault injection (:class:`KubeAPI`): :meth:`KubeAPI.fail_next` makes the next N requests
 matching a verb and/or path answer a given status (409, 429 with ``Retry-After``, 500, …)
@@ -68,6 +72,11 @@ writes into Leases (``renewTime``, ``acquireTime``) and Events (``firstTimestamp
 skewed clock changes on the wire; the client's own comparisons run on its own clocks, and
 the operator judges time only with a monotonic clock, so no test knob in the product is
 needed to run two replicas "10 s apart".
+
+:meth:`KubeAPI.enforce_rbac` binds a token to a Role's ``rules`` (e.g. the Role the Helm
+chart renders): that client's requests for declared resources are authorized as the API
+server's RBAC authorizer would (group, resource and subresource, verb, ``resourceNames``)
+and answered 403 ``Forbidden`` otherwise; other tokens are allowed everything.
 
 :class:`KubeAPI` runs the emulator in a background thread with its own asyncio loop, for
 the synchronous client (:meth:`KubeAPI.client`; :meth:`KubeAPI.write_kubeconfig` for another
@@ -105,6 +114,8 @@ from tests.k8s.api_rules import (
     apply_patch,
     merge_patch,
     now,
+    rbac_allows,
+    request_verb,
     selected,
     shift_times,
 )
@@ -176,6 +187,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         self.faults_lock = threading.Lock()
         self.seen: list[SeenRequest] = []
         self.skews: dict[str, float] = {}  # bearer token -> seconds its clock is off
+        self.roles: dict[str, list[Obj]] = {}  # bearer token -> the rules it is bound to
         self.event_ttl = 3600.0
         self._event_writes: dict[tuple[Any, str | None, str], float] = {}  # monotonic
         self.closing = asyncio.Event()
@@ -252,6 +264,15 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
             shifted = shift_times(request.resource.plural or "", request.data, skew)
             request = attrs.evolve(request, data=shifted)
         res = request.resource
+        rules = self.roles.get(self.token(request))
+        if rules is not None and res is not None and res.plural is not None:
+            resource = res.plural + (f"/{request.subresource}" if request.subresource else "")
+            action = request_verb(verb, request.name, request.params)
+            if not rbac_allows(rules, res.group or "", resource, action, request.name):
+                what = f"{action} {resource} {request.name or ''}".strip()
+                return ApiError(
+                    403, f"{what} is forbidden: not granted by the token's Role"
+                ).response()
         if res is not None and res.group is not None and res.plural is None and verb == "GET":
             # kmock answers these with its LIST fallback, which shadows its own discovery.
             serve = self._serve_version if res.version else self._serve_group
@@ -659,6 +680,10 @@ class KubeAPI:
         """The next ``count`` matching requests are carried out at once and answered only
         after ``seconds``."""
         return self._add(Fault(None, count, verb, path, delay=seconds, late=True))
+
+    def enforce_rbac(self, token: str, rules: list[Obj]) -> None:
+        """Authorize the client with bearer ``token`` by a Role's ``rules``."""
+        self.emulator.roles[token] = copy.deepcopy(rules)
 
     def set_event_ttl(self, seconds: float) -> None:
         """Events expire ``seconds`` after their last write (the API server's --event-ttl)."""

@@ -26,6 +26,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from controller.platform.base import PlatformError
+from controller.platform.kubernetes_rbac import call_rule, missing_rule_message
 
 __all__ = ["Conflict", "KubeApi", "KubeApiError", "NotFound", "load_api_client"]
 
@@ -132,7 +133,7 @@ class KubeApi:
                 status = int(exc.status or 0)
                 if status not in _RETRIED_STATUS:
                     self.reachable = True  # it answered: a client-side problem, not an outage
-                    raise _classify(what, exc) from exc
+                    raise _classify(what, exc, fn, args) from exc
                 if status == 429:
                     self.reachable = True  # answered: busy, not away
                 wait = max(self._backoff(attempt), self._retry_after(exc))
@@ -174,17 +175,21 @@ def _answered(exc: BaseException) -> bool:
     return isinstance(exc, ApiException) and int(exc.status or 0) not in _OUTAGE_STATUS
 
 
-def _classify(what: str, exc: ApiException) -> KubeApiError:
+def _classify(
+    what: str, exc: ApiException, fn: Callable[..., Any], args: tuple[Any, ...]
+) -> KubeApiError:
     status = int(exc.status or 0)
     if status == 409:
         return Conflict(f"{what}: conflict (changed meanwhile)", status)
     if status == 404:
         return NotFound(f"{what}: not found", status)
     if status == 403:
+        strings = [a for a in args if isinstance(a, str)]
+        call = call_rule(getattr(fn, "__name__", ""), strings)
+        if call is None:
+            return KubeApiError(f"{what}: forbidden (RBAC)", status)
+        named = call[2] in ("get", "patch", "update", "delete") and strings
         return KubeApiError(
-            f"{what}: forbidden — the controller's ServiceAccount needs RBAC permission for "
-            f"this ({what.split(' ')[0]} on {what.split(' ')[1] if ' ' in what else what}); "
-            "see deploy/manifests/rbac.yaml",
-            status,
+            f"{what}: {missing_rule_message(*call, strings[0] if named else '')}", status
         )
     return KubeApiError(f"{what}: HTTP {status} {exc.reason}", status)
