@@ -270,6 +270,7 @@ def _run(args: argparse.Namespace) -> int:
             not_ready_reason=lambda: "no probe cycle has reached a node yet"
             if holder.get("api_up", lambda: True)()
             else "Kubernetes API unreachable: every target is held",
+            stall_reason=lambda: holder["c"].stall_reason() if "c" in holder else None,
         )  # fmt: skip
     except OSError as exc:
         where = flag if exc.errno == errno.EADDRINUSE else f"--host/{flag}"
@@ -284,6 +285,7 @@ def _run(args: argparse.Namespace) -> int:
             cfg, parts.platform, metrics=metrics, nodes=parts.nodes, intent=parts.intent,
             leader=parts.leader, leader_name=parts.leader_name, events=parts.events,
         )  # fmt: skip
+        parts.watch(controller.stall_reason)  # a stuck loop hands leadership back
         parts.start()
         server.start()
         log.info(json.dumps({"event": "listening", "url": server.url, "port": server.port}))

@@ -108,6 +108,10 @@ class ProbeConfig(_Section):
     timeout_seconds: float = Field(0.5, gt=0, description="per-node socket timeout")
     rise: int = Field(2, ge=1, description="good probes in a row before a node is up")
     fall: int = Field(3, ge=1, description="bad probes in a row before a node is down")
+    stall_cycles: int = Field(
+        15, ge=2, description="no reconcile cycle (or reshard step) completed in this many "
+        "intervals: /healthz fails and leadership is handed back"
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _timeout_below_interval(self) -> ProbeConfig:

@@ -116,6 +116,9 @@ class _QuietHandler(WSGIRequestHandler):
 class ControllerHTTPServer:
     """Serves ``/healthz``, ``/readyz``, ``/metrics``, ``/v1/status`` and ``/v1/routing``.
 
+    ``/healthz`` answers 503 with the reason while ``stall_reason`` names one (a wedged
+    reconcile loop: the kubelet restarts the pod), else 200.
+
     The socket is bound at construction, so :attr:`port` is known (port 0 picks a free
     one) before :meth:`start` serves it from a daemon thread; binding errors (a port in
     use, an unknown host) are ``OSError`` from the constructor. The callables are read on
@@ -132,6 +135,7 @@ class ControllerHTTPServer:
         status: Callable[[], dict[str, Any]],
         routing: Callable[[], RoutingTable | None],
         not_ready_reason: Callable[[], str] | None = None,
+        stall_reason: Callable[[], str | None] | None = None,
         request_timeout: float = 10.0,
         max_workers: int = 16,
     ) -> None:
@@ -141,6 +145,7 @@ class ControllerHTTPServer:
         self.metrics = metrics
         self._ready, self._status, self._routing = ready, status, routing
         self._why_not_ready = not_ready_reason or (lambda: "no probe cycle has reached a node yet")
+        self._stall_reason = stall_reason or (lambda: None)
         server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
         self._server = make_server(host, port, self.app, server_class, _QuietHandler)
         assert isinstance(self._server, _ThreadingWSGIServer)
@@ -148,7 +153,7 @@ class ControllerHTTPServer:
         self._server.workers = threading.BoundedSemaphore(max_workers)
         self._thread: threading.Thread | None = None
         self._routes: dict[str, Callable[[WSGIEnvironment], _Response]] = {
-            "/healthz": lambda _: _text("200 OK", "ok\n"),
+            "/healthz": self._healthz,
             "/readyz": self._readyz,
             "/metrics": self._metrics,
             "/v1/status": lambda _: _json("200 OK", self._status()),
@@ -214,6 +219,12 @@ class ControllerHTTPServer:
                 (("Allow", "GET, HEAD"),),
             )
         return handler(environ)
+
+    def _healthz(self, environ: WSGIEnvironment) -> _Response:
+        stuck = self._stall_reason()
+        if stuck is None:
+            return _text("200 OK", "ok\n")
+        return _json("503 Service Unavailable", {"alive": False, "reason": stuck})
 
     def _readyz(self, environ: WSGIEnvironment) -> _Response:
         if self._ready():

@@ -66,6 +66,7 @@ from controller.scaling import NodeSource, ScaleReport, scale_shards
 from controller.status import build_status
 from controller.structure import repair_structure
 from controller.topology import ClusterNotStable, Connect, ForeignNode, connector, fix, join
+from controller.watchdog import RESHARD_STEP_SECONDS, stall_limit, stalled
 
 __all__ = ["Controller", "EventSink"]
 
@@ -174,6 +175,8 @@ class Controller:
         # cluster's own lease (None: every controller may try for it).
         self.leader, self._leader_name = leader, leader_name
         self.events = events  # Kubernetes Events (None: the log is the record)
+        self._progress_at = clock()  # the watchdog's: last cycle or reshard step done
+        self._in_cycle = False
         shards = cfg.shards
         self.intent_store = intent or IntentFile.configured(
             shards.intent_file, shards.state_dir, cfg.cluster.seeds[0]
@@ -228,8 +231,8 @@ class Controller:
     def hold_lease(self) -> bool:
         """Renew or take the cluster's lease; True while this controller may act."""
         before = self.lease_state
-        if self.leader is not None and not self.leader():
-            return self._follow(before)
+        if (self.leader is not None and not self.leader()) or self.stall_reason():
+            return self._follow(before)  # stalled: let a live replica act meanwhile
         try:
             if self.lease is None:
                 ttl = self.cfg.shards.lease_ttl_seconds
@@ -386,7 +389,17 @@ class Controller:
         return ([shard] if shard is not None else []) + self.reconcile_consumers_once()
 
     def reconcile_shards_once(self) -> Decision | None:
-        """The shard stage: hold the lease, mend, decide and reshard (which may take long)."""
+        """The shard stage: hold the lease, mend, decide and reshard (which may take long).
+        The watchdog times this stage, the one that can wedge."""
+        self._in_cycle = True  # the watchdog times this cycle from here
+        self._progressed()
+        try:
+            return self._reconcile_shard_cycle()
+        finally:
+            self._in_cycle = False
+            self._progressed()
+
+    def _reconcile_shard_cycle(self) -> Decision | None:
         holding = self.hold_lease()
         if holding:
             self._guard("workload", self._check_workload)
@@ -404,6 +417,23 @@ class Controller:
         holding = self.lease_state.holding and (self.leader is None or bool(self.leader()))
         consumers = self._guard("consumers", lambda: self._reconcile_consumers(holding))
         return list(consumers or [])
+
+    def _progressed(self) -> None:
+        self._progress_at = self.clock()
+
+    def stall_reason(self) -> str | None:
+        """Why the reconcile loop counts as stuck (``/healthz`` fails, leadership is
+        handed back): a cycle has run without progress for too long. None otherwise
+        (:mod:`controller.watchdog`)."""
+        if not self._in_cycle:
+            return None
+        reshard_wait = 0.0
+        if self.migrating:
+            step = float(getattr(self.nodes, "ready_timeout", 0.0))
+            reshard_wait = max(step, RESHARD_STEP_SECONDS)
+        probe = self.cfg.probe
+        limit = stall_limit(probe.interval_seconds, probe.stall_cycles, reshard_wait)
+        return stalled(self._progress_at, self.clock(), limit)
 
     def _reconcile_shards(self, holding: bool) -> Decision:
         if holding and self.nodes is not None:
@@ -781,6 +811,7 @@ class Controller:
     def may_act(self) -> bool:
         """Asked between migration batches: still the leader, still holding the
         cluster's lease, and not shutting down."""
+        self._progressed()  # asked between batches: the reshard is moving
         if self._stopping or (self.leader is not None and not self.leader()):
             return False
         return self.lease is None or self.lease.still_held()
@@ -811,6 +842,7 @@ class Controller:
 
     def _on_progress(self, event: dict[str, Any]) -> None:
         migration_log.info(json.dumps(event))  # one line per batch and per step
+        self._progressed()
         if self.metrics is not None and event.get("event") == "moved":
             self.metrics.observe_batch(event.get("slots", 0), event.get("keys", 0))
 

@@ -39,6 +39,12 @@ class Assembly:
     crash_status: Callable[[], dict[str, Any]] | None = None
     _start: list[Callable[[], Any]] = field(default_factory=list)
     _stop: list[Callable[[], Any]] = field(default_factory=list)
+    _watchers: list[Callable[[Callable[[], str | None]], None]] = field(default_factory=list)
+
+    def watch(self, stall_reason: Callable[[], str | None]) -> None:
+        """Who elects stops leading while ``stall_reason`` names one (the watchdog)."""
+        for watcher in self._watchers:
+            watcher(stall_reason)
 
     def start(self) -> None:
         for step in self._start:
@@ -95,6 +101,8 @@ def _kubernetes(cfg: SlotpilotConfig, metrics: Any, acting: bool, api_host: str 
     statefulset = cfg.kubernetes.statefulset
 
     def post(target: str, reason: str, message: str, warning: bool) -> None:
+        if not runtime.elector.is_leader:  # one voice: a follower's view is the leader's
+            return
         if target == "shards":
             if statefulset:
                 runtime.events.record("StatefulSet", statefulset, reason, message, warning)
@@ -117,6 +125,7 @@ def _kubernetes(cfg: SlotpilotConfig, metrics: Any, acting: bool, api_host: str 
         events=post,
         api_up=api_up,
     )
+    parts._watchers.append(elector.watch)
     if acting:
         parts._start.append(elector.start)
         parts._stop.append(runtime.close)  # releases the Lease: a successor acts at once

@@ -29,7 +29,10 @@ __all__ = [
     "merge_patch",
     "now",
     "parse_label_selector",
+    "rbac_allows",
+    "request_verb",
     "selected",
+    "shift_times",
     "strategic_merge_patch",
 ]
 
@@ -233,3 +236,59 @@ def selected(obj: Obj, labels: str, fields: str) -> bool:
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Wall-clock fields a client fills in from its own clock, by resource.
+_CLIENT_TIMES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "leases": (("spec", "renewTime"), ("spec", "acquireTime")),
+    "events": (("firstTimestamp",), ("lastTimestamp",), ("eventTime",)),
+}
+
+
+def shift_times(plural: str, body: Any, seconds: float) -> Any:
+    """``body`` as a client whose clock is ``seconds`` ahead would have written it: the
+    wall-clock fields it fills in (:data:`_CLIENT_TIMES`) shifted, the rest untouched."""
+    if not isinstance(body, dict) or not seconds:
+        return body
+    shifted = copy.deepcopy(body)
+    for path in _CLIENT_TIMES.get(plural, ()):
+        holder = shifted
+        for step in path[:-1]:
+            holder = holder.get(step) if isinstance(holder, dict) else None
+        value = holder.get(path[-1]) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and isinstance(value, str) and value:
+            moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            holder[path[-1]] = (moment + datetime.timedelta(seconds=seconds)).isoformat()
+    return shifted
+
+
+def request_verb(method: str, name: str | None, params: Any) -> str:
+    """The RBAC verb of a request: GET on an object ``get``, on a collection ``list`` (or
+    ``watch`` with ``?watch=true``), POST ``create``, PUT ``update``, PATCH ``patch``,
+    DELETE ``delete`` (``deletecollection`` on a collection)."""
+    if method == "GET":
+        if str(params.get("watch", "")).lower() in ("true", "1"):
+            return "watch"
+        return "get" if name else "list"
+    if method == "DELETE":
+        return "delete" if name else "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+
+
+def rbac_allows(rules: list[Obj], group: str, resource: str, verb: str, name: str | None) -> bool:
+    """Whether a Role's ``rules`` allow ``verb`` on ``resource`` (``plural`` or
+    ``plural/subresource``) of ``group``, as the API server's RBAC authorizer decides:
+    a rule matches on group, resource and verb (``*`` matches any), and when it lists
+    ``resourceNames`` only a request for one of those names (never a create or a list)."""
+    for rule in rules:
+        if not {group, "*"} & set(rule.get("apiGroups") or []):
+            continue
+        if not {resource, "*"} & set(rule.get("resources") or []):
+            continue
+        if not {verb, "*"} & set(rule.get("verbs") or []):
+            continue
+        names = rule.get("resourceNames") or []
+        if names and (not name or name not in names):
+            continue
+        return True
+    return False

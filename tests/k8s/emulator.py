@@ -41,19 +41,42 @@ buses and discovery. Emulated, for the resources in :data:`KINDS` (more with
   happen, filtered by namespace and selectors (an update moving an object into or out of
   the selection arrives as ADDED or DELETED); ``timeoutSeconds`` ends the stream, and so
   does going offline.
+- **Event TTL**: Events (core/v1 and events.k8s.io/v1) expire ``event_ttl`` seconds
+  after their last write (:meth:`KubeAPI.set_event_ttl`; 1 h by default, as the API
+  server's ``--event-ttl``): gone from get/list, a patch answers 404, watchers see DELETED.
 - A request the client gave up on (timeout, closed socket) is still carried out.
 - Discovery (``/apis/<group>/<version>`` lists the declared resources and subresources)
-  and ``/version`` are kmock's. Not emulated: admission, defaulting, validation against
-  schemas, RBAC, server-side apply, ``dryRun`` (answers 400 rather than writing),
-  pagination (``limit`` is ignored: everything comes in one page), controllers (a
-  StatefulSet creates no Pods: see ``tests/k8s/kubelet.py``).
+  and ``/version`` are kmock's. Not emulated: admission (no ValidatingAdmissionPolicy or
+  webhooks), defaulting, validation against schemas, RBAC beyond one Role per token
+  (no ClusterRoles, bindings or aggregation; discovery is never authorized), authentication
+  (any token is accepted), server-side apply, API priority and fairness (429s come only
+  from injected faults), ``dryRun`` (answers 400 rather than writing), pagination
+  (``limit`` is ignored: everything comes in one page), Event series and aggregation
+  (the recorder's job), the server's own clock skew, controllers (a StatefulSet creates
+  no Pods: see ``tests/k8s/kubelet.py``; no garbage collector, no PVC retention policy).
 
 Fault injection (:class:`KubeAPI`): :meth:`KubeAPI.fail_next` makes the next N requests
 matching a verb and/or path answer a given status (409, 429 with ``Retry-After``, 500, …)
-as a ``Status`` body; :meth:`KubeAPI.hang_next` delays them; :meth:`KubeAPI.go_offline`
+as a ``Status`` body; :meth:`KubeAPI.hang_next` delays them before they are carried out,
+:meth:`KubeAPI.answer_late` carries them out at once and delays only the answer (a slow
+network or an overloaded apiserver: the write landed, the client hears late);
+:meth:`KubeAPI.go_offline`
 closes the listening socket and every open connection (clients get "connection refused")
 until :meth:`KubeAPI.go_online` listens again on the same port. Every request is logged
 with its answer (:meth:`KubeAPI.requests`).
+
+Clients are told apart by their bearer token (``write_kubeconfig(token=...)``).
+:meth:`KubeAPI.skew_clock` gives one client a wall clock off by N seconds: the times it
+writes into Leases (``renewTime``, ``acquireTime``) and Events (``firstTimestamp``,
+``lastTimestamp``, ``eventTime``) are shifted by N as the server stores them. That is all a
+skewed clock changes on the wire; the client's own comparisons run on its own clocks, and
+the operator judges time only with a monotonic clock, so no test knob in the product is
+needed to run two replicas "10 s apart".
+
+:meth:`KubeAPI.enforce_rbac` binds a token to a Role's ``rules`` (e.g. the Role the Helm
+chart renders): that client's requests for declared resources are authorized as the API
+server's RBAC authorizer would (group, resource and subresource, verb, ``resourceNames``)
+and answered 403 ``Forbidden`` otherwise; other tokens are allowed everything.
 
 :class:`KubeAPI` runs the emulator in a background thread with its own asyncio loop, for
 the synchronous client (:meth:`KubeAPI.client`; :meth:`KubeAPI.write_kubeconfig` for another
@@ -78,6 +101,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp.web
+import attrs
 import kmock
 import kubernetes.client
 from kmock._internal import rendering
@@ -90,7 +114,10 @@ from tests.k8s.api_rules import (
     apply_patch,
     merge_patch,
     now,
+    rbac_allows,
+    request_verb,
     selected,
+    shift_times,
 )
 
 __all__ = [
@@ -118,9 +145,13 @@ class Fault:
     delay: float = 0.0
     retry_after: float | None = None
     hits: int = 0
+    late: bool = False  # delay the answer, not the work
+    token: str | None = None  # only this client's requests (by bearer token)
 
-    def matches(self, verb: str, path: str) -> bool:
+    def matches(self, verb: str, path: str, token: str = "") -> bool:
         if self.remaining <= 0 or (self.verb is not None and self.verb.upper() != verb):
+            return False
+        if self.token is not None and self.token != token:
             return False
         if isinstance(self.path, re.Pattern):
             return self.path.search(path) is not None
@@ -155,6 +186,10 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         self.faults: list[Fault] = []
         self.faults_lock = threading.Lock()
         self.seen: list[SeenRequest] = []
+        self.skews: dict[str, float] = {}  # bearer token -> seconds its clock is off
+        self.roles: dict[str, list[Obj]] = {}  # bearer token -> the rules it is bound to
+        self.event_ttl = 3600.0
+        self._event_writes: dict[tuple[Any, str | None, str], float] = {}  # monotonic
         self.closing = asyncio.Event()
         self._watches: list[_Watch] = []
         self._inflight: set[asyncio.Future[aiohttp.web.StreamResponse]] = set()
@@ -197,10 +232,15 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         self, request: rendering.Request, verb: str, path: str
     ) -> aiohttp.web.StreamResponse:
         with self.faults_lock:
-            fault = next((f for f in self.faults if f.matches(verb, path)), None)
+            token = self.token(request)
+            fault = next((f for f in self.faults if f.matches(verb, path, token)), None)
             if fault is not None:
                 fault.remaining -= 1
                 fault.hits += 1
+        if fault is not None and fault.late:
+            response = await self._answer_now(request, verb, path)
+            await asyncio.sleep(fault.delay)
+            return response
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
@@ -208,7 +248,31 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
                 retry = fault.retry_after
                 headers = {"Retry-After": f"{retry:g}"} if retry else {}
                 return ApiError(fault.status, "injected by the test").response(headers)
+        return await self._answer_now(request, verb, path)
+
+    @staticmethod
+    def token(request: rendering.Request) -> str:
+        """The client's bearer token ("" when it sent none)."""
+        auth = request.headers.get("Authorization", "")
+        return auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
+
+    async def _answer_now(
+        self, request: rendering.Request, verb: str, path: str
+    ) -> aiohttp.web.StreamResponse:
+        skew = self.skews.get(self.token(request), 0.0)
+        if skew and request.resource is not None and verb in ("POST", "PUT", "PATCH"):
+            shifted = shift_times(request.resource.plural or "", request.data, skew)
+            request = attrs.evolve(request, data=shifted)
         res = request.resource
+        rules = self.roles.get(self.token(request))
+        if rules is not None and res is not None and res.plural is not None:
+            resource = res.plural + (f"/{request.subresource}" if request.subresource else "")
+            action = request_verb(verb, request.name, request.params)
+            if not rbac_allows(rules, res.group or "", resource, action, request.name):
+                what = f"{action} {resource} {request.name or ''}".strip()
+                return ApiError(
+                    403, f"{what} is forbidden: not granted by the token's Role"
+                ).response()
         if res is not None and res.group is not None and res.plural is None and verb == "GET":
             # kmock answers these with its LIST fallback, which shadows its own discovery.
             serve = self._serve_version if res.version else self._serve_group
@@ -283,7 +347,27 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
     def _key(self, kind: Kind, ns: str | None, name: str) -> tuple[Any, str | None, str]:
         return (kind.resource, ns if kind.namespaced else None, name)
 
+    def _expire_events(self, kind: Kind) -> None:
+        if kind.plural != "events":
+            return
+        now_mono = time.monotonic()
+        for key, written in list(self._event_writes.items()):
+            if key[0] == kind.resource and now_mono - written >= self.event_ttl:
+                del self._event_writes[key]
+                if key not in self._objects:  # an ObjectsArray: no .get()
+                    continue
+                live = self._objects[key]
+                if not live.deleted:
+                    last = self._bump(copy.deepcopy(live.raw))
+                    live.delete()
+                    self._publish(kind, "DELETED", last)
+
+    def _written(self, kind: Kind, key: tuple[Any, str | None, str]) -> None:
+        if kind.plural == "events":
+            self._event_writes[key] = time.monotonic()
+
     def _live(self, kind: Kind, ns: str | None, name: str) -> Any:
+        self._expire_events(kind)
         key = self._key(kind, ns, name)
         if key in self._objects and not self._objects[key].deleted:
             return self._objects[key]
@@ -315,6 +399,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         }  # fmt: skip
 
     def _current(self, kind: Kind, ns: str | None) -> list[Obj]:
+        self._expire_events(kind)
         found = []
         for (resource, obj_ns, _), obj in self._objects.items():
             if resource == kind.resource and not obj.deleted and ns in (None, obj_ns):
@@ -347,6 +432,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
             self._objects[key].create(obj)
         else:
             self._objects[key] = obj
+        self._written(kind, key)
         self._publish(kind, "ADDED", obj)
         return copy.deepcopy(obj)
 
@@ -362,6 +448,7 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         meta["generation"] = generation + (1 if old.get("spec") != obj.get("spec") else 0)
         self._bump(obj)
         live.history.append(obj)
+        self._written(kind, self._key(kind, ns, name))
         self._publish(kind, "MODIFIED", obj, old)
         return copy.deepcopy(obj)
 
@@ -538,19 +625,25 @@ class KubeAPI:
         assert self._loop is not None, "the emulator is not running"
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def client(self, **settings: Any) -> kubernetes.client.ApiClient:
-        """An official client pointed at the emulator (``settings`` set on its Configuration)."""
+    def client(self, token: str = "", **settings: Any) -> kubernetes.client.ApiClient:
+        """An official client pointed at the emulator (``settings`` set on its Configuration);
+        ``token``: the bearer token it sends (:meth:`skew_clock`)."""
         config = kubernetes.client.Configuration(host=self.url)
+        if token:
+            config.api_key = {"authorization": f"Bearer {token}"}
         for name, value in settings.items():
             setattr(config, name, value)
         return kubernetes.client.ApiClient(config)
 
-    def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
-        """A kubeconfig for the emulator, for a controller run as a separate process."""
+    def write_kubeconfig(
+        self, path: str | Path, namespace: str = "default", token: str = "emulator-accepts-anything"
+    ) -> Path:
+        """A kubeconfig for the emulator, for a controller run as a separate process;
+        ``token`` tells this client apart (:meth:`skew_clock`)."""
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
             "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "test", "user": {"token": "emulator-accepts-anything"}}],
+            "users": [{"name": "test", "user": {"token": token}}],
             "contexts": [{"name": "emulator", "context": {
                 "cluster": "emulator", "user": "test", "namespace": namespace}}],
         }  # fmt: skip
@@ -574,10 +667,31 @@ class KubeAPI:
 
     def hang_next(
         self, seconds: float, count: int = 1, *, verb: str | None = None,
+        path: str | re.Pattern[str] | None = None, token: str | None = None,
+    ) -> Fault:  # fmt: skip
+        """The next ``count`` matching requests (of the client with bearer ``token``, if
+        given) are carried out and answered only after ``seconds``."""
+        return self._add(Fault(None, count, verb, path, delay=seconds, token=token))
+
+    def answer_late(
+        self, seconds: float, count: int = 1, *, verb: str | None = None,
         path: str | re.Pattern[str] | None = None,
     ) -> Fault:  # fmt: skip
-        """The next ``count`` matching requests are answered only after ``seconds``."""
-        return self._add(Fault(None, count, verb, path, delay=seconds))
+        """The next ``count`` matching requests are carried out at once and answered only
+        after ``seconds``."""
+        return self._add(Fault(None, count, verb, path, delay=seconds, late=True))
+
+    def enforce_rbac(self, token: str, rules: list[Obj]) -> None:
+        """Authorize the client with bearer ``token`` by a Role's ``rules``."""
+        self.emulator.roles[token] = copy.deepcopy(rules)
+
+    def set_event_ttl(self, seconds: float) -> None:
+        """Events expire ``seconds`` after their last write (the API server's --event-ttl)."""
+        self.emulator.event_ttl = seconds
+
+    def skew_clock(self, token: str, seconds: float) -> None:
+        """The client with bearer ``token`` writes times ``seconds`` off (ahead if > 0)."""
+        self.emulator.skews[token] = seconds
 
     def _add(self, fault: Fault) -> Fault:
         with self.emulator.faults_lock:

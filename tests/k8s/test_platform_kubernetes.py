@@ -92,6 +92,7 @@ def test_racing_candidates_one_wins_by_resource_version(api: KubeApi) -> None:
     clock = Clock()
     a, b = elector(api, "pod-a", clock), elector(api, "pod-b", clock)
     a.step()
+    assert not b.step()  # b has seen a's record: its age counts from now
     clock.advance(10)  # expired for everyone
     lease: Any = api.coordination.read_namespaced_lease("slotpilot", NS)
     assert b.step() is True

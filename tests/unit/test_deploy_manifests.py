@@ -3,8 +3,10 @@
 Every document is validated against the Kubernetes OpenAPI schemas that the
 ``kubernetes-validate`` wheel ships (offline, strict: unknown fields are errors), on the
 oldest API version we support (1.32: StatefulSet PVC retention is GA there) and the newest
-shipped. The Role must equal :data:`controller.platform.kubernetes_rbac.RBAC_RULES`, and
-every Kubernetes API call in ``controller/platform/kubernetes`` must be granted by it. The
+shipped. The Role must equal :func:`controller.platform.kubernetes_rbac.role_rules` for the
+ConfigMap's config, and :data:`~controller.platform.kubernetes_rbac.RBAC_RULES` must equal
+the Kubernetes API calls in ``controller/platform/kubernetes``, both ways (nothing granted
+that is never called, nothing called that is not granted). The
 ConfigMap's config passes ``slotpilot validate``; names, ports and paths that must agree
 across files (Secret, ConfigMap, Service, image entrypoint, config) are checked to agree.
 """
@@ -26,7 +28,13 @@ import yaml
 
 from controller.cli import build_parser
 from controller.config import load_config
-from controller.platform.kubernetes_rbac import RBAC_RULES, missing_rule_message, role_rules
+from controller.platform.kubernetes_rbac import (
+    RBAC_RULES,
+    call_rule,
+    missing_rule_message,
+    role_rules,
+    targets_of,
+)
 
 __all__: list[str] = []
 
@@ -122,40 +130,53 @@ def test_kustomization_lists_every_manifest(directory: Path) -> None:
 def test_role_has_no_wildcards_and_is_namespaced() -> None:
     role = _one("Role")
     for rule in role["rules"]:
-        for key in ("apiGroups", "resources", "verbs"):
-            assert "*" not in rule[key], f"wildcard in {key}: {rule}"
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert "*" not in rule.get(key, []), f"wildcard in {key}: {rule}"
+        assert "nonResourceURLs" not in rule
+        if "resourceNames" in rule:  # these verbs cannot be narrowed by name
+            assert not {"create", "list", "watch", "deletecollection"} & set(rule["verbs"])
     assert not [d for _, d in RESOURCES if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
 
 
-def test_role_equals_rbac_rules_exactly() -> None:
-    """Each (group, resource) grants exactly the verbs RBAC_RULES lists, no more, no less."""
-    granted: dict[tuple[str, str], set[str]] = {}
-    for rule in _one("Role")["rules"]:
-        for group in rule["apiGroups"]:
-            for resource in rule["resources"]:
-                granted.setdefault((group, resource), set()).update(rule["verbs"])
-    expected = {(r.api_group, r.resource): set(r.verbs) for r in RBAC_RULES}
-    assert granted == expected
-    assert _one("Role")["rules"] == role_rules()
+def _config() -> Doc:
+    return dict(yaml.safe_load(_one("ConfigMap")["data"]["config.yaml"]))
+
+
+def test_role_is_role_rules_of_the_configmaps_config() -> None:
+    """The Role is role_rules() for the shipped config: its named rules name the
+    ConfigMap's StatefulSet and Lease (and consumers, when it has any)."""
+    assert _one("Role")["rules"] == role_rules(targets_of(_config()))
+    named = {
+        (tuple(r["resources"]), tuple(r.get("resourceNames", ()))) for r in _one("Role")["rules"]
+    }
+    assert (("statefulsets/scale",), ("redis-cluster",)) in named
+    assert (("leases",), ("slotpilot",)) in named
 
 
 def test_rbac_rules_are_the_least_the_operator_needs() -> None:
-    """No Secrets, no pod exec, no create/delete of workloads: scale, annotate, observe."""
-    pairs = {(r.api_group, r.resource): set(r.verbs) for r in RBAC_RULES}
+    """No Secrets, no pod exec, no create/delete of workloads, no watch: scale, annotate,
+    list what is needed."""
+    pairs: dict[tuple[str, str], set[str]] = {}
+    for r in RBAC_RULES:
+        pairs.setdefault((r.api_group, r.resource), set()).update(r.verbs)
     assert not any(res in ("secrets", "pods/exec", "configmaps") for _, res in pairs)
-    for resource in ("statefulsets", "deployments"):
-        assert pairs[("apps", resource)] == {"get", "list", "watch", "patch"}
-        assert pairs[("apps", f"{resource}/scale")] == {"get", "patch", "update"}
-    assert pairs[("", "pods")] == {"get", "list", "watch"}
-    assert len(pairs) == len(RBAC_RULES), "one rule per (group, resource)"
+    assert (
+        pairs[("apps", "statefulsets")] == pairs[("apps", "statefulsets/scale")] == {"get", "patch"}
+    )
+    assert pairs[("apps", "deployments/scale")] == {"get", "patch"}
+    assert not any("watch" in verbs or ("update" in verbs and res.endswith("/scale"))
+                   for (_, res), verbs in pairs.items())  # fmt: skip
     assert all(r.why for r in RBAC_RULES)
+    names = {r.names for r in RBAC_RULES if r.names is not None}
+    assert names == {"lease", "statefulset", "consumers"}
 
 
-def test_missing_rule_message_names_the_rule() -> None:
-    msg = missing_rule_message("apps", "statefulsets/scale", "patch")
+def test_missing_rule_message_names_the_rule_and_the_real_files() -> None:
+    msg = missing_rule_message("apps", "statefulsets/scale", "patch", "cache")
     assert "apiGroups: [apps], resources: [statefulsets/scale], verbs: [patch]" in msg
-    assert "scale subresource" in msg
+    assert "resourceNames including cache" in msg and "scale subresource" in msg
+    for path in ("deploy/manifests/role.yaml", "helm/slotpilot/templates/role.yaml"):
+        assert path in msg and (ROOT / path).is_file()
     msg = missing_rule_message("", "secrets", "get")
     assert 'apiGroups: [""], resources: [secrets], verbs: [get]' in msg and "used to" not in msg
 
@@ -170,40 +191,27 @@ def test_rolebinding_binds_the_role_to_the_deployments_serviceaccount() -> None:
     assert pod["serviceAccountName"] == account["metadata"]["name"]
 
 
-_VERBS = {"read": "get", "list": "list", "create": "create", "patch": "patch", "replace": "update",
-          "delete": "delete", "delete_collection": "deletecollection"}  # fmt: skip
-_RESOURCES = {
-    "deployment": ("apps", "deployments"), "deployment_scale": ("apps", "deployments/scale"),
-    "stateful_set": ("apps", "statefulsets"), "stateful_set_scale": ("apps", "statefulsets/scale"),
-    "pod": ("", "pods"), "event": ("", "events"),
-    "persistent_volume_claim": ("", "persistentvolumeclaims"),
-    "lease": ("coordination.k8s.io", "leases"),
-    "horizontal_pod_autoscaler": ("autoscaling", "horizontalpodautoscalers"),
-}  # fmt: skip
-_CALL = re.compile(r"^(read|list|create|patch|replace|delete_collection|delete)_namespaced_(\w+)$")
-
-
 def api_calls(source: str) -> set[tuple[str, str, str]]:
-    """(group, resource, verb) of every ``*_namespaced_*`` client method named in the code;
-    a list method handed to ``stream(...)`` (a watch) needs ``watch`` as well."""
+    """(group, resource, verb) of every ``kubernetes`` client method named in the code
+    (:func:`~controller.platform.kubernetes_rbac.call_rule`, the mapping the operator's
+    403 messages use); a list method handed to ``stream(...)`` (a watch) needs ``watch``
+    as well."""
     tree = ast.parse(source)
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     found: set[tuple[str, str, str]] = set()
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Attribute) or not (m := _CALL.match(node.attr)):
+        if not isinstance(node, ast.Attribute):
             continue
-        verb, name = _VERBS[m.group(1)], m.group(2)
         call = parents.get(node)
-        if name == "custom_object":
-            strings = [a.value for a in getattr(call, "args", [])
-                       if isinstance(a, ast.Constant) and isinstance(a.value, str)]  # fmt: skip
-            group = next((s for s in strings if "." in s), "?")
-            resource = strings[-1] if strings else "?"
-        else:
-            group, resource = _RESOURCES.get(name, ("?", name))
-        found.add((group, resource, verb))
+        args = call.args if isinstance(call, ast.Call) else []
+        strings = [a.value for a in args
+                   if isinstance(a, ast.Constant) and isinstance(a.value, str)]  # fmt: skip
+        rule = call_rule(node.attr, strings)
+        if rule is None:
+            continue
+        found.add(rule)
         if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "stream":
-            found.add((group, resource, "watch"))
+            found.add((rule[0], rule[1], "watch"))
     return found
 
 
@@ -214,22 +222,36 @@ def test_api_call_scanner_reads_the_calls() -> None:
         "a.call('y', api.custom.list_namespaced_custom_object, 'keda.sh', 'v1alpha1', ns,"
         " 'scaledobjects')\n"
         "a.call('z', api.coordination.replace_namespaced_lease, n, ns, body)\n"
+        "read = {'StatefulSet': api.apps.read_namespaced_stateful_set}.get(kind)\n"
     )  # fmt: skip
     assert api_calls(source) == {
         ("apps", "statefulsets/scale", "patch"), ("", "pods", "list"), ("", "pods", "watch"),
         ("keda.sh", "scaledobjects", "list"), ("coordination.k8s.io", "leases", "update"),
+        ("apps", "statefulsets", "get"),
     }  # fmt: skip
 
 
-def test_every_api_call_of_the_platform_is_granted() -> None:
-    """A call the Role does not grant is a 403 in production: RBAC_RULES must cover it."""
+def _platform_calls() -> set[tuple[str, str, str]]:
     files = sorted(PLATFORM.glob("*.py")) if PLATFORM.is_dir() else []
     if not files:
         pytest.skip("controller/platform/kubernetes is not in this tree yet")
     calls = set().union(*(api_calls(f.read_text(encoding="utf-8")) for f in files))
     assert calls, "no Kubernetes API call found: the scanner no longer reads the platform"
-    missing = [c for c in sorted(calls) if not any(r.grants(*c) for r in RBAC_RULES)]
+    return calls
+
+
+def test_every_api_call_of_the_platform_is_granted() -> None:
+    """Used ⊆ granted: a call the Role does not grant is a 403 in production."""
+    missing = [c for c in sorted(_platform_calls()) if not any(r.grants(*c) for r in RBAC_RULES)]
     assert not missing, "\n".join(missing_rule_message(*c) for c in missing)
+
+
+def test_every_granted_verb_is_called_by_the_platform() -> None:
+    """Granted ⊆ used: a verb the code never calls is attack surface for nothing."""
+    calls = _platform_calls()
+    unused = [(r.api_group, r.resource, verb) for r in RBAC_RULES for verb in r.verbs
+              if (r.api_group, r.resource, verb) not in calls]  # fmt: skip
+    assert not unused, f"granted but never called (drop them from RBAC_RULES): {unused}"
 
 
 # -- the Deployment --------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from controller.platform.kubernetes_rbac import role_rules
+from controller.platform.kubernetes_rbac import role_rules, targets_of
 
 __all__: list[str] = []
 
@@ -227,11 +227,34 @@ def test_each_release_elects_on_its_own_lease(chart: Any) -> None:
 # -- RBAC ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_role_is_role_rules_of_the_rendered_config(chart: Any, case: str) -> None:
+    """Every values file: the Role is role_rules() for the config the chart renders, its
+    named rules narrowed to that config's Lease, StatefulSet and consumers."""
+    objects = _objects(_render(chart, CASES[case]))
+    roles = [o for o in objects if o["kind"] == "Role"]
+    if not roles:
+        return  # rbac.create: false
+    config = yaml.safe_load(_one(objects, "ConfigMap")["data"]["config.yaml"])
+    assert roles[0]["rules"] == role_rules(targets_of(config))
+
+
+def test_role_names_the_consumers_statefulset_and_lease(chart: Any) -> None:
+    values = {"config": {"consumers": [
+        {"name": "mailer", "source": {"type": "redis_list", "key": "mail"}},
+        {"name": "billing", "source": {"type": "redis_list", "key": "bills"}}]}}  # fmt: skip
+    role = _one(_objects(_render(chart, values)), "Role")
+    named = {r["resources"][0]: r.get("resourceNames") for r in role["rules"]}
+    assert named["deployments/scale"] == named["deployments"] == ["billing", "mailer"]
+    assert named["statefulsets/scale"] == ["redis-cluster"]
+    assert [r["resourceNames"] for r in role["rules"] if "resourceNames" in r
+            and r["resources"] == ["leases"]] == [[f"{RELEASE}-slotpilot"]]  # fmt: skip
+
+
 def test_role_is_role_rules_and_bound_to_the_pods_account(chart: Any) -> None:
-    objects = _objects(_render(chart, {}))
+    objects = _objects(_render(chart, {"config": {"kubernetes": {"lease_name": "slotpilot"}}}))
     role, binding = _one(objects, "Role"), _one(objects, "RoleBinding")
-    assert role["rules"] == role_rules()
-    assert role["rules"] == _deploy("Role")["rules"]
+    assert role["rules"] == _deploy("Role")["rules"]  # the same config, the same Role
     account = _one(objects, "ServiceAccount")["metadata"]["name"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": role["metadata"]["name"]}  # fmt: skip

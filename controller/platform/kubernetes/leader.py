@@ -7,6 +7,14 @@ replaces it with the ``resourceVersion`` it read — two candidates racing for a
 Lease: one wins, the other gets 409 and follows. A leader that has not renewed for the
 renew deadline stops acting at once (before the Lease can expire and someone else
 takes it); :meth:`LeaderElector.release` hands the Lease back on SIGTERM.
+
+Timing follows client-go (see :mod:`controller.leadership`): a follower judges expiry
+from the monotonic time at which it first observed the current record, never from the
+holder's ``renewTime`` against its own wall clock, so skewed clocks cannot make two
+leaders or a slow takeover. A renewal counts from the moment its request started, and
+every Lease request is given only the time left before the renew deadline; a 409 on a
+renewal means someone else wrote the Lease: leadership ends at once. The wall clock is
+used only to fill in ``renewTime``/``acquireTime`` for people reading the Lease.
 """
 
 from __future__ import annotations
@@ -20,7 +28,14 @@ from typing import Any
 
 from kubernetes import client
 
-from controller.leadership import LeaderTiming, LeaseView, lease_action, still_leader
+from controller.leadership import (
+    LeaderTiming,
+    LeaseView,
+    Observed,
+    lease_action,
+    observe,
+    still_leader,
+)
 from controller.platform.kubernetes.api import Conflict, KubeApi, KubeApiError, NotFound
 
 __all__ = ["LeaderElector"]
@@ -38,6 +53,7 @@ def _view(lease: Any) -> LeaseView:
         renew_time=renew if isinstance(renew, datetime) else None,
         duration_seconds=float(spec.lease_duration_seconds or 0),
         transitions=int(spec.lease_transitions or 0),
+        resource_version=lease.metadata.resource_version if lease.metadata else None,
     )
 
 
@@ -65,11 +81,19 @@ class LeaderElector:
         self._on_change = on_change
         self._clock = clock
         self._wall = wall
-        self._renewed: float | None = None  # monotonic time of our last successful write
+        # monotonic time at which our last successful renewal (or acquisition) started
+        self._renewed: float | None = None
+        self._observed: Observed | None = None  # the record we saw last, and since when
         self._leader = False
         self.holder: str | None = None  # who holds the Lease, as last read
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stall_reason: Callable[[], str | None] = lambda: None
+
+    def watch(self, stall_reason: Callable[[], str | None]) -> None:
+        """Lead only while ``stall_reason`` names none: a controller whose loop is stuck
+        releases the Lease and does not take it again until the loop moves."""
+        self._stall_reason = stall_reason
 
     @property
     def is_leader(self) -> bool:
@@ -103,26 +127,43 @@ class LeaderElector:
             lease_transitions=transitions,
         )
 
-    def _read(self) -> Any:
+    def _budget(self, started: float) -> float | None:
+        """What a Lease request may take: as leader, what is left of the renew deadline
+        counted from ``started`` (a late answer is no renewal); else no limit of ours."""
+        if not self._leader:
+            return None
+        return self.timing.renew_deadline_seconds - (self._clock() - started)
+
+    def _read(self, budget: float | None = None) -> Any:
         return self.api.call(
             f"get leases {self.name}",
             self.api.coordination.read_namespaced_lease,
             self.name,
             self.namespace,
+            budget=budget,
         )
 
     def step(self) -> bool:
         """One attempt to acquire or renew; returns :attr:`is_leader`. Never raises."""
+        stuck = self._stall_reason()
+        if stuck is not None:
+            if self._leader:
+                log.error("lease %s/%s handed back: %s", self.namespace, self.name, stuck)
+                self.release()
+            return False
         coordination = self.api.coordination
+        started = self._clock()
         now = self._wall()
+        action: str = "read"
         try:
             try:
-                lease = self._read()
+                lease = self._read(self._budget(started))
             except NotFound:
                 lease = None
             view = _view(lease) if lease is not None else None
             self.holder = view.holder if view else None
-            action = lease_action(view, self.identity, now)
+            self._observed = observe(self._observed, view, self._clock())
+            action = lease_action(view, self.identity, self._observed, self._clock())
             if action == "follow":
                 self._set_leader(False, f"held by {self.holder}")
                 return False
@@ -137,6 +178,7 @@ class LeaderElector:
                     coordination.create_namespaced_lease,
                     self.namespace,
                     body,
+                    budget=self._budget(started),
                 )
             else:
                 if action == "renew" and lease.spec is not None:
@@ -148,14 +190,21 @@ class LeaderElector:
                     self.name,
                     self.namespace,
                     lease,
+                    budget=self._budget(started),
                 )
         except Conflict:
-            return self.is_leader  # someone else wrote first: read again next period
+            # someone else wrote the Lease since we read it: if it was ours, it is not now
+            self._set_leader(False, f"conflict on {action}: the Lease changed under us")
+            return False
         except KubeApiError as exc:
             log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
             return self.is_leader  # keeps leadership only within the renew deadline
-        self._renewed = self._clock()
         self.holder = self.identity
+        if not still_leader(started, self._clock(), self.timing):
+            # written, but answered after the deadline: a follower may already be taking it
+            self._set_leader(False, f"{action} answered after the renew deadline")
+            return False
+        self._renewed = started
         self._set_leader(True, action)
         return True
 
@@ -168,7 +217,7 @@ class LeaderElector:
             return
         coordination = self.api.coordination
         try:
-            lease = self._read()
+            lease = self._read(self.timing.renew_deadline_seconds)
             if lease.spec is None or lease.spec.holder_identity != self.identity:
                 return
             lease.spec.holder_identity = None
@@ -180,6 +229,7 @@ class LeaderElector:
                 self.name,
                 self.namespace,
                 lease,
+                budget=self.timing.renew_deadline_seconds,
             )
         except KubeApiError as exc:
             log.warning("releasing lease %s/%s: %s", self.namespace, self.name, exc)
