@@ -175,8 +175,8 @@ class Controller:
         # cluster's own lease (None: every controller may try for it).
         self.leader, self._leader_name = leader, leader_name
         self.events = events  # Kubernetes Events (None: the log is the record)
-        self._progress_at = clock()  # the watchdog's: last cycle or reshard step done
-        self._in_cycle = False
+        # the watchdog's: per running stage (shards, consumers), its last progress
+        self._stage_progress: dict[str, float] = {}
         shards = cfg.shards
         self.intent_store = intent or IntentFile.configured(
             shards.intent_file, shards.state_dir, cfg.cluster.seeds[0]
@@ -391,13 +391,11 @@ class Controller:
     def reconcile_shards_once(self) -> Decision | None:
         """The shard stage: hold the lease, mend, decide and reshard (which may take long).
         The watchdog times this stage, the one that can wedge."""
-        self._in_cycle = True  # the watchdog times this cycle from here
-        self._progressed()
+        self._stage_progress["shards"] = self.clock()  # the watchdog times it from here
         try:
             return self._reconcile_shard_cycle()
         finally:
-            self._in_cycle = False
-            self._progressed()
+            self._stage_progress.pop("shards", None)
 
     def _reconcile_shard_cycle(self) -> Decision | None:
         holding = self.hold_lease()
@@ -415,25 +413,34 @@ class Controller:
         leader and holds the cluster's lease (as last renewed by the lease job), even
         while the shard stage is busy with a reshard."""
         holding = self.lease_state.holding and (self.leader is None or bool(self.leader()))
-        consumers = self._guard("consumers", lambda: self._reconcile_consumers(holding))
+        self._stage_progress["consumers"] = self.clock()  # watched as the shard stage is
+        try:
+            consumers = self._guard("consumers", lambda: self._reconcile_consumers(holding))
+        finally:
+            self._stage_progress.pop("consumers", None)
         return list(consumers or [])
 
     def _progressed(self) -> None:
-        self._progress_at = self.clock()
+        """A reshard step or batch done: the shard stage is moving."""
+        if "shards" in self._stage_progress:
+            self._stage_progress["shards"] = self.clock()
 
     def stall_reason(self) -> str | None:
         """Why the reconcile loop counts as stuck (``/healthz`` fails, leadership is
-        handed back): a cycle has run without progress for too long. None otherwise
-        (:mod:`controller.watchdog`)."""
-        if not self._in_cycle:
-            return None
-        reshard_wait = 0.0
-        if self.migrating:
-            step = float(getattr(self.nodes, "ready_timeout", 0.0))
-            reshard_wait = max(step, RESHARD_STEP_SECONDS)
+        handed back): a stage (shards, consumers) has run without progress for too long.
+        None otherwise (:mod:`controller.watchdog`)."""
         probe = self.cfg.probe
-        limit = stall_limit(probe.interval_seconds, probe.stall_cycles, reshard_wait)
-        return stalled(self._progress_at, self.clock(), limit)
+        now = self.clock()
+        for stage, at in list(self._stage_progress.items()):
+            reshard_wait = 0.0
+            if stage == "shards" and self.migrating:
+                step = float(getattr(self.nodes, "ready_timeout", 0.0))
+                reshard_wait = max(step, RESHARD_STEP_SECONDS)
+            limit = stall_limit(probe.interval_seconds, probe.stall_cycles, reshard_wait)
+            reason = stalled(at, now, limit)
+            if reason is not None:
+                return f"{reason} ({stage} stage)"
+        return None
 
     def _reconcile_shards(self, holding: bool) -> Decision:
         if holding and self.nodes is not None:

@@ -53,7 +53,12 @@ buses and discovery. Emulated, for the resources in :data:`KINDS` (more with
   from injected faults), ``dryRun`` (answers 400 rather than writing), pagination
   (``limit`` is ignored: everything comes in one page), Event series and aggregation
   (the recorder's job), the server's own clock skew, controllers (a StatefulSet creates
-  no Pods: see ``tests/k8s/kubelet.py``; no garbage collector, no PVC retention policy).
+  no Pods: see ``tests/k8s/kubelet.py``; no garbage collector, no PVC retention policy),
+  graceful deletion and finalizers (a delete removes the object at once: no
+  ``deletionTimestamp`` phase, so no ``kubernetes.io/pvc-protection`` keeping a mounted
+  claim — the operator refuses to delete a mounted claim itself, and
+  ``tests/k8s/test_statefulset_safety.py`` checks that refusal). The admission policy
+  shipped in ``deploy/`` is evaluated with cel-python in ``tests/unit``, not here.
 
 Fault injection (:class:`KubeAPI`): :meth:`KubeAPI.fail_next` makes the next N requests
 matching a verb and/or path answer a given status (409, 429 with ``Retry-After``, 500, …)

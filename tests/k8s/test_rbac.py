@@ -76,13 +76,13 @@ def test_rbac_rules_as_the_authorizer_reads_them() -> None:
 def test_every_call_of_the_operator_is_granted_by_the_charts_role(
     k8s_api: KubeAPI, operator: KubeApi
 ) -> None:
-    sts = redis_statefulset("cache")
+    sts = redis_statefulset("cache", claims=True)
     sts["metadata"]["namespace"] = NS
     k8s_api.create("apps/v1/statefulsets", sts)
     k8s_api.create("apps/v1/deployments", {**worker_deployment("worker"), "metadata": {
         "name": "worker", "namespace": NS, "labels": {"app": "worker"}}})  # fmt: skip
-    k8s_api.create("v1/persistentvolumeclaims", {"metadata": {"name": "data-cache-0",
-                                                              "namespace": NS}})  # fmt: skip
+    k8s_api.create("v1/persistentvolumeclaims", {"metadata": {
+        "name": "data-cache-0", "namespace": NS, "labels": {"app": "cache"}}})  # fmt: skip
 
     elector = LeaderElector(operator, NS, "slotpilot", "pod-a")
     assert elector.step() and elector.step()  # create, then get + update
