@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 import redis
 from redis.asyncio.connection import AbstractConnection, Connection
 
-__all__ = ["SUPPORTED_REDIS_PY", "RedisPyIncompatible", "close_now", "streams"]
+__all__ = ["SUPPORTED_REDIS_PY", "RedisPyIncompatible", "close_now", "streams", "supports"]
 
 # Keep in step with pyproject's ``redis`` requirement (a unit test compares them).
 SUPPORTED_REDIS_PY = ">=8.0,<9"
@@ -41,6 +41,28 @@ class RedisPyIncompatible(ImportError):
         )
         self.installed = installed
         self.missing = tuple(missing)
+
+
+def _release(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("."):
+        digits = "".join(c for c in piece if c.isdigit()) if piece[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def supports(installed: str) -> bool:
+    """Whether redis-py ``installed`` (e.g. ``8.2.0``) lies in :data:`SUPPORTED_REDIS_PY`
+    (a ``>=LOW,<HIGH`` range of release numbers)."""
+    version = _release(installed)
+    for bound in SUPPORTED_REDIS_PY.split(","):
+        if bound.startswith(">=") and version < _release(bound[2:]):
+            return False
+        if bound.startswith("<") and version >= _release(bound[1:]):
+            return False
+    return bool(version)
 
 
 def missing_members() -> list[str]:

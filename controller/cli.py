@@ -504,11 +504,39 @@ def build_parser() -> argparse.ArgumentParser:
     return grammar(_HANDLERS)
 
 
+# Commands that talk to Redis: their dependencies are checked before they start.
+_NEEDS_REDIS = frozenset({"demo", "run", "local-cluster", "rebalance", "scale", "fix", "plan"})
+
+
+def _check_environment() -> None:
+    """The installed redis-py is one slotpilot supports and has what it drives (the
+    seam's import check): otherwise one error, at once, instead of the same failure on
+    every call of a loop."""
+    from importlib.metadata import version
+
+    from controller.errors import BrokenEnvironment
+
+    try:
+        from balancer._redis_compat import SUPPORTED_REDIS_PY, supports
+    except ImportError as exc:  # RedisPyIncompatible is an ImportError, and so is a gap
+        raise BrokenEnvironment(str(exc)) from None
+    installed = version("redis")
+    if not supports(installed):
+        raise BrokenEnvironment(
+            f"redis-py {installed} is not supported by slotpilot (supported: "
+            f"redis{SUPPORTED_REDIS_PY}); install one, e.g. pip install 'redis{SUPPORTED_REDIS_PY}'"
+        )
+
+
 def _configure_logging(args: argparse.Namespace) -> None:
     """One log on stderr: info for ``run`` (its JSON event lines), warning otherwise;
     APScheduler's per-job lines only at debug."""
+    from controller.logs import CollapsingHandler
+
     level = args.log_level or ("info" if args.verbose or args.command == "run" else "warning")
-    logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr)
+    handler = CollapsingHandler(sys.stderr)  # a repeated line is counted, not reprinted
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     if level != "debug":
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
@@ -520,6 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command not in ("run", "local-cluster"):  # those two stop on SIGTERM themselves
         interrupt_on_sigterm()
     try:
+        if args.command in _NEEDS_REDIS:
+            _check_environment()  # a broken install stops here, in one line
         return int(args.func(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -130,7 +130,7 @@ class ReshardResult:
     server: str
     seconds: float = 0.0
     operations: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)  # each distinct error, counted
     keys_written: int = 0
     keys_read_back: int = 0
     shards_over_time: list[tuple[float, int]] = field(default_factory=list)
@@ -199,7 +199,8 @@ def run_reshard_demo(
                     acked[key] = key
                     result.operations += 1
                 except Exception as exc:  # reported in the summary; the goal is none
-                    result.errors.append(f"{type(exc).__name__}: {exc}")
+                    error = f"{type(exc).__name__}: {exc}"
+                    result.errors[error] = result.errors.get(error, 0) + 1
                 i += 1
                 next_at += workers / rate[0]
                 time.sleep(max(0.0, next_at - time.monotonic()))
@@ -268,7 +269,7 @@ def run_reshard_demo(
             f"slots, {m['keys_moved']} keys moved in {moving:.2f}s ({speed:,.0f} keys/s, {engine})"
         )
     say(
-        f"{result.operations} writes, {len(result.errors)} client errors, "
+        f"{result.operations} writes, {sum(result.errors.values())} client errors, "
         f"{result.keys_read_back}/{result.keys_written} keys read back, shards "
         + " -> ".join(str(n) for n in result.reached)
     )

@@ -15,7 +15,14 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["BadInput", "CommandError", "Unreachable", "exit_code", "interrupt_on_sigterm"]
+__all__ = [
+    "BrokenEnvironment",
+    "BadInput",
+    "CommandError",
+    "Unreachable",
+    "exit_code",
+    "interrupt_on_sigterm",
+]
 
 
 class CommandError(Exception):
@@ -32,6 +39,13 @@ class BadInput(CommandError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class BrokenEnvironment(CommandError):
+    """The installed dependencies cannot work (exit 1): one message, before anything runs."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"broken environment: {message}")
 
 
 class Unreachable(CommandError):

@@ -17,7 +17,7 @@ def test_demo_scales_out_and_in_live_and_loses_nothing() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
-    assert summary["errors"] == []
+    assert summary["errors"] == {}  # each distinct client error with its count: none
     assert summary["keys_written"] > 1000
     assert summary["keys_read_back"] == summary["keys_written"]
     assert summary["reached"] == [3, 4, 3]

@@ -38,3 +38,10 @@ def test_the_supported_range_is_the_one_pyproject_declares() -> None:
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     declared = [d for d in pyproject["project"]["dependencies"] if d.startswith("redis")]
     assert declared == [f"redis{SUPPORTED_REDIS_PY}"]
+
+
+def test_supports_reads_the_declared_range() -> None:
+    from balancer._redis_compat import supports
+
+    assert supports("8.0.0") and supports("8.2.0") and supports("8.10.1rc1")
+    assert not supports("7.4.1") and not supports("9.0.0") and not supports("garbage")
