@@ -23,7 +23,14 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from controller.cliargs import build_parser as grammar
-from controller.errors import BadInput, CommandError, Unreachable, exit_code, interrupt_on_sigterm
+from controller.errors import (
+    BadInput,
+    CommandError,
+    Unreachable,
+    cause,
+    exit_code,
+    interrupt_on_sigterm,
+)
 
 if TYPE_CHECKING:
     from controller.config import SlotpilotConfig, TLSConfig
@@ -81,18 +88,36 @@ def _access(args: argparse.Namespace, cfg: SlotpilotConfig | None = None) -> _Ac
     return _Access.build(args.user or cfg.cluster.username, resolve_password(cfg), tls)
 
 
-def _first_answering(connect: Connect, seeds: Sequence[str]) -> str:
-    """The first seed that answers PING; :class:`Unreachable` naming each one otherwise."""
+def _first_answering(connect: Connect, seeds: Sequence[str], access: _Access | None = None) -> str:
+    """The first seed that answers PING; :class:`Unreachable` naming each one otherwise.
+    With ``access`` holding a password, a seed that answers without one is warned about
+    (a wrong password is otherwise silently unused by a server that has none)."""
     import redis
 
     reasons = []
     for seed in seeds:
         try:
             connect(seed).ping()
+            if access is not None and access.password:
+                _warn_if_password_unused(access, seed)
             return seed
         except (redis.RedisError, OSError) as exc:
-            reasons.append(f"{seed}: {exc}" if len(seeds) > 1 else str(exc))
+            reasons.append(f"{seed}: {cause(exc)}" if len(seeds) > 1 else cause(exc))
     raise Unreachable(", ".join(seeds), "; ".join(reasons))
+
+
+def _warn_if_password_unused(access: _Access, seed: str) -> None:
+    import redis
+
+    from controller.topology import connector
+
+    options = {k: v for k, v in access.options.items() if k not in ("username", "password")}
+    try:
+        connector(timeout=5.0, **options)(seed).ping()
+    except (redis.RedisError, OSError):
+        return  # it needs the credentials: they are used
+    print(f"warning: {seed} answers without a password: the one given ($REDISCLI_AUTH or "
+          "cluster.password_env) is not checked by this cluster", file=sys.stderr)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -174,7 +199,7 @@ def _shard_nodes(cfg: SlotpilotConfig, access: _Access) -> Any:
     from controller.runner import state_dir
 
     connect = access.connect()
-    seed = _first_answering(connect, cfg.cluster.seeds)
+    seed = _first_answering(connect, cfg.cluster.seeds, access)
     auth = ClusterAuth(access.password, access.username) if access.password else None
     try:
         return local_node_source(connect(seed), cfg.shards.state_dir or state_dir(), auth)
@@ -219,6 +244,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    import urllib.error
     import urllib.request
 
     from controller.status import render_status
@@ -237,8 +263,10 @@ def _status(args: argparse.Namespace) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             status = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise Unreachable(url, f"HTTP {exc.code} {exc.reason}") from None
     except (OSError, ValueError) as exc:
-        raise Unreachable(url, str(exc)) from None
+        raise Unreachable(url, cause(exc)) from None
     if args.json:
         print(json.dumps(status, indent=2))
     else:
@@ -340,7 +368,7 @@ def _rebalance(args: argparse.Namespace) -> int:
 
     access = _access(args)
     connect = access.connect()
-    _first_answering(connect, [args.seed])
+    _first_answering(connect, [args.seed], access)
     progress = _ProgressPrinter()
     holding = contextlib.nullcontext() if args.dry_run else _lease(access, args.seed, "rebalance")
     try:
@@ -445,7 +473,7 @@ def _scale(args: argparse.Namespace) -> int:
         seeds, replicas, workdir = [args.seed], args.replicas, args.workdir
         engine = args.engine or "auto"
     connect = access.connect()
-    seed = _first_answering(connect, seeds)
+    seed = _first_answering(connect, seeds, access)
     live = live_entries(read_topology(connect, seed).entries)
     primaries = sum(1 for e in live if e.is_primary)
     if replicas is None:  # adopt the cluster's own shape
@@ -482,7 +510,7 @@ def _fix(args: argparse.Namespace) -> int:
 
     access = _access(args)
     connect = access.connect()
-    _first_answering(connect, [args.seed])
+    _first_answering(connect, [args.seed], access)
     with _lease(access, args.seed, "fix", required=False):
         report = fix(connect, args.seed)
     if args.json:

@@ -458,8 +458,25 @@ def config_from_data(data: Any) -> SlotpilotConfig:
                 .replace(".StreamSource", "")
                 .replace(".PresetSource", "")
             )
-            problems.append((loc or "<root>", error["msg"].removeprefix("Value error, ")))
+            message = error["msg"].removeprefix("Value error, ")
+            variable = _env_variable(loc)
+            if variable is not None:
+                message += f" (from the environment: {variable})"
+            problems.append((loc or "<root>", message))
         raise ConfigError(problems) from None
+
+
+def _env_variable(loc: str) -> str | None:
+    """The ``SLOTPILOT_…`` variable that set the field at ``loc`` (or a section above
+    it), if one is set: an error there is the environment's, not the file's."""
+    parts = [p for p in loc.split(".") if p and not p.isdigit()]
+    upper = {k.upper(): k for k in os.environ}
+    while parts:
+        name = "SLOTPILOT_" + "__".join(parts).upper()
+        if name in upper:
+            return upper[name]
+        parts.pop()
+    return None
 
 
 def resolve_password(cfg: SlotpilotConfig, env: Mapping[str, str] | None = None) -> str | None:

@@ -20,6 +20,7 @@ __all__ = [
     "BadInput",
     "CommandError",
     "Unreachable",
+    "cause",
     "exit_code",
     "interrupt_on_sigterm",
 ]
@@ -54,6 +55,54 @@ class Unreachable(CommandError):
     def __init__(self, address: str, reason: str) -> None:
         super().__init__(f"cannot reach {address}: {reason}")
         self.address, self.reason = address, reason
+
+
+_CAUSES = (
+    ("connection refused", "connection refused (nothing listens there)"),
+    ("timeout connecting", "timed out connecting"),
+    ("timed out", "timed out"),
+    ("timeout", "timed out"),
+    ("name or service not known", "unknown host"),
+    ("nodename nor servname", "unknown host"),
+    ("temporary failure in name resolution", "unknown host (DNS)"),
+    ("without any password configured", "the server has no password, but one was given: "
+     "drop it ($REDISCLI_AUTH, cluster.password_env)"),
+    ("no password is set", "the server has no password, but one was given: drop it "
+     "($REDISCLI_AUTH, cluster.password_env)"),
+    ("wrongpass", "authentication failed: wrong user or password"),
+    ("invalid username-password", "authentication failed: wrong user or password"),
+    ("authentication required", "authentication required: give the password "
+     "($REDISCLI_AUTH, cluster.password_env)"),
+    ("noauth", "authentication required: give the password ($REDISCLI_AUTH, "
+     "cluster.password_env)"),
+    ("certificate verify failed", "TLS: certificate verify failed (wrong CA or hostname?)"),
+    ("wrong version number", "TLS: the server does not speak TLS there (or speaks only TLS)"),
+    ("connection reset by peer", "connection reset (a TLS port spoken to in plain text?)"),
+)  # fmt: skip
+
+
+def cause(exc: BaseException) -> str:
+    """Why a connection failed, in a few words and without the address (the caller names
+    it once): refused, timed out, unknown host, TLS, authentication — else the error's
+    own text."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:  # the error and what caused it
+        seen.append(current)
+        current = current.__cause__ or getattr(current, "reason", None)
+        if not isinstance(current, BaseException):
+            current = None
+    for error in seen:
+        text = str(error).lower()
+        for marker, said in _CAUSES:
+            if marker in text:
+                return said
+        if isinstance(error, TimeoutError):
+            return "timed out"
+        if isinstance(error, ConnectionRefusedError):
+            return "connection refused (nothing listens there)"
+    text = str(exc)
+    return text or type(exc).__name__
 
 
 def exit_code(exc: Exception, command: str) -> int:
