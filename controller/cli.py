@@ -559,11 +559,11 @@ def _check_environment() -> None:
 def _configure_logging(args: argparse.Namespace) -> None:
     """One log on stderr: info for ``run`` (its JSON event lines), warning otherwise;
     APScheduler's per-job lines only at debug."""
-    from controller.logs import CollapsingHandler
+    from controller.logs import CollapsingHandler, formatter
 
     level = args.log_level or ("info" if args.verbose or args.command == "run" else "warning")
     handler = CollapsingHandler(sys.stderr)  # a repeated line is counted, not reprinted
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(formatter(args.log_format, sys.stderr))
     logging.basicConfig(level=level.upper(), handlers=[handler])
     if level != "debug":
         logging.getLogger("apscheduler").setLevel(logging.WARNING)

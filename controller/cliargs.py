@@ -164,6 +164,11 @@ def _common() -> argparse.ArgumentParser:
         help="log level (default: info for run, warning for the other commands; "
         "APScheduler's per-job lines only at debug)",
     )  # fmt: skip
+    logs.add_argument(
+        "--log-format", choices=("auto", "json", "text"), default="auto",
+        help="json: one object a line (ts, level, logger, event, fields); text: one readable "
+        "line; auto: text on a terminal, else json (default)",
+    )  # fmt: skip
     logs.add_argument("-v", "--verbose", action="store_true", help="same as --log-level info")
     return common
 

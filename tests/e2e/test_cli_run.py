@@ -226,7 +226,7 @@ def test_run_with_autoscale_reshards_an_idle_cluster_down(
         }
         moved = metrics["slotpilot_migrated_slots"].samples[0].value
         assert moved == scaled["slots_moved"] > 5000
-        batches = [json.loads(x) for x in lines if x.startswith('{"event": "moved"')]
+        batches = [json.loads(x) for x in lines if '"event": "moved"' in x]
         assert sum(b["slots"] for b in batches) == moved
         assert len([n for n in cluster.nodes if n.running]) == 4  # the leaving shard stopped
         proc.send_signal(signal.SIGTERM)

@@ -147,7 +147,7 @@ def _sigkill_inside_a_batch(cmd: list[str]) -> None:
     deadline = time.monotonic() + 120
     try:
         for line in proc.stderr:
-            if line.startswith('{"event": "moved"'):
+            if '"event": "moved"' in line:
                 time.sleep(0.05)
                 proc.send_signal(signal.SIGKILL)
                 break

@@ -77,7 +77,7 @@ def test_consumer_scales_with_the_list_and_back(
         assert step(1051, 0) == 0  # window passed: back to zero
         shard = controller.decisions["shards"]
         # an idle cluster wants fewer shards; without slot migration it is only reported
-        assert (shard.current, shard.desired) == (3, 2) and "< 0.30" in shard.reason
+        assert (shard.current, shard.desired) == (3, 2) and "< 30.0 %" in shard.reason
         lines = [
             json.loads(r.getMessage()) for r in caplog.records if r.name == "slotpilot.decision"
         ]

@@ -33,7 +33,7 @@ def _kill_after_drain(cmd: list[str], share: int) -> list[str]:
     try:
         for line in proc.stderr:
             lines.append(line)
-            if line.startswith('{"event": "moved"'):
+            if '"event": "moved"' in line:
                 moved += json.loads(line)["slots"]
                 if moved >= share:
                     proc.send_signal(signal.SIGKILL)
@@ -69,16 +69,23 @@ def test_kill_9_mid_scale_in_then_restart_finishes(cluster: LocalCluster, tmp_pa
         lines: list[str] = []
         try:
             deadline = time.monotonic() + 120
+            scaled: dict[str, object] = {}
             for line in second.stderr:
                 lines.append(line)
                 if '"event": "scaled"' in line:
+                    scaled = json.loads(line)
+                # the decision is logged once it was carried out: after "scaled"
+                if scaled and '"acted": true' in line and '"target": "shards"' in line:
                     break
                 assert time.monotonic() < deadline, "the restarted controller never finished"
             assert any('"event": "intent_loaded"' in line for line in lines)
-            decisions = [json.loads(x) for x in lines if x.startswith('{"acted"')]
+            decisions = [d for d in (json.loads(x) for x in lines if x.startswith("{"))
+                         if "acted" in d]  # fmt: skip
             shard = [d for d in decisions if d["target"] == "shards"]
-            assert any("resuming interrupted scale_in 3 -> 2" in d["reason"] for d in shard)
-            scaled = json.loads(lines[-1])
+            assert any("resuming interrupted scale_in 3 -> 2" in d["reason"] for d in shard), (
+                shard,
+                lines[-20:],
+            )
             assert scaled["after"] == 2
         finally:
             second.send_signal(signal.SIGTERM)

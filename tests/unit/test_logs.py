@@ -64,3 +64,38 @@ def test_info_events_are_never_collapsed() -> None:
     for _ in range(3):
         log.info('{"event": "moved", "slots": 100, "keys": 0}')
     assert out.getvalue().splitlines() == ['{"event": "moved", "slots": 100, "keys": 0}'] * 3
+
+
+def _record(message: str, level: int = logging.INFO) -> logging.LogRecord:
+    record = logging.LogRecord("slotpilot.controller", level, __file__, 1, message, None, None)
+    record.created = 1_796_000_000.25  # 2026-11-30T...Z
+    return record
+
+
+def test_json_lines_carry_time_level_and_the_events_fields() -> None:
+    import json
+
+    from controller.logs import formatter
+
+    line = formatter("json", io.StringIO()).format(_record('{"event": "moved", "slots": 7}'))
+    data = json.loads(line)
+    assert list(data)[:3] == ["ts", "level", "logger"]
+    assert data["ts"].endswith("Z") and data["ts"].startswith("2026-") and "." in data["ts"]
+    assert (data["level"], data["event"], data["slots"]) == ("info", "moved", 7)
+    plain = json.loads(formatter("json", io.StringIO()).format(
+        _record("backlog of jobs unreadable", logging.WARNING)))  # fmt: skip
+    assert (plain["level"], plain["event"]) == ("warning", "backlog of jobs unreadable")
+
+
+def test_text_lines_are_readable_and_auto_follows_the_terminal() -> None:
+    from controller.logs import JsonFormatter, TextFormatter, formatter
+
+    line = formatter("text", io.StringIO()).format(_record('{"event": "moved", "slots": 7}'))
+    assert line.endswith(" INFO    moved slots=7") and line.startswith("2026-")
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert isinstance(formatter("auto", Terminal()), TextFormatter)
+    assert isinstance(formatter("auto", io.StringIO()), JsonFormatter)  # a pod's stderr
