@@ -22,9 +22,12 @@ __all__ = ["Assembly", "assemble", "state_dir"]
 
 
 def state_dir() -> str:
-    """Where the local platform keeps node directories and the intent record."""
-    default = os.path.join(os.path.expanduser("~"), ".local", "state", "slotpilot", "nodes")
-    return os.environ.get("SLOTPILOT_STATE_DIR", default)
+    """Where the local platform keeps node directories and the intent record:
+    ``$SLOTPILOT_STATE_DIR``, else ``$XDG_STATE_HOME/slotpilot/nodes`` (by default
+    ``~/.local/state/slotpilot/nodes``)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                             "state")  # fmt: skip
+    return os.environ.get("SLOTPILOT_STATE_DIR") or os.path.join(base, "slotpilot", "nodes")
 
 
 @dataclass

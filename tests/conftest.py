@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -31,6 +32,37 @@ def _worker_ports() -> None:
 
 
 _worker_ports()
+
+# Nothing a test starts writes to the user's own state directory: the local platform's
+# default (``$XDG_STATE_HOME/slotpilot/nodes``) points into a directory of this run, which
+# the servers, controllers and CLIs the tests start inherit.
+USER_STATE = os.path.join(
+    os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state"),
+    "slotpilot",
+)
+_RUN_STATE = tempfile.mkdtemp(prefix="slotpilot-test-state-")
+os.environ["XDG_STATE_HOME"] = _RUN_STATE
+os.environ.pop("SLOTPILOT_STATE_DIR", None)
+
+
+def _listing(path: str) -> set[str]:
+    found = set()
+    for folder, dirs, files in os.walk(path):
+        found.update(os.path.join(folder, name) for name in dirs + files)
+    return found
+
+
+_USER_STATE_BEFORE = _listing(USER_STATE)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_state_untouched() -> Iterator[None]:
+    """The suite leaves the user's ~/.local/state/slotpilot as it found it."""
+    yield
+    shutil.rmtree(_RUN_STATE, ignore_errors=True)
+    added = _listing(USER_STATE) - _USER_STATE_BEFORE
+    assert not added, f"the tests wrote into the user's state directory: {sorted(added)[:5]}"
+
 
 SERVERS = available_servers()
 FLAVORS = ["valkey", "redis"]
