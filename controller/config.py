@@ -351,6 +351,11 @@ class KubernetesConfig(_Section):
     statefulset: str | None = Field(
         None, description="the StatefulSet running the cluster (shards.platform: kubernetes)"
     )
+    redis_port_name: str = Field(
+        "redis", min_length=1, max_length=15,
+        description="the name of the container port clients use in the StatefulSet's pods "
+        "(other charts: e.g. tcp-redis)",
+    )  # fmt: skip
     kubeconfig: str | None = Field(
         None, description="kubeconfig file; null: in-cluster config, else KUBECONFIG/~/.kube"
     )

@@ -15,6 +15,7 @@ Both print progress on stderr and one JSON summary on stdout.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -71,7 +72,7 @@ def run_demo(seconds: float = 6.0, out: TextIO = sys.stderr) -> DemoResult:
 
     with LocalCluster(3, 1) as cluster:
         result = DemoResult(server=cluster.binary, shards=3, seconds=seconds)
-        say(f"cluster up: {len(cluster.nodes)} nodes of {cluster.binary} on 127.0.0.1")
+        say(f"cluster up: {len(cluster.nodes)} nodes of {_shown(cluster.binary)} on 127.0.0.1")
         client = ClusterClient(cluster.seed, read_from="replicas", strategy="least_connections")
         acked: dict[str, str] = {}
         seed_keys = [f"seed:{i}" for i in range(1000)]
@@ -167,7 +168,7 @@ def run_reshard_demo(
     t0 = time.monotonic()
     with LocalCluster(3, 1) as cluster:
         result = ReshardResult(server=cluster.binary)
-        say(f"cluster up: 3 shards x 2 nodes of {cluster.binary}")
+        say(f"cluster up: 3 shards x 2 nodes of {_shown(cluster.binary)}")
         cfg = SlotpilotConfig.model_validate({
             "cluster": {"seeds": [cluster.seed]},
             "probe": {"interval_seconds": 0.5, "timeout_seconds": 0.4, "rise": 1, "fall": 3},
@@ -284,3 +285,9 @@ def _pct(controller: Any) -> str:
 
 def print_result(result: DemoResult | ReshardResult, out: TextIO = sys.stdout) -> None:
     out.write(json.dumps(asdict(result), indent=2) + "\n")
+
+
+def _shown(path: str) -> str:
+    """A path as a reader of the output wants it: relative when under the working dir."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative

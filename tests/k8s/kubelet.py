@@ -85,6 +85,8 @@ STS, DEPLOY, PODS, PVCS = (
     "v1/persistentvolumeclaims",
 )
 BUS_PORT_NAMES = {"bus", "cluster-bus", "gossip"}
+# the client port's name: ours, and what other charts call it (Bitnami: tcp-redis)
+REDIS_PORT_NAMES = {"redis", "tcp-redis"}
 MAX_GRACE_SECONDS = 5.0
 
 
@@ -113,7 +115,9 @@ def _containers(obj: Obj) -> list[Obj]:
 def runs_redis(workload: Obj) -> bool:
     """A workload whose pod template exposes a container port named ``redis``."""
     return any(
-        port.get("name") == "redis" for c in _containers(workload) for port in c.get("ports") or []
+        port.get("name") in REDIS_PORT_NAMES
+        for c in _containers(workload)
+        for port in c.get("ports") or []
     )
 
 
@@ -514,7 +518,7 @@ class Kubelet:
             ports = []
             for port in container.get("ports") or []:
                 port = dict(port)
-                if port.get("name") == "redis":
+                if port.get("name") in REDIS_PORT_NAMES:
                     port["containerPort"] = member.port
                 elif port.get("name") in BUS_PORT_NAMES:
                     port["containerPort"] = member.port + 10000

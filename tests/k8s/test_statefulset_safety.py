@@ -422,3 +422,26 @@ def test_followers_serve_the_leaders_routing_table_during_a_scale_in(
         finally:
             leader.stop()
             follower.stop()
+
+
+def test_a_cluster_from_another_chart_names_its_client_port_in_the_config(
+    api: KubeApi, k8s_api: KubeAPI, kubelet: Kubelet
+) -> None:
+    """Another chart's pods (Bitnami's port is ``tcp-redis``): with
+    ``kubernetes.redis_port_name`` the pods map to their nodes; without it, to none."""
+    from controller.config import SlotpilotConfig
+
+    body = redis_statefulset("other", replicas=2)
+    body["metadata"]["namespace"] = NS
+    ports = body["spec"]["template"]["spec"]["containers"][0]["ports"]
+    ports[0]["name"] = "tcp-redis"
+    k8s_api.create(STS, body)
+    kubelet.wait_ready("other", 2)
+    cfg = SlotpilotConfig.model_validate({
+        "cluster": {"seeds": ["127.0.0.1:1"]},
+        "kubernetes": {"statefulset": "other", "redis_port_name": "tcp-redis"},
+    })  # fmt: skip
+    named = StatefulSetNodes(api, NS, "other", port_name=cfg.kubernetes.redis_port_name)
+    addresses = [n.address for n in named.pods()]
+    assert len(addresses) == 2 and all(a and a.startswith("127.0.0.1:") for a in addresses)
+    assert [n.address for n in StatefulSetNodes(api, NS, "other").pods()] == [None, None]

@@ -42,7 +42,7 @@ except Exception as exc:  # an OSError from ctypes, an ImportError, a wrong libc
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "slotpilot"
 DEPLOY = ROOT / "deploy" / "manifests"
-K8S_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+K8S_VERSIONS = ("1.27.0", kubernetes_validate.latest_version())
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 # cluster-scoped, Kubernetes >= 1.30 (admissionPolicy.enabled=false on older clusters)
 ADMISSION_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
@@ -123,7 +123,7 @@ def test_chart_metadata(chart: Any) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
     assert meta["apiVersion"] == "v2" and meta["name"] == "slotpilot"
     assert meta["appVersion"] == project["version"]
-    assert meta["kubeVersion"] == ">=1.25.0-0"
+    assert meta["kubeVersion"] == ">=1.27.0-0"
     assert chart.schema == json.loads((CHART / "values.schema.json").read_text("utf-8"))
 
 
@@ -137,8 +137,9 @@ def test_lint_is_clean(case: str) -> None:
 
 
 def test_lint_is_clean_on_the_oldest_supported_kubernetes() -> None:
-    """Lint's deprecated-API check, run for Kubernetes 1.25 (Chart.yaml's kubeVersion)."""
-    report = helm_python.lint(CHART, strict=True, kube_version="v1.25.0")
+    """Lint's deprecated-API check, run for Kubernetes 1.27 (Chart.yaml's kubeVersion: the
+    first with persistentVolumeClaimRetentionPolicy on by default)."""
+    report = helm_python.lint(CHART, strict=True, kube_version="v1.27.0")
     assert report["errors"] == [], report["messages"]
 
 

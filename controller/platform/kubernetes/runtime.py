@@ -72,7 +72,7 @@ def build_runtime(cfg: SlotpilotConfig, host: str | None = None) -> KubernetesRu
         api=api,
         namespace=ns,
         platform=KubernetesPlatform(api, ns),
-        nodes=StatefulSetNodes(api, ns, sts) if sts else None,
+        nodes=StatefulSetNodes(api, ns, sts, port_name=k8s.redis_port_name) if sts else None,
         elector=LeaderElector(api, ns, k8s.lease_name, who, timing),
         events=EventRecorder(api, ns, host=who),
         intent=IntentAnnotation(api, ns, sts) if sts else None,

@@ -89,8 +89,9 @@ class PodNode:
         return f"PodNode({self.name}, {self.address}, ready={self.ready})"
 
 
-def pod_node(pod: Any, statefulset: str) -> PodNode | None:
-    """Map a StatefulSet's pod to its node; None for a pod that is not ``<sts>-<n>``."""
+def pod_node(pod: Any, statefulset: str, port_name: str = REDIS_PORT_NAME) -> PodNode | None:
+    """Map a StatefulSet's pod to its node (address: pod IP + the container port named
+    ``port_name``); None for a pod that is not ``<sts>-<n>``."""
     name = pod.metadata.name or ""
     prefix, _, suffix = name.rpartition("-")
     if prefix != statefulset or not suffix.isdigit():
@@ -98,7 +99,7 @@ def pod_node(pod: Any, statefulset: str) -> PodNode | None:
     port = None
     for container in pod.spec.containers if pod.spec else []:
         for declared in container.ports or []:
-            if declared.name == REDIS_PORT_NAME:
+            if declared.name == port_name:
                 port = declared.container_port
     ip = pod.status.pod_ip if pod.status else None
     address = f"{ip}:{port}" if ip and port else None
@@ -223,10 +224,12 @@ class StatefulSetNodes:
         ready_timeout: float = 600.0,
         poll_seconds: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        port_name: str = REDIS_PORT_NAME,
     ) -> None:
         self.api = api
         self.namespace = namespace
         self.statefulset = statefulset
+        self.port_name = port_name
         self.ready_timeout = ready_timeout
         self.poll_seconds = poll_seconds
         self._sleep = sleep
@@ -278,7 +281,8 @@ class StatefulSetNodes:
             self.namespace,
             label_selector=label_selector(sts.spec.selector.match_labels),
         )
-        nodes = [n for n in (pod_node(p, self.statefulset) for p in pods.items or []) if n]
+        found = (pod_node(p, self.statefulset, self.port_name) for p in pods.items or [])
+        nodes = [n for n in found if n]
         nodes.sort(key=lambda n: n.ordinal)
         for node in nodes:
             if node.address:
