@@ -1,7 +1,10 @@
 """Single-thread GET/SET throughput on one local 3x1 cluster, in one run, alternating:
-ClusterClient vs redis-py RedisCluster vs plain redis-py Redis to one node.
+ClusterClient vs redis-py RedisCluster vs plain redis-py Redis to one node vs a raw
+redis-py ``Connection`` per primary (``send_command`` + ``read_response``: the limit a
+Python client on redis-py's parser can reach).
 
 Goal (issue 2): ClusterClient >= 1.5x RedisCluster, and >= plain Redis to one node.
+Goal (issue 18): ClusterClient >= 90 % of the raw Connection, GET and SET.
 Run: .venv/bin/python -m bench.throughput [--seconds 2] [--rounds 5]
 """
 
@@ -11,8 +14,10 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
+from redis.connection import Connection
 from redis.crc import key_slot
 
 from balancer import ClusterClient
@@ -31,6 +36,38 @@ def ops_per_second(fn: Callable[[int], object], seconds: float) -> float:
         if time.perf_counter() >= deadline:
             break
     return done / (time.perf_counter() - started)
+
+
+RAW = "redis.connection.Connection (raw, per primary)"
+
+
+class RawConnections:
+    """One raw redis-py ``Connection`` per primary, picked by slot: no pool, no retry,
+    no routing table beyond a dict; what is left is redis-py's packing and parsing."""
+
+    def __init__(self, by_port: dict[int, Connection]) -> None:
+        self.by_slot: list[Connection] = []
+        any_conn = next(iter(by_port.values()))
+        any_conn.send_command("CLUSTER", "SLOTS")
+        owner = [0] * 16384
+        for start, end, primary, *_ in any_conn.read_response():
+            for slot in range(start, end + 1):
+                owner[slot] = int(primary[1])
+        self.by_slot = [by_port[port] for port in owner]
+
+    def get(self, key: str) -> Any:
+        conn = self.by_slot[key_slot(key.encode())]
+        conn.send_command("GET", key)
+        return conn.read_response()
+
+    def set(self, key: str, value: str) -> Any:
+        conn = self.by_slot[key_slot(key.encode())]
+        conn.send_command("SET", key, value)
+        return conn.read_response()
+
+    def close(self) -> None:
+        for conn in set(self.by_slot):
+            conn.disconnect()
 
 
 def main() -> None:
@@ -54,10 +91,12 @@ def main() -> None:
         ours = ClusterClient(cluster.seed)
         theirs = redis.RedisCluster(host="127.0.0.1", port=first.port)
         plain = redis.Redis(host="127.0.0.1", port=first.port)
-        clients = {
+        raw = RawConnections({p.port: Connection(port=p.port) for p in cluster.primaries()})
+        clients: dict[str, Any] = {
             "slotpilot.ClusterClient": ours,
             "redis.RedisCluster": theirs,
             "redis.Redis (one node)": plain,
+            RAW: raw,
         }
         for key in keys:
             plain.set(key, "x" * 32)
@@ -95,9 +134,11 @@ def main() -> None:
                 vs_plain_redis=round(
                     med["slotpilot.ClusterClient"] / med["redis.Redis (one node)"], 2
                 ),
+                vs_raw_connection=round(med["slotpilot.ClusterClient"] / med[RAW], 2),
             )
         ours.close()
         theirs.close()
+        raw.close()
 
 
 if __name__ == "__main__":
