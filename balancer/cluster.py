@@ -2,7 +2,7 @@
 
 Routing is a table lookup: ``key → slot`` (``redis.crc.key_slot``) → shard route → node.
 Writes go to the shard's primary; reads go where ``read_from`` says, chosen among the
-shard's healthy nodes by a :class:`~balancer.router.Router`. Redirections (MOVED, ASK),
+shard's healthy nodes by a :class:`~balancer.core.router.Router`. Redirections (MOVED, ASK),
 TRYAGAIN / CLUSTERDOWN and node failures are handled here, inside a deadline, so
 callers see an error only when the cluster really cannot answer.
 
@@ -17,7 +17,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
@@ -38,10 +37,10 @@ from redis.exceptions import (
 from redis.lock import Lock
 from redis.utils import SENTINEL
 
-from balancer.blocking import BLOCKING_COMMANDS, block_seconds
-from balancer.breaker import CLOSED, BreakerPolicy, NodeBreaker
-from balancer.endpoint import Endpoint, parse_address
-from balancer.errors import (
+from balancer.core.blocking import BLOCKING_COMMANDS, block_seconds
+from balancer.core.breaker import CLOSED, BreakerPolicy, NodeBreaker
+from balancer.core.endpoint import Endpoint, parse_address
+from balancer.core.errors import (
     ClusterError,
     CrossSlotError,
     NodeUnavailable,
@@ -51,17 +50,16 @@ from balancer.errors import (
     never_sent,
     refused,
 )
-from balancer.follow import RoutingFollower
-from balancer.freshness import ReplicaWatch
-from balancer.keys import KeyLocator
-from balancer.nodes import ClusterNode, NodeAPI, NodeDirectory
-from balancer.pubsub import ClusterPubSub, PubSubNodes
-from balancer.reads import read_endpoints
-from balancer.router import Router
-from balancer.settings import Encoding, ReadFrom, reply_handling, startup, url_arguments
-from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, as_text, parse_cluster_shards
-from balancer.strategies import Strategy, StrategySpec, make_strategy
-from balancer.targets import (
+from balancer.core.freshness import ReplicaWatch
+from balancer.core.keys import KeyLocator
+from balancer.core.nodes import ClusterNode, NodeAPI, NodeDirectory
+from balancer.core.reads import read_endpoints
+from balancer.core.router import Router
+from balancer.core.routes import ClientStats
+from balancer.core.settings import Encoding, ReadFrom, reply_handling, startup, url_arguments
+from balancer.core.slots import TOTAL_SLOTS, ShardInfo, SlotMap, as_text, parse_cluster_shards
+from balancer.core.strategies import Strategy, StrategySpec, make_strategy
+from balancer.core.targets import (
     ALL_NODES,
     DEFAULT_NODE,
     NODE_COMMANDS,
@@ -71,6 +69,8 @@ from balancer.targets import (
     combine,
     command_name,
 )
+from balancer.follow import RoutingFollower
+from balancer.pubsub import ClusterPubSub, PubSubNodes
 from balancer.transport import NodeTransport, TransportOptions
 
 __all__ = ["ClientStats", "ClusterClient", "ReadFrom"]
@@ -84,22 +84,6 @@ _BACKOFF_BASE = 0.004
 _BACKOFF_CAP = 0.25
 # Scripts and functions called with no keys may run on any primary (as in RedisCluster).
 _ANY_PRIMARY = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
-
-
-@dataclass
-class ClientStats:
-    """Counters of what the client absorbed on the caller's behalf (approximate under
-    concurrency: plain integer increments)."""
-
-    moved: int = 0
-    ask: int = 0
-    tryagain: int = 0
-    clusterdown: int = 0
-    node_errors: int = 0
-    failovers: int = 0  # reads moved to another node of the shard after a node error
-    refreshes: int = 0
-    refresh_attempts: int = 0  # including failed ones
-    unknown_outcomes: int = 0  # writes whose reply was lost: raised, never re-sent
 
 
 class _Route:

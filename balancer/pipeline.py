@@ -7,7 +7,7 @@ own through :meth:`ClusterClient.execute_command`, which handles all of those; s
 pipeline survives a live migration, but it is not atomic (nor is it across nodes).
 When a node's connection fails after the batch was sent, the replies that arrived are
 kept; unanswered reads are re-run, unanswered writes become
-:class:`~balancer.errors.OutcomeUnknown` in their place (raised by ``execute()`` unless
+:class:`~balancer.core.errors.OutcomeUnknown` in their place (raised by ``execute()`` unless
 ``raise_on_error=False``): they may have been applied, so they are never sent twice.
 """
 
@@ -27,9 +27,9 @@ from redis.exceptions import (
 )
 from redis.utils import safe_str, truncate_text
 
-from balancer.breaker import CLOSED
-from balancer.errors import NoHealthyEndpoint, OutcomeUnknown, never_sent
-from balancer.router import Member, Router
+from balancer.core.breaker import CLOSED
+from balancer.core.errors import NoHealthyEndpoint, OutcomeUnknown, never_sent
+from balancer.core.router import Member, Router
 
 if TYPE_CHECKING:
     from balancer.cluster import ClusterClient

@@ -9,7 +9,7 @@ Safety as everywhere in the SDK: a transaction whose batch never left (no connec
 open breaker) or that the server refused as a whole (MOVED/ASK before EXEC, so
 EXECABORT: nothing ran) is sent again, after a topology refresh, unless keys are
 watched (then ``WatchError``, as in redis-py); a batch whose EXEC reply was lost raises
-:class:`~balancer.errors.OutcomeUnknown` and is never re-sent.
+:class:`~balancer.core.errors.OutcomeUnknown` and is never re-sent.
 """
 
 from __future__ import annotations
@@ -31,7 +31,13 @@ from redis.exceptions import (
     WatchError,
 )
 
-from balancer.errors import NodeUnavailable, OutcomeUnknown, SlotNotCovered, never_sent, refused
+from balancer.core.errors import (
+    NodeUnavailable,
+    OutcomeUnknown,
+    SlotNotCovered,
+    never_sent,
+    refused,
+)
 from balancer.pipeline import annotate
 
 if TYPE_CHECKING:

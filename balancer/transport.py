@@ -18,7 +18,7 @@ import redis
 from redis.connection import AbstractConnection, Connection, SSLConnection
 from redis.utils import SENTINEL
 
-from balancer.errors import NotSentError
+from balancer.core.errors import NotSentError
 
 __all__ = ["NodeTransport", "TransportOptions"]
 
@@ -56,7 +56,7 @@ class NodeTransport:
 
     What failed matters to the caller: a failure before anything was written (no
     connection could be made, every connection is in use) raises
-    :class:`~balancer.errors.NotSentError`, safe to retry for any command; a failure
+    :class:`~balancer.core.errors.NotSentError`, safe to retry for any command; a failure
     after the write (timeout, connection lost while reading) raises redis-py's own
     error, and only the caller knows whether its command may be sent again.
     """

@@ -3,7 +3,7 @@
 Same routing (``key → slot → shard route → node``), strategies, per-node breakers,
 redirections and the same safety rule: after a lost reply a command is sent again
 only if it never left this client or only reads; a write raises
-:class:`~balancer.errors.OutcomeUnknown`. The pure parts (slot map, strategies,
+:class:`~balancer.core.errors.OutcomeUnknown`. The pure parts (slot map, strategies,
 routers, breaker state machines, key locations, block times, replica freshness) are the
 sync client's own; only the I/O is awaited. One event loop owns a client.
 
@@ -31,10 +31,9 @@ from balancer.aio.mux import echoed
 from balancer.aio.pubsub import AsyncPubSubNodes
 from balancer.aio.topology import AsyncTopology, Route
 from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
-from balancer.blocking import BLOCKING_COMMANDS, block_seconds
-from balancer.breaker import CLOSED, BreakerPolicy, NodeBreaker
-from balancer.cluster import ClientStats, ReadFrom
-from balancer.errors import (
+from balancer.core.blocking import BLOCKING_COMMANDS, block_seconds
+from balancer.core.breaker import CLOSED, BreakerPolicy, NodeBreaker
+from balancer.core.errors import (
     ClusterError,
     CrossSlotError,
     NodeUnavailable,
@@ -44,13 +43,14 @@ from balancer.errors import (
     never_sent,
     refused,
 )
-from balancer.keys import KeyLocator, NeedsServer
-from balancer.nodes import ClusterNode, NodeAPI, NodeDirectory
-from balancer.router import Router
-from balancer.settings import reply_handling, startup, url_arguments
-from balancer.slots import TOTAL_SLOTS, SlotMap
-from balancer.strategies import StrategySpec
-from balancer.targets import (
+from balancer.core.keys import KeyLocator, NeedsServer
+from balancer.core.nodes import ClusterNode, NodeAPI, NodeDirectory
+from balancer.core.router import Router
+from balancer.core.routes import ClientStats
+from balancer.core.settings import ReadFrom, reply_handling, startup, url_arguments
+from balancer.core.slots import TOTAL_SLOTS, SlotMap
+from balancer.core.strategies import StrategySpec
+from balancer.core.targets import (
     ALL_NODES,
     DEFAULT_NODE,
     NODE_COMMANDS,
@@ -440,7 +440,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
     async def _execute_on_nodes(self, args: Sequence[Any], options: dict[str, Any]) -> Any:
         """A command without keys (or with ``target_nodes=``): on the nodes its flag or
         ``target_nodes`` names, replies combined as ``RedisCluster`` does (the sync
-        client's rules, :mod:`balancer.targets`)."""
+        client's rules, :mod:`balancer.core.targets`)."""
         if self._next_refresh <= time.monotonic():
             await self._maybe_refresh()
         target = options.pop("target_nodes", None)

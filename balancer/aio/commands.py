@@ -2,7 +2,7 @@
 
 redis-py's async cluster mixins (``AsyncRedisClusterCommands``) give every command method,
 as on ``redis.asyncio.RedisCluster``; commands without keys reach the nodes RedisCluster
-would send them to (:mod:`balancer.targets`, ``target_nodes=``). Here are the ones
+would send them to (:mod:`balancer.core.targets`, ``target_nodes=``). Here are the ones
 slotpilot does differently: multi-key commands split per slot (one command per slot,
 batched per node, not atomic), pipelines, scripts, locks and pub/sub.
 """
@@ -23,11 +23,11 @@ from redis.exceptions import WatchError
 
 from balancer.aio.pipeline import AsyncClusterPipeline
 from balancer.aio.pubsub import AsyncPubSubNodes, ClusterPubSub
-from balancer.slots import as_text
+from balancer.core.slots import as_text
 
 if TYPE_CHECKING:
     from balancer.aio.transport import AsyncTransportOptions
-    from balancer.slots import SlotMap
+    from balancer.core.slots import SlotMap
 
 __all__ = ["AsyncClusterCommands"]
 

@@ -5,7 +5,7 @@ commands go to their slot's primary, read-only ones to one reader per shard as
 ``read_from`` says; every node's batch is sent at once (concurrently). A command
 answered with a redirection, TRYAGAIN/CLUSTERDOWN, or whose node failed before it was
 sent, is re-run alone through :meth:`AsyncClusterClient.execute_command`; an unanswered
-read is re-run; an unanswered write becomes :class:`~balancer.errors.OutcomeUnknown` in
+read is re-run; an unanswered write becomes :class:`~balancer.core.errors.OutcomeUnknown` in
 its place (raised by ``execute()`` unless ``raise_on_error=False``), never re-sent.
 Not atomic, within a node or across nodes — unless ``transaction=True``: then one
 ``MULTI``/``EXEC`` on the slot's primary, with ``watch()`` if asked
@@ -25,9 +25,9 @@ from redis.exceptions import AskError, ClusterDownError, NoScriptError, TryAgain
 from redis.utils import safe_str, truncate_text
 
 from balancer.aio.transaction import Watch, exec_watched, on_watched, run_transaction, start_watch
-from balancer.breaker import CLOSED
-from balancer.errors import NoHealthyEndpoint, OutcomeUnknown, never_sent, refused
-from balancer.router import Member, Router
+from balancer.core.breaker import CLOSED
+from balancer.core.errors import NoHealthyEndpoint, OutcomeUnknown, never_sent, refused
+from balancer.core.router import Member, Router
 
 if TYPE_CHECKING:
     from balancer.aio.client import AsyncClusterClient

@@ -21,17 +21,18 @@ import redis
 from balancer.aio.mux import echoed
 from balancer.aio.pubsub import AsyncPubSubNodes
 from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
-from balancer.breaker import CLOSED, BreakerPolicy, NodeBreaker
-from balancer.cluster import ClientStats, ReadFrom
-from balancer.endpoint import Endpoint, parse_address
-from balancer.errors import ClusterError, refused
+from balancer.core.breaker import CLOSED, BreakerPolicy, NodeBreaker
+from balancer.core.endpoint import Endpoint, parse_address
+from balancer.core.errors import ClusterError, refused
+from balancer.core.freshness import info_fields, replica_is_fresh
+from balancer.core.nodes import NodeDirectory
+from balancer.core.reads import read_endpoints
+from balancer.core.router import Router
+from balancer.core.routes import ClientStats
+from balancer.core.settings import ReadFrom
+from balancer.core.slots import TOTAL_SLOTS, ShardInfo, SlotMap, parse_cluster_shards
+from balancer.core.strategies import Strategy, StrategySpec, make_strategy
 from balancer.follow import RoutingFollower
-from balancer.freshness import info_fields, replica_is_fresh
-from balancer.nodes import NodeDirectory
-from balancer.reads import read_endpoints
-from balancer.router import Router
-from balancer.slots import TOTAL_SLOTS, ShardInfo, SlotMap, parse_cluster_shards
-from balancer.strategies import Strategy, StrategySpec, make_strategy
 
 __all__ = ["AsyncTopology", "Route"]
 
@@ -178,7 +179,7 @@ class AsyncTopology:
 
     async def check_replicas(self) -> frozenset[str]:
         """One round of ``INFO replication`` over every replica (see
-        :func:`balancer.freshness.replica_is_fresh`); returns the stale set."""
+        :func:`balancer.core.freshness.replica_is_fresh`); returns the stale set."""
         assert self._max_replica_lag is not None
         stale: set[str] = set()
         for shard in self._slot_map.shards:

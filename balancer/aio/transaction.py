@@ -6,7 +6,7 @@ one slot (hash tags: ``{user1}:a``, ``{user1}:b``); otherwise redis-py's
 server aborted before running it (``EXECABORT`` after a MOVED/ASK while the slot moves,
 TRYAGAIN, CLUSTERDOWN) ran nothing and is sent again, within ``retry_deadline``. One
 whose reply was lost may have run: unless every command in it only reads, it raises
-:class:`~balancer.errors.OutcomeUnknown`, as a single write would.
+:class:`~balancer.core.errors.OutcomeUnknown`, as a single write would.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from balancer.breaker import CLOSED
-from balancer.errors import (
+from balancer.core.breaker import CLOSED
+from balancer.core.errors import (
     ClusterError,
     OutcomeUnknown,
     SlotNotCovered,

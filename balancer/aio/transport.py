@@ -21,7 +21,7 @@ from redis.asyncio.connection import AbstractConnection, Connection, SSLConnecti
 
 from balancer._redis_compat import close_now
 from balancer.aio.mux import Multiplexer
-from balancer.errors import NotSentError
+from balancer.core.errors import NotSentError
 
 __all__ = ["AsyncNodeTransport", "AsyncTransportOptions"]
 
@@ -71,7 +71,7 @@ class AsyncNodeTransport:
     """Connections to one node and the send/read primitive over them.
 
     A failure before anything was written (no connection could be made, every
-    connection is in use) raises :class:`~balancer.errors.NotSentError`; a failure
+    connection is in use) raises :class:`~balancer.core.errors.NotSentError`; a failure
     after the write raises redis-py's ``TimeoutError`` / ``ConnectionError``.
     """
 

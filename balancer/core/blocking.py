@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from balancer.slots import as_text
+from balancer.core.slots import as_text
 
 __all__ = ["BLOCKING_COMMANDS", "block_seconds"]
 

@@ -13,6 +13,7 @@ __all__ = [
     "NotSentError",
     "OutcomeUnknown",
     "SlotNotCovered",
+    "echoed",
     "never_sent",
     "refused",
 ]
@@ -105,3 +106,10 @@ def never_sent(exc: BaseException) -> bool:
     if isinstance(exc, OutcomeUnknown):
         return False
     return refused(exc)
+
+
+def echoed(exc: BaseException) -> bool:
+    """Whether ``exc`` repeats a failure of a shared connection already reported to
+    another caller (the asyncio client's multiplexed connections mark the copies): one
+    broken connection is one failure of its node, however many commands rode on it."""
+    return bool(getattr(exc, "_slotpilot_echo", False))

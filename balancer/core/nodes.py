@@ -17,8 +17,8 @@ from redis.cluster import PRIMARY, REPLICA, ClusterNode
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
-from balancer.slots import SlotMap, as_text
-from balancer.targets import (
+from balancer.core.slots import SlotMap, as_text
+from balancer.core.targets import (
     ALL_NODES,
     NODE_FLAGS,
     PRIMARIES,

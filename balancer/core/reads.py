@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from balancer.endpoint import Endpoint
-from balancer.slots import ShardInfo
+from balancer.core.endpoint import Endpoint
+from balancer.core.slots import ShardInfo
 
 __all__ = ["read_endpoints"]
 

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 import redis
 
-from balancer.breaker import CLOSED, OPEN, BreakerPolicy, NodeBreaker
-from balancer.endpoint import Endpoint
-from balancer.errors import NoHealthyEndpoint, never_sent
-from balancer.strategies import StrategySpec, make_strategy
+from balancer.core.breaker import CLOSED, OPEN, BreakerPolicy, NodeBreaker
+from balancer.core.endpoint import Endpoint
+from balancer.core.errors import NoHealthyEndpoint, never_sent
+from balancer.core.strategies import StrategySpec, make_strategy
 
 __all__ = ["EndpointStats", "Member", "RetryPolicy", "Router"]
 
@@ -47,7 +47,7 @@ class RetryPolicy:
     its breaker (other exceptions are the caller's business). Such a failure is retried
     on another endpoint, up to ``attempts`` endpoints in total, only when it proves the
     call never reached the endpoint (a refused connection,
-    :class:`~balancer.errors.NotSentError`) — or always, with ``idempotent=True``, for
+    :class:`~balancer.core.errors.NotSentError`) — or always, with ``idempotent=True``, for
     calls that are safe to repeat. A timed-out write may have been applied: sending it
     again could apply it twice, so that is never the default.
     """

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
+from urllib.parse import unquote, urlparse
 
 import redis
-from redis.connection import parse_url
 
-from balancer.endpoint import parse_address
-from balancer.nodes import ClusterNode, startup_seeds
-from balancer.strategies import StrategySpec, make_strategy
-from balancer.targets import cluster_callbacks
+from balancer.core.endpoint import parse_address
+from balancer.core.nodes import ClusterNode, startup_seeds
+from balancer.core.strategies import StrategySpec, make_strategy
+from balancer.core.targets import cluster_callbacks
 
 __all__ = ["READ_FROM", "Encoding", "ReadFrom", "reply_handling", "startup", "url_arguments"]
 
@@ -76,11 +76,19 @@ def reply_handling(
 def url_arguments(url: str, kwargs: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """``redis://[user:password@]host:port`` (``rediss://`` for TLS) as a seed and
     constructor options; ``kwargs`` override what the URL says."""
-    parsed = parse_url(url)
-    options: dict[str, Any] = {
-        k: v for k, v in parsed.items() if k in ("username", "password") and v is not None
-    }
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            "Redis URL must specify one of the following schemes (redis://, rediss://, unix://)"
+        )
+    parsed = urlparse(url)  # read as redis-py's parse_url reads these four parts
+    options: dict[str, Any] = {}
+    if parsed.username:
+        options["username"] = unquote(parsed.username)
+    if parsed.password:
+        options["password"] = unquote(parsed.password)
     if url.startswith("rediss://"):
         options["ssl"] = True
     options.update(kwargs)
-    return f"{parsed.get('host', 'localhost')}:{parsed.get('port', 6379)}", options
+    host = unquote(parsed.hostname) if parsed.scheme != "unix" and parsed.hostname else None
+    port = parsed.port if parsed.scheme != "unix" and parsed.port else None
+    return f"{host or 'localhost'}:{port or 6379}", options

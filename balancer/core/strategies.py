@@ -21,7 +21,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from balancer.router import Member
+    from balancer.core.router import Member
 
 __all__ = [
     "STRATEGIES",

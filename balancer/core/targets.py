@@ -20,7 +20,7 @@ from redis.cluster import (
     parse_cluster_shards_with_str_keys,
 )
 
-from balancer.slots import as_text
+from balancer.core.slots import as_text
 
 __all__ = [
     "ALL_NODES",
