@@ -1,7 +1,6 @@
 """slotpilot's client SDK: strategies, per-node circuit breakers, a slot-aware cluster client."""
 
 from balancer.aio import AsyncClusterClient
-from balancer.cluster import ClusterClient
 from balancer.core.breaker import BreakerPolicy
 from balancer.core.endpoint import Endpoint
 from balancer.core.errors import (
@@ -15,6 +14,7 @@ from balancer.core.errors import (
 )
 from balancer.core.router import EndpointStats, RetryPolicy, Router
 from balancer.core.strategies import STRATEGIES, Strategy
+from balancer.sync.client import ClusterClient
 
 __all__ = [
     "STRATEGIES",

@@ -21,34 +21,22 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import redis
-from redis.backoff import EqualJitterBackoff
 from redis.commands import READ_COMMANDS
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
+from redis.exceptions import MovedError
 
 from balancer.aio.commands import AsyncClusterCommands
-from balancer.aio.mux import echoed
 from balancer.aio.pubsub import AsyncPubSubNodes
-from balancer.aio.topology import AsyncTopology, Route
+from balancer.aio.topology import AsyncTopology
 from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
+from balancer.core.attempt import Attempt, AttemptRules
 from balancer.core.blocking import BLOCKING_COMMANDS, block_seconds
-from balancer.core.breaker import CLOSED, BreakerPolicy, NodeBreaker
-from balancer.core.errors import (
-    ClusterError,
-    CrossSlotError,
-    NodeUnavailable,
-    NoHealthyEndpoint,
-    OutcomeUnknown,
-    SlotNotCovered,
-    never_sent,
-    refused,
-)
+from balancer.core.breaker import BreakerPolicy
+from balancer.core.errors import ClusterError, CrossSlotError, NodeUnavailable
 from balancer.core.keys import KeyLocator, NeedsServer
-from balancer.core.nodes import ClusterNode, NodeAPI, NodeDirectory
-from balancer.core.router import Router
-from balancer.core.routes import ClientStats
+from balancer.core.nodes import ClusterNode, NodeAPI
+from balancer.core.routes import Route, RouteTable
 from balancer.core.settings import ReadFrom, reply_handling, startup, url_arguments
-from balancer.core.slots import TOTAL_SLOTS, SlotMap
 from balancer.core.strategies import StrategySpec
 from balancer.core.targets import (
     ALL_NODES,
@@ -69,9 +57,6 @@ _CONNECTION_STATE = frozenset({"MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "
                                "MONITOR", "RESET", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE",
                                "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE", "AUTH", "HELLO",
                                "READONLY", "READWRITE", "CLIENT REPLY"})  # fmt: skip
-# The sync client's retry backoff: ~base * 2**attempt, half of it jittered.
-_BACKOFF_BASE = 0.004
-_BACKOFF_CAP = 0.25
 # Scripts and functions without keys run on any one primary (the sync client's rule).
 _ANY_PRIMARY = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
 
@@ -144,21 +129,20 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         self.encoder = self._encoder  # redis-py types it as its private Encoder
         self._pubsub_nodes: AsyncPubSubNodes | None = None  # made by the first pubsub()
         self._scripts: dict[str, Any] = {}  # sha -> text of register_script()'s scripts
-        self._directory = NodeDirectory([f"{h}:{p}" for h, p in self._seeds])
-        self._transports: dict[str, AsyncNodeTransport] = {}
-        self._breakers: dict[str, NodeBreaker] = {}
-        self._routes: dict[str, Route] = {}
-        self._slot_route: list[Route | None] = [None] * TOTAL_SLOTS
-        self._slot_map = SlotMap.from_shards(())
-        self.stats = ClientStats()
+        self._table: RouteTable[AsyncNodeTransport] = RouteTable(
+            self._connect,
+            self._seeds,
+            read_from=read_from,
+            strategy=strategy,
+            breaker_policy=self.breaker_policy,
+            refresh_interval=refresh_interval,
+            tls=ssl,
+        )
+        self._directory = self._table.directory
+        self.stats = self._table.stats
         self._refreshing = False
-        self._next_refresh = 0.0
-        self._refresh_attempted = -math.inf
-        self._refresh_failures = 0
-        self._backoff = EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE)
         self._locator = KeyLocator()  # the table is installed by initialize()
-        self._routing: dict[str, tuple[str, float]] = {}
-        self._stale: frozenset[str] = frozenset()
+        self._rules = AttemptRules(retry_deadline, max_redirects, self._locator.readonly)
         self._max_replica_lag = max_replica_lag if read_from != "primary" else None
         self._replica_check_interval = replica_check_interval
         self._routing_url = routing_url
@@ -206,7 +190,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for transport in list(self._transports.values()):
+        for transport in list(self._table.transports.values()):
             transport.close()
         if self._pubsub_nodes is not None:
             await self._pubsub_nodes.aclose()
@@ -222,7 +206,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
 
     def node_states(self) -> dict[str, str]:
         """Breaker state per node address seen so far."""
-        return {address: b.state for address, b in self._breakers.items()}
+        return self._table.node_states()
 
     # -- executing ----------------------------------------------------------------------
 
@@ -260,7 +244,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         if name in NODE_COMMANDS or "target_nodes" in options:
             return await self._execute_on_nodes(args, options)
         keys = list(options.pop("keys", None) or ()) or await self._keys(args)
-        if self._next_refresh <= time.monotonic():
+        if self._table.next_refresh <= time.monotonic():
             await self._maybe_refresh()
         if not keys:
             return await self._execute_on_nodes(args, options)
@@ -287,139 +271,44 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         """Run one command on the node serving ``slot``. ``block``: the seconds a
         blocking command may wait on the server (its reply may take that long plus the
         socket timeout, and its timeout is not held against the node)."""
+        attempt = Attempt(self._table, self._rules, slot, args[0], read, block)
+        return await self._drive(attempt, args, never_decode, block, not read)
+
+    async def _drive(
+        self,
+        attempt: Attempt[AsyncNodeTransport],
+        args: Sequence[Any],
+        never_decode: bool,
+        block: float | None,
+        check: bool,
+    ) -> Any:
+        """The driver loop over :class:`~balancer.core.attempt.Attempt`: send where it
+        says, tell it what came back, refresh and sleep when it asks."""
         read_timeout = self._read_timeout(block)
-        tried: set[str] = set()
-        asking: AsyncNodeTransport | None = None
-        redirects = attempt = 0
-        deadline = 0.0
-        last: BaseException | None = None
         while True:
-            if attempt:
-                deadline = self._check_deadline(deadline, last)
-            attempt += 1
-            route = self._slot_route[slot]
-            if route is None:
-                last = SlotNotCovered(slot)
-                deadline = await self._wait_or_raise(deadline, last, attempt)
+            target = attempt.next_target()
+            if target is None:
+                await self._maybe_refresh(force=True, deadline=attempt.refresh_deadline)
+                pause = attempt.pause()
+                if pause > 0:
+                    await asyncio.sleep(pause)
                 continue
-            member = None
-            readers: Router | None = None
-            trial = False
-            if asking is not None:
-                transport, breaker = asking, self._breaker(asking.address)
-            else:
-                readers = route.readers if read else None
-                if readers is not None:
-                    try:
-                        member, trial = readers.checkout(tried)
-                    except NoHealthyEndpoint:
-                        member = None
-                if member is not None:
-                    transport, breaker = self._transport(member.endpoint.id), member.breaker
-                else:
-                    transport, breaker = route.primary, route.primary_breaker
-                    if breaker.state != CLOSED:
-                        if not breaker.admit(time.monotonic()):
-                            deadline = await self._primary_unavailable(slot, route, deadline)
-                            continue
-                        trial = True
-            started = time.perf_counter()
             try:
-                raw = await transport.execute(
-                    args, never_decode, asking is not None, not read, read_timeout
+                raw = await target.transport.execute(
+                    args, never_decode, target.asking, check, read_timeout
                 )
-            except NETWORK_ERRORS as exc:
-                counted: BaseException | None = exc
-                if block is not None and isinstance(exc, redis.TimeoutError):
-                    counted = None  # a blocking command's timeout: not the node's failure
-                echo = echoed(exc) and not trial
-                if echo:
-                    counted = None  # the same broken connection, already reported
-                if member is not None and readers is not None:
-                    if echo:
-                        member.end(True)
-                    else:
-                        readers.checkin(member, trial, counted, None)
-                elif trial or (counted is not None and not refused(exc)):
-                    # A refused connection costs nothing (a dead primary is retried
-                    # until its replica takes over); timeouts and hangs count.
-                    breaker.record(counted, trial)
-                self.stats.node_errors += 1
-                asking = None
-                if not (never_sent(exc) or self._locator.readonly(args[0])):
-                    self.stats.unknown_outcomes += 1
-                    raise OutcomeUnknown(str(args[0]), transport.address, exc) from exc
-                last = exc
-                tried.add(transport.address)
-                if read and member is not None:
-                    self.stats.failovers += 1
-                    continue  # fail over inside the shard at once
-                deadline = await self._wait_or_raise(deadline, exc, attempt)
-                tried.discard(transport.address)
-                continue
-            except redis.ResponseError as exc:
-                if member is not None and readers is not None:
-                    readers.checkin(member, trial, None, None)
-                elif trial:
-                    breaker.record(None, trial)
-                asking = None
-                if isinstance(exc, MovedError):
-                    redirects += 1
-                    self.stats.moved += 1
-                    self._moved(slot, exc)
-                elif isinstance(exc, AskError):
-                    redirects += 1
-                    self.stats.ask += 1
-                    asking = self._transport(f"{exc.host}:{exc.port}")
-                elif isinstance(exc, TryAgainError | ClusterDownError):
-                    if isinstance(exc, TryAgainError):
-                        self.stats.tryagain += 1
-                    else:
-                        self.stats.clusterdown += 1
-                    last = exc
-                    deadline = await self._wait_or_raise(deadline, exc, attempt)
-                else:
-                    raise
-                if redirects > self.max_redirects:
-                    raise ClusterError(
-                        f"too many redirections ({redirects}) for slot {slot}"
-                    ) from exc
+            except (*NETWORK_ERRORS, redis.ResponseError) as exc:
+                attempt.on_error(target, exc)
                 continue
             except BaseException:
-                if member is not None and readers is not None:
-                    readers.checkin(member, trial, None, None)  # cancelled: not the node's
-                elif trial:
-                    breaker.record(None, trial)
+                attempt.abandon(target)  # cancelled: not the node's failure
                 raise
-            if member is not None and readers is not None:
-                readers.checkin(member, trial, None, time.perf_counter() - started)
-            elif trial or not breaker._clean:
-                breaker.record(None, trial)
+            attempt.on_reply(target)
             return raw
-
-    async def _primary_unavailable(self, slot: int, route: Route, deadline: float) -> float:
-        """The slot's primary has an open breaker: nothing is sent. Fail fast with
-        :class:`NodeUnavailable` unless a topology refresh names another primary."""
-        await self._maybe_refresh(force=True)
-        if self._slot_route[slot] is not route:
-            return deadline or time.monotonic() + self.retry_deadline
-        address = route.primary.address
-        raise NodeUnavailable(address, "circuit breaker open after repeated failures")
-
-    def _check_deadline(self, deadline: float, last: BaseException | None) -> float:
-        """Start the retry budget at the first failure; past it, stop trying."""
-        now = time.monotonic()
-        if not deadline:
-            return now + self.retry_deadline
-        if now >= deadline:
-            if last is not None:
-                raise last
-            raise ClusterError(f"no answer within retry_deadline={self.retry_deadline}s")
-        return deadline
 
     async def _wait_or_raise(self, deadline: float, exc: BaseException, attempt: int = 1) -> float:
         """Back off (exponential, jittered) and refresh the topology; raise ``exc`` once
-        the deadline has passed."""
+        the deadline has passed (the transaction's retry loop)."""
         now = time.monotonic()
         if not deadline:
             deadline = now + self.retry_deadline
@@ -429,19 +318,28 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise exc
-        await asyncio.sleep(min(self._backoff.compute(attempt), remaining))
+        await asyncio.sleep(min(self._rules.backoff.compute(attempt), remaining))
         return deadline
 
+    async def _primary_unavailable(
+        self, slot: int, route: Route[AsyncNodeTransport], deadline: float
+    ) -> float:
+        """The slot's primary has an open breaker (the transaction's check): fail fast
+        with :class:`NodeUnavailable` unless a topology refresh names another primary."""
+        await self._maybe_refresh(force=True)
+        if self._table.slot_route[slot] is not route:
+            return deadline or time.monotonic() + self.retry_deadline
+        address = route.primary.address
+        raise NodeUnavailable(address, "circuit breaker open after repeated failures")
+
     def _moved(self, slot: int, exc: MovedError) -> None:
-        address = f"{exc.host}:{exc.port}"
-        self._slot_route[slot] = self._routes.get(address) or self._route_for(address)
-        self._next_refresh = 0.0  # the next call re-reads the whole map
+        self._table.moved(slot, exc.host, exc.port)
 
     async def _execute_on_nodes(self, args: Sequence[Any], options: dict[str, Any]) -> Any:
         """A command without keys (or with ``target_nodes=``): on the nodes its flag or
         ``target_nodes`` names, replies combined as ``RedisCluster`` does (the sync
         client's rules, :mod:`balancer.core.targets`)."""
-        if self._next_refresh <= time.monotonic():
+        if self._table.next_refresh <= time.monotonic():
             await self._maybe_refresh()
         target = options.pop("target_nodes", None)
         options.pop("keys", None)
@@ -469,22 +367,8 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         node within ``retry_deadline`` when it never left or only reads; a write whose
         reply was lost raises :class:`OutcomeUnknown`. ``block``: as in
         :meth:`_execute_slot` (``WAIT``)."""
-        read_timeout = self._read_timeout(block)
-        deadline = 0.0
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await transport.execute(args, never_decode, False, False, read_timeout)
-            except NETWORK_ERRORS as exc:
-                blocked_out = block is not None and isinstance(exc, redis.TimeoutError)
-                if not (refused(exc) or echoed(exc) or blocked_out):
-                    self._breaker(transport.address).record(exc)
-                self.stats.node_errors += 1
-                if not (never_sent(exc) or self._locator.readonly(args[0])):
-                    self.stats.unknown_outcomes += 1
-                    raise OutcomeUnknown(str(args[0]), transport.address, exc) from exc
-                deadline = await self._wait_or_raise(deadline, exc, attempt)
+        attempt = Attempt(self._table, self._rules, -1, args[0], False, block, transport)
+        return await self._drive(attempt, args, never_decode, block, False)
 
     def _read_timeout(self, block: float | None) -> float | bool | None:
         """The reply's time limit: the socket timeout (``False``), or for a blocking

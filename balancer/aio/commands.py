@@ -27,7 +27,6 @@ from balancer.core.slots import as_text
 
 if TYPE_CHECKING:
     from balancer.aio.transport import AsyncTransportOptions
-    from balancer.core.slots import SlotMap
 
 __all__ = ["AsyncClusterCommands"]
 
@@ -45,7 +44,6 @@ class AsyncClusterCommands(AsyncRedisClusterCommands):
         _callbacks: dict[str, Callable[..., Any]]
         _scripts: dict[str, Any]
         _pubsub_nodes: AsyncPubSubNodes | None
-        _slot_map: SlotMap
 
     def get_encoder(self) -> Any:
         """The encoder redis-py's ``AsyncScript`` and ``Lock`` ask for."""

@@ -1,6 +1,6 @@
 """AsyncClusterPipeline: buffer commands, send them grouped per node, one round trip each.
 
-The asyncio twin of :class:`balancer.pipeline.ClusterPipeline`, with the same rules:
+The asyncio twin of :class:`balancer.sync.pipeline.ClusterPipeline`, with the same rules:
 commands go to their slot's primary, read-only ones to one reader per shard as
 ``read_from`` says; every node's batch is sent at once (concurrently). A command
 answered with a redirection, TRYAGAIN/CLUSTERDOWN, or whose node failed before it was

@@ -1,5 +1,5 @@
 """Pub/sub for :class:`~balancer.aio.client.AsyncClusterClient`: redis-py's own asyncio
-``ClusterPubSub``, as the sync client's :mod:`balancer.pubsub` uses the sync one.
+``ClusterPubSub``, as the sync client's :mod:`balancer.sync.pubsub` uses the sync one.
 
 ``pubsub()`` returns :class:`redis.asyncio.cluster.ClusterPubSub`, so ``subscribe``,
 ``psubscribe``, ``get_message``, ``listen`` and sharded ``ssubscribe`` /

@@ -1,6 +1,6 @@
 """The asyncio client's one I/O seam: send a command to one node and read its reply.
 
-Same contract as :mod:`balancer.transport`, over ``redis.asyncio`` connections: a small
+Same contract as :mod:`balancer.sync.transport`, over ``redis.asyncio`` connections: a small
 LIFO of idle connections per node; redis-py does the protocol, AUTH, TLS and RESP
 parsing. Connections are made without a socket timeout of their own: one
 ``asyncio.timeout`` covers each whole exchange (write and read), which is cheaper than

@@ -138,6 +138,12 @@ class NodeBreaker:
             else:
                 listener(self.name, old, new)
 
+    @property
+    def clean(self) -> bool:
+        """Closed with no failure counted (as far as this process knows): a success
+        needs no recording."""
+        return self._clean
+
     def retry_at(self) -> float:
         """When an open breaker starts admitting trial calls (monotonic seconds)."""
         return self.opened_at + self.policy.reset_timeout

@@ -1,4 +1,4 @@
-"""redis-py's node API on :class:`~balancer.cluster.ClusterClient`: ``get_nodes()``,
+"""redis-py's node API on :class:`~balancer.sync.client.ClusterClient`: ``get_nodes()``,
 ``get_primaries()``, ``get_node(host, port)``, ``get_node_from_key()``, the default
 node, and ``target_nodes=`` for commands without keys.
 

@@ -1,0 +1,636 @@
+"""ClusterClient: a slot-aware Redis Cluster client with strategies and breakers.
+
+Routing is a table lookup: ``key → slot`` (``redis.crc.key_slot``) → shard route → node.
+Writes go to the shard's primary; reads go where ``read_from`` says, chosen among the
+shard's healthy nodes by a :class:`~balancer.core.router.Router`. Redirections (MOVED, ASK),
+TRYAGAIN / CLUSTERDOWN and node failures are handled here, inside a deadline, so
+callers see an error only when the cluster really cannot answer.
+
+The command methods (``get``, ``hset``, ``xadd``, …) are redis-py's own mixins; they
+all end in :meth:`ClusterClient.execute_command`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import redis
+from redis.client import Monitor
+from redis.commands import READ_COMMANDS
+from redis.commands.cluster import RedisClusterCommands
+from redis.commands.core import Script
+from redis.crc import key_slot
+from redis.exceptions import MovedError, RedisClusterException, WatchError
+from redis.lock import Lock
+from redis.utils import SENTINEL
+
+from balancer.core.attempt import Attempt, AttemptRules
+from balancer.core.blocking import BLOCKING_COMMANDS, block_seconds
+from balancer.core.breaker import BreakerPolicy, NodeBreaker
+from balancer.core.errors import ClusterError, CrossSlotError
+from balancer.core.freshness import ReplicaWatch
+from balancer.core.keys import KeyLocator
+from balancer.core.nodes import ClusterNode, NodeAPI
+from balancer.core.routes import Route, RouteTable
+from balancer.core.settings import Encoding, ReadFrom, reply_handling, startup, url_arguments
+from balancer.core.slots import SlotMap, as_text
+from balancer.core.strategies import StrategySpec
+from balancer.core.targets import (
+    ALL_NODES,
+    DEFAULT_NODE,
+    NODE_COMMANDS,
+    PRIMARIES,
+    RANDOM,
+    REPLICAS,
+    combine,
+    command_name,
+)
+from balancer.follow import RoutingFollower
+from balancer.sync.pubsub import ClusterPubSub, PubSubNodes
+from balancer.sync.transport import NodeTransport, TransportOptions
+
+__all__ = ["ClusterClient"]
+
+NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+# Scripts and functions called with no keys may run on any primary (as in RedisCluster).
+_ANY_PRIMARY = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
+
+
+class ClusterClient(NodeAPI, RedisClusterCommands):
+    """Slot-aware cluster client; see the module docstring and README for behaviour."""
+
+    _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
+    _is_async_client: Literal[False] = False  # selects redis-py's sync return types
+    # ``target_nodes=`` flags, spelled as in RedisCluster.
+    PRIMARIES = PRIMARIES
+    REPLICAS = REPLICAS
+    ALL_NODES = ALL_NODES
+    RANDOM = RANDOM
+    DEFAULT_NODE = DEFAULT_NODE
+
+    def __init__(
+        self,
+        startup_nodes: str | Sequence[str | ClusterNode] | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        read_from: ReadFrom = "primary",
+        read_from_replicas: bool = False,
+        strategy: StrategySpec = "round_robin",
+        breaker: BreakerPolicy | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        ssl: bool = False,
+        socket_timeout: float = 0.5,
+        socket_connect_timeout: float = 0.5,
+        decode_responses: bool = False,
+        max_connections_per_node: int = 256,
+        retry_deadline: float = 5.0,
+        max_redirects: int = 16,
+        refresh_interval: float = 30.0,
+        routing_url: str | None = None,
+        routing_interval: float = 5.0,
+        max_replica_lag: float | None = 30.0,
+        replica_check_interval: float = 1.0,
+        **connection_kwargs: Any,
+    ) -> None:
+        self._seeds, read_from = startup(
+            "ClusterClient", startup_nodes, host, port, read_from, read_from_replicas, strategy
+        )
+        self.read_from: ReadFrom = read_from
+        self._strategy = strategy
+        self.breaker_policy = breaker or BreakerPolicy()
+        self.retry_deadline = retry_deadline
+        self.max_redirects = max_redirects
+        self.refresh_interval = refresh_interval
+        self._tls = ssl
+        self._socket_timeout = socket_timeout
+        connection_kwargs.update(
+            username=username,
+            password=password,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            decode_responses=decode_responses,
+        )
+        self._options = TransportOptions(
+            ssl=ssl, readonly=read_from != "primary", **connection_kwargs
+        )
+        self._max_connections = max_connections_per_node
+        self._encoder: Any
+        self._encoder, self._callbacks = reply_handling(connection_kwargs, decode_responses)
+        self.encoder = self._encoder  # redis-py types it as its private Encoder
+        self._pubsub_nodes: PubSubNodes | None = None  # made by the first pubsub()
+        self._direct: dict[str, redis.Redis] = {}  # get_redis_connection's, per node
+        self._direct_lock = threading.Lock()
+        self._scripts: dict[str, Any] = {}  # sha -> text of register_script()'s scripts
+        self._table: RouteTable[NodeTransport] = RouteTable(
+            self._connect,
+            self._seeds,
+            read_from=read_from,
+            strategy=strategy,
+            breaker_policy=self.breaker_policy,
+            refresh_interval=refresh_interval,
+            tls=ssl,
+        )
+        self._directory = self._table.directory
+        self.stats = self._table.stats
+        self._locator = KeyLocator(lambda: self._ask_any(("COMMAND",))[0], self._getkeys)
+        self._rules = AttemptRules(retry_deadline, max_redirects, self._locator.readonly)
+        self.refresh_topology()
+        self._watch: ReplicaWatch | None = None
+        if read_from != "primary" and max_replica_lag is not None:
+            self._watch = ReplicaWatch(
+                self._table.replica_addresses,
+                lambda address: self._transport(address).execute(("INFO", "replication")),
+                self._table.set_stale,
+                max_replica_lag,
+                replica_check_interval,
+            )
+            self._watch.check()
+            self._watch.start()
+        self._follower: RoutingFollower | None = None
+        if routing_url is not None:
+            self._follower = RoutingFollower(routing_url, self.apply_routing, routing_interval)
+            self._follower.start()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> ClusterClient:
+        """``redis://[user:password@]host:port`` or ``rediss://`` for TLS; keyword
+        arguments override what the URL says."""
+        seed, options = url_arguments(url, kwargs)
+        return cls(seed, **options)
+
+    # -- nodes, routes, topology ------------------------------------------------------
+
+    def _connect(self, host: str, port: int) -> NodeTransport:
+        return NodeTransport(host, port, self._options, self._max_connections)
+
+    def _transport(self, address: str) -> NodeTransport:
+        return self._table.transport(address)
+
+    def _breaker(self, address: str) -> NodeBreaker:
+        return self._table.breaker(address)
+
+    @property
+    def _slot_route(self) -> list[Route[NodeTransport] | None]:
+        return self._table.slot_route
+
+    @property
+    def _routes(self) -> dict[str, Route[NodeTransport]]:
+        return self._table.routes
+
+    @property
+    def _slot_map(self) -> SlotMap:
+        return self._table.slot_map
+
+    def apply_routing(self, table: Mapping[str, Any]) -> None:
+        """Apply a routing table (``/v1/routing`` JSON): per node ``state`` and ``weight``.
+        Reads avoid weight-0 (draining/down) nodes; writes still go to slot owners."""
+        self._table.apply_routing(table)
+
+    @property
+    def stale_replicas(self) -> frozenset[str]:
+        """Replicas getting no reads now: link to the primary down, or silent for longer
+        than ``max_replica_lag`` seconds."""
+        return self._table.stale
+
+    def refresh_topology(self) -> SlotMap:
+        """Re-read ``CLUSTER SHARDS`` from a reachable node and swap in the new routes."""
+        with self._table.lock:
+            return self._refresh_locked(None)
+
+    def _refresh_locked(self, deadline: float | None) -> SlotMap:
+        table = self._table
+        vote = table.refresh_started(time.monotonic())
+        try:
+            for reply, host in self._answers(("CLUSTER", "SHARDS"), deadline, vote.errors):
+                if vote.offer(reply, host):
+                    break
+            slot_map = vote.result()
+        except (ClusterError, ValueError):
+            table.refresh_failed()
+            raise
+        if table.install(slot_map, time.monotonic()) and self._pubsub_nodes is not None:
+            self._pubsub_nodes.slots_changed()
+        return slot_map
+
+    def _answers(
+        self, args: Sequence[Any], deadline: float | None, errors: list[str]
+    ) -> Iterator[tuple[Any, str]]:
+        """Replies to ``args`` node by node (:meth:`RouteTable.ask_order`), as long as
+        the caller asks for more and ``deadline`` allows; failures go to ``errors``."""
+        for address in self._table.ask_order():
+            if deadline is not None and errors and time.monotonic() >= deadline:
+                return
+            transport = self._transport(address)
+            try:
+                reply = transport.execute(args)
+            except NETWORK_ERRORS as exc:
+                self._table.node_failed(address, exc)
+                errors.append(f"{address}: {exc}")
+                continue
+            except redis.ResponseError as exc:
+                errors.append(f"{address}: {exc}")
+                continue
+            yield reply, transport.host
+
+    def _ask_any(self, args: Sequence[Any], deadline: float | None = None) -> tuple[Any, str]:
+        """Run a command on the first node that answers, healthy known nodes first:
+        (reply, host of the node that answered). Stops trying at ``deadline``."""
+        errors: list[str] = []
+        for reply, host in self._answers(args, deadline, errors):
+            return reply, host
+        raise ClusterError(f"no node answered {args[0]!r}: {'; '.join(errors[:5])}")
+
+    def _getkeys(self, pieces: tuple[Any, ...]) -> list[Any]:
+        """The keys a node names for ``pieces`` (``COMMAND GETKEYS``); [] for a command it
+        says has none or whose arguments it rejects (the command itself will say why)."""
+        try:
+            raw, _ = self._ask_any(("COMMAND", "GETKEYS", *pieces))
+        except ClusterError as exc:
+            if "no key arguments" in str(exc) or "Invalid arguments" in str(exc):
+                return []
+            raise
+        return list(raw or [])
+
+    def _maybe_refresh(self, force: bool = False, deadline: float | None = None) -> None:
+        """Refresh if due (or ``force``), never raising, with one refresh in flight per
+        client (see :meth:`RouteTable.refresh_due`)."""
+        table = self._table
+        if not table.refresh_due(time.monotonic(), force):
+            return
+        if not table.lock.acquire(blocking=False):
+            return  # another thread is refreshing; its result serves this call too
+        try:
+            self._refresh_locked(deadline)
+        except (ClusterError, ValueError):
+            pass
+        finally:
+            table.lock.release()
+
+    @property
+    def slot_map(self) -> SlotMap:
+        return self._table.slot_map
+
+    # -- executing ----------------------------------------------------------------------
+
+    def _slot_of(self, name: str, keys: Sequence[Any]) -> int:
+        encode = self._encoder.encode
+        try:
+            first = keys[0]
+        except TypeError:  # a view or iterator (``zunion({key: weight})`` passes dict_keys)
+            keys = list(keys)
+            first = keys[0]
+        slot = key_slot(encode(first))
+        for key in keys[1:]:
+            other = key_slot(encode(key))
+            if other != slot:
+                slots = tuple(sorted({key_slot(encode(k)) for k in keys}))
+                raise CrossSlotError(name, slots)
+        return slot
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Route one command by its keys and return the parsed reply."""
+        name = args[0]
+        if name in NODE_COMMANDS or "target_nodes" in options:
+            return self._execute_on_nodes(args, options)
+        keys = options.pop("keys", None) or self._locator.keys(args)
+        if self._table.next_refresh <= time.monotonic():
+            self._maybe_refresh()
+        if not keys:
+            return self._execute_on_nodes(args, options)
+        slot = self._slot_of(name, keys)
+        block = block_seconds(args) if name in BLOCKING_COMMANDS else None
+        raw = self._execute_slot(
+            slot, args, name in READ_COMMANDS, options.pop("NEVER_DECODE", False), block
+        )
+        return self._parse(name, raw, options)
+
+    def _parse(self, name: str, raw: Any, options: dict[str, Any]) -> Any:
+        options.pop("EMPTY_RESPONSE", None)
+        callback = self._callbacks.get(name)
+        return callback(raw, **options) if callback is not None else raw
+
+    def _execute_slot(
+        self,
+        slot: int,
+        args: Sequence[Any],
+        read: bool,
+        never_decode: bool = False,
+        block: float | None = None,
+    ) -> Any:
+        """Run one command on the node serving ``slot``. ``block``: the seconds a
+        blocking command may wait on the server (its reply may take that long plus the
+        socket timeout, and its timeout is not held against the node)."""
+        attempt = Attempt(self._table, self._rules, slot, args[0], read, block)
+        return self._drive(attempt, args, never_decode, block, not read)
+
+    def _drive(
+        self,
+        attempt: Attempt[NodeTransport],
+        args: Sequence[Any],
+        never_decode: bool,
+        block: float | None,
+        check: bool,
+    ) -> Any:
+        """The driver loop over :class:`~balancer.core.attempt.Attempt`: send where it
+        says, tell it what came back, refresh and sleep when it asks."""
+        read_timeout = self._read_timeout(block)
+        while True:
+            target = attempt.next_target()
+            if target is None:
+                self._maybe_refresh(force=True, deadline=attempt.refresh_deadline)
+                pause = attempt.pause()
+                if pause > 0:
+                    time.sleep(pause)
+                continue
+            try:
+                raw = target.transport.execute(
+                    args, never_decode, target.asking, check, read_timeout
+                )
+            except (*NETWORK_ERRORS, redis.ResponseError) as exc:
+                attempt.on_error(target, exc)
+                continue
+            except BaseException:
+                attempt.abandon(target)
+                raise
+            attempt.on_reply(target)
+            return raw
+
+    def _read_timeout(self, block: float | None) -> float | object | None:
+        """The reply timeout of a command that may block ``block`` seconds on the server
+        (``SENTINEL``: the socket timeout; ``None``: wait forever)."""
+        if block is None:
+            return SENTINEL
+        limit = self._socket_timeout
+        return None if math.isinf(block) or limit is None else block + limit
+
+    def _wait_or_raise(self, deadline: float, exc: BaseException, attempt: int = 1) -> float:
+        """Back off (exponential, jittered) and refresh the topology; raise ``exc`` once
+        the deadline has passed (the transaction's retry loop)."""
+        now = time.monotonic()
+        if not deadline:
+            deadline = now + self.retry_deadline
+        elif now >= deadline:
+            raise exc
+        self._maybe_refresh(force=True, deadline=deadline)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise exc
+        time.sleep(min(self._rules.backoff.compute(attempt), remaining))
+        return deadline
+
+    def _moved(self, slot: int, exc: MovedError) -> None:
+        self._table.moved(slot, exc.host, exc.port)
+
+    def _execute_on_nodes(self, args: Sequence[Any], options: dict[str, Any]) -> Any:
+        """A command without keys (or with ``target_nodes=``): on the nodes its flag or
+        ``target_nodes`` names, replies combined as ``RedisCluster`` does."""
+        if self._table.next_refresh <= time.monotonic():
+            self._maybe_refresh()
+        target = options.pop("target_nodes", None)
+        options.pop("keys", None)
+        never_decode = options.pop("NEVER_DECODE", False)
+        command = command_name(args)
+        if target is None and command in _ANY_PRIMARY:
+            nodes = [random.choice(self.get_primaries())]
+        else:
+            nodes = self._directory.resolve(target, command, args)
+        block = block_seconds(args) if command in BLOCKING_COMMANDS else None
+        replies: dict[str, Any] = {}
+        for node in nodes:
+            raw = self._on_node(self._transport(node.name), args, never_decode, block)
+            replies[node.name] = self._parse(args[0], raw, dict(options))
+        return combine(command, replies, **options)
+
+    # -- multi-key commands split per slot ---------------------------------------------
+
+    def _group_by_slot(self, keys: Iterable[Any]) -> dict[int, list[int]]:
+        groups: dict[int, list[int]] = {}
+        for index, key in enumerate(keys):
+            groups.setdefault(key_slot(self._encoder.encode(key)), []).append(index)
+        return groups
+
+    def mget(self, keys: Any, *args: Any) -> list[Any]:
+        """MGET across slots: one MGET per slot, pipelined per node (not atomic;
+        RedisCluster refuses keys of different slots)."""
+        all_keys = list(keys) if isinstance(keys, list | tuple) else [keys]
+        all_keys.extend(args)
+        groups = self._group_by_slot(all_keys)
+        if len(groups) == 1:
+            return list(self.execute_command("MGET", *all_keys))
+        pipe = self.pipeline()
+        for indexes in groups.values():
+            pipe.execute_command("MGET", *(all_keys[i] for i in indexes))
+        result: list[Any] = [None] * len(all_keys)
+        for indexes, values in zip(groups.values(), pipe.execute(), strict=True):
+            for i, value in zip(indexes, values, strict=True):
+                result[i] = value
+        return result
+
+    def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:
+        """MGET split per slot (as RedisCluster's); the same as :meth:`mget` here."""
+        return self.mget(keys, *args)
+
+    def mset(self, mapping: Any) -> bool:
+        """MSET across slots: one MSET per slot, pipelined per node (not atomic;
+        RedisCluster refuses keys of different slots)."""
+        return all(self.mset_nonatomic(mapping))
+
+    def mset_nonatomic(self, mapping: Any) -> list[bool]:
+        """One MSET per slot, pipelined per node: each MSET's reply, as RedisCluster."""
+        items = list(mapping.items())
+        groups = self._group_by_slot(k for k, _ in items)
+        pipe = self.pipeline()
+        for indexes in groups.values():
+            pipe.execute_command("MSET", *(x for i in indexes for x in items[i]))
+        return pipe.execute()
+
+    def _sum_per_slot(self, command: str, names: Sequence[Any]) -> int:
+        groups = self._group_by_slot(names)
+        pipe = self.pipeline()
+        for indexes in groups.values():
+            pipe.execute_command(command, *(names[i] for i in indexes))
+        return sum(int(x) for x in pipe.execute())
+
+    def delete(self, *names: Any) -> int:
+        """DEL across slots (not atomic): the number of keys removed."""
+        return self._sum_per_slot("DEL", names)
+
+    def unlink(self, *names: Any) -> int:
+        """UNLINK across slots (not atomic)."""
+        return self._sum_per_slot("UNLINK", names)
+
+    def exists(self, *names: Any) -> int:
+        """EXISTS across slots (not atomic): how many of the names exist."""
+        return self._sum_per_slot("EXISTS", names)
+
+    def touch(self, *names: Any) -> int:
+        """TOUCH across slots (not atomic): how many of the names exist."""
+        return self._sum_per_slot("TOUCH", names)
+
+    def _split_command_across_slots(self, command: str, *keys: Any) -> int:
+        return self._sum_per_slot(command, keys)
+
+    def pipeline(
+        self, transaction: bool | None = None, shard_hint: Any = None
+    ) -> ClusterPipeline | ClusterTransaction:
+        """A pipeline that groups commands per node (not atomic), or with ``transaction``
+        a MULTI/EXEC block on one slot's primary (every key in one slot)."""
+        if shard_hint:
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        if transaction:
+            return ClusterTransaction(self)
+        return ClusterPipeline(self)
+
+    def transaction(self, func: Callable[[Any], Any], *watches: Any, **kwargs: Any) -> Any:
+        """Run ``func(pipe)`` in a transaction watching ``watches``, again while the
+        watched keys change (redis-py's ``transaction()``)."""
+        value_from_callable = kwargs.pop("value_from_callable", False)
+        watch_delay = kwargs.pop("watch_delay", None)
+        with self.pipeline(True) as pipe:
+            while True:
+                try:
+                    if watches:
+                        pipe.watch(*watches)
+                    func_value = func(pipe)
+                    exec_value = pipe.execute()
+                    return func_value if value_from_callable else exec_value
+                except WatchError:
+                    if watch_delay is not None and watch_delay > 0:
+                        time.sleep(watch_delay)
+
+    def _on_node(
+        self,
+        transport: NodeTransport,
+        args: Sequence[Any],
+        never_decode: bool = False,
+        block: float | None = None,
+    ) -> Any:
+        """A command pinned to one node (keyless commands, SCAN cursors): retried on that
+        node within ``retry_deadline`` when it never left or only reads; a write whose
+        reply was lost raises :class:`OutcomeUnknown`, as everywhere. ``block``: as in
+        :meth:`_execute_slot` (``WAIT``)."""
+        attempt = Attempt(self._table, self._rules, -1, args[0], False, block, transport)
+        return self._drive(attempt, args, never_decode, block, False)
+
+    # -- redis-py's helpers (its node API: NodeAPI) ------------------------------------
+
+    def get_encoder(self) -> Encoding:
+        """The encoder of keys and values (what ``Script`` and ``Lock`` ask for)."""
+        return self.encoder
+
+    def register_script(self, script: Any) -> Script:
+        """redis-py's :class:`~redis.commands.core.Script`; the client remembers it, so
+        a pipeline that meets NOSCRIPT for it loads it and runs the call again (it did
+        not run), where RedisCluster refuses scripts in pipelines."""
+        registered = Script(self, script)  # type: ignore[arg-type]
+        self._scripts[registered.sha] = registered.script
+        return registered
+
+    def _load_script(self, args: Sequence[Any]) -> bool:
+        """Load the script an ``EVALSHA`` names, if registered here: whether it was."""
+        if as_text(args[0]).upper() not in ("EVALSHA", "EVALSHA_RO") or len(args) < 2:
+            return False
+        text = self._scripts.get(as_text(args[1]))
+        if text is None:
+            return False
+        self.script_load(text)
+        return True
+
+    def pubsub(
+        self, node: ClusterNode | None = None, host: str | None = None, port: int | None = None,
+        **kwargs: Any,
+    ) -> ClusterPubSub:  # fmt: skip
+        """redis-py's ``ClusterPubSub`` (see :mod:`balancer.sync.pubsub`): on ``node`` (or
+        ``host``/``port``) if given, else on the node of the first channel's slot."""
+        if self._pubsub_nodes is None:
+            self._pubsub_nodes = PubSubNodes(self)
+        return ClusterPubSub(self._pubsub_nodes, node=node, host=host, port=port, **kwargs)
+
+    def get_redis_connection(self, node: ClusterNode) -> redis.Redis:
+        """A plain ``redis.Redis`` to ``node``, as ``RedisCluster`` gives, for what must
+        talk to one node itself (``MONITOR``, a library that wants a client). It goes
+        around this client's routing, breakers and retry rules; closed by :meth:`close`."""
+        with self._direct_lock:
+            direct = self._direct.get(node.name)
+            if direct is None:
+                kwargs = self.get_connection_kwargs()
+                kwargs["ssl"] = self._tls
+                direct = redis.Redis(host=node.host, port=node.port, **kwargs)
+                self._direct[node.name] = direct
+            return direct
+
+    def monitor(self, target_node: ClusterNode | None = None) -> Monitor:
+        """redis-py's ``Monitor`` on ``target_node`` (default: the default node)."""
+        node = target_node or self.get_default_node()
+        if node is None:
+            raise RedisClusterException("no node to monitor: the cluster has no node known")
+        monitor: Monitor = self.get_redis_connection(node).monitor()
+        return monitor
+
+    def set_response_callback(self, command: str, callback: Callable[..., Any]) -> None:
+        """Parse ``command``'s replies with ``callback`` (as redis-py's clients do)."""
+        self._callbacks[command] = callback
+
+    def get_connection_kwargs(self) -> dict[str, Any]:
+        return dict(self._options.connection_kwargs)
+
+    def lock(
+        self,
+        name: Any,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        lock_class: type[Lock] | None = None,
+        thread_local: bool = True,
+        raise_on_release_error: bool = True,
+    ) -> Lock:
+        """redis-py's :class:`~redis.lock.Lock` on key ``name`` (see ``RedisCluster.lock``)."""
+        cls = lock_class or Lock
+        return cls(
+            self,
+            name,
+            timeout=timeout,
+            sleep=sleep,
+            blocking=blocking,
+            blocking_timeout=blocking_timeout,
+            thread_local=thread_local,
+            raise_on_release_error=raise_on_release_error,
+        )
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._follower is not None:
+            self._follower.stop()
+        if self._watch is not None:
+            self._watch.stop()
+        for transport in list(self._table.transports.values()):
+            transport.close()
+        if self._pubsub_nodes is not None:
+            self._pubsub_nodes.close()
+        with self._direct_lock:
+            direct, self._direct = list(self._direct.values()), {}
+        for client in direct:
+            client.close()
+
+    def __enter__(self) -> ClusterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def node_states(self) -> dict[str, str]:
+        """Breaker state per node address seen so far."""
+        return self._table.node_states()
+
+
+from balancer.sync.pipeline import ClusterPipeline  # noqa: E402  (circular by design)
+from balancer.sync.transaction import ClusterTransaction  # noqa: E402
