@@ -16,7 +16,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import redis
@@ -32,13 +32,14 @@ from redis.utils import SENTINEL
 from balancer.core.attempt import Attempt, AttemptRules
 from balancer.core.blocking import BLOCKING_COMMANDS, block_seconds
 from balancer.core.breaker import BreakerPolicy, NodeBreaker
+from balancer.core.commands import SharedCommands, SlotSplit
 from balancer.core.errors import ClusterError, CrossSlotError
 from balancer.core.freshness import ReplicaWatch
 from balancer.core.keys import KeyLocator
 from balancer.core.nodes import ClusterNode, NodeAPI
 from balancer.core.routes import Route, RouteTable
-from balancer.core.settings import Encoding, ReadFrom, reply_handling, startup, url_arguments
-from balancer.core.slots import SlotMap, as_text
+from balancer.core.settings import ReadFrom, reply_handling, startup, url_arguments
+from balancer.core.slots import SlotMap
 from balancer.core.strategies import StrategySpec
 from balancer.core.targets import (
     ALL_NODES,
@@ -61,11 +62,12 @@ NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 _ANY_PRIMARY = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
 
 
-class ClusterClient(NodeAPI, RedisClusterCommands):
+class ClusterClient(SharedCommands, NodeAPI, RedisClusterCommands):
     """Slot-aware cluster client; see the module docstring and README for behaviour."""
 
     _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
     _is_async_client: Literal[False] = False  # selects redis-py's sync return types
+    _lock_class = Lock
     # ``target_nodes=`` flags, spelled as in RedisCluster.
     PRIMARIES = PRIMARIES
     REPLICAS = REPLICAS
@@ -410,28 +412,19 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
 
     # -- multi-key commands split per slot ---------------------------------------------
 
-    def _group_by_slot(self, keys: Iterable[Any]) -> dict[int, list[int]]:
-        groups: dict[int, list[int]] = {}
-        for index, key in enumerate(keys):
-            groups.setdefault(key_slot(self._encoder.encode(key)), []).append(index)
-        return groups
+    def _per_slot(self, split: SlotSplit) -> list[Any]:
+        pipe = self.pipeline()
+        for command in split.commands():
+            pipe.execute_command(*command)
+        return pipe.execute()
 
     def mget(self, keys: Any, *args: Any) -> list[Any]:
         """MGET across slots: one MGET per slot, pipelined per node (not atomic;
         RedisCluster refuses keys of different slots)."""
-        all_keys = list(keys) if isinstance(keys, list | tuple) else [keys]
-        all_keys.extend(args)
-        groups = self._group_by_slot(all_keys)
-        if len(groups) == 1:
-            return list(self.execute_command("MGET", *all_keys))
-        pipe = self.pipeline()
-        for indexes in groups.values():
-            pipe.execute_command("MGET", *(all_keys[i] for i in indexes))
-        result: list[Any] = [None] * len(all_keys)
-        for indexes, values in zip(groups.values(), pipe.execute(), strict=True):
-            for i, value in zip(indexes, values, strict=True):
-                result[i] = value
-        return result
+        split = SlotSplit.of_keys(self._encoder, "MGET", keys, args)
+        if split.single:
+            return list(self.execute_command(*split.flat()))
+        return split.values(self._per_slot(split))
 
     def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:
         """MGET split per slot (as RedisCluster's); the same as :meth:`mget` here."""
@@ -444,19 +437,10 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
 
     def mset_nonatomic(self, mapping: Any) -> list[bool]:
         """One MSET per slot, pipelined per node: each MSET's reply, as RedisCluster."""
-        items = list(mapping.items())
-        groups = self._group_by_slot(k for k, _ in items)
-        pipe = self.pipeline()
-        for indexes in groups.values():
-            pipe.execute_command("MSET", *(x for i in indexes for x in items[i]))
-        return pipe.execute()
+        return self._per_slot(SlotSplit(self._encoder, "MSET", list(mapping.items())))
 
     def _sum_per_slot(self, command: str, names: Sequence[Any]) -> int:
-        groups = self._group_by_slot(names)
-        pipe = self.pipeline()
-        for indexes in groups.values():
-            pipe.execute_command(command, *(names[i] for i in indexes))
-        return sum(int(x) for x in pipe.execute())
+        return SlotSplit.total(self._per_slot(SlotSplit(self._encoder, command, names)))
 
     def delete(self, *names: Any) -> int:
         """DEL across slots (not atomic): the number of keys removed."""
@@ -521,23 +505,17 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
 
     # -- redis-py's helpers (its node API: NodeAPI) ------------------------------------
 
-    def get_encoder(self) -> Encoding:
-        """The encoder of keys and values (what ``Script`` and ``Lock`` ask for)."""
-        return self.encoder
-
     def register_script(self, script: Any) -> Script:
         """redis-py's :class:`~redis.commands.core.Script`; the client remembers it, so
         a pipeline that meets NOSCRIPT for it loads it and runs the call again (it did
         not run), where RedisCluster refuses scripts in pipelines."""
         registered = Script(self, script)  # type: ignore[arg-type]
-        self._scripts[registered.sha] = registered.script
+        self._remember_script(registered.sha, registered.script)
         return registered
 
     def _load_script(self, args: Sequence[Any]) -> bool:
         """Load the script an ``EVALSHA`` names, if registered here: whether it was."""
-        if as_text(args[0]).upper() not in ("EVALSHA", "EVALSHA_RO") or len(args) < 2:
-            return False
-        text = self._scripts.get(as_text(args[1]))
+        text = self._script_text(args)
         if text is None:
             return False
         self.script_load(text)
@@ -573,37 +551,6 @@ class ClusterClient(NodeAPI, RedisClusterCommands):
             raise RedisClusterException("no node to monitor: the cluster has no node known")
         monitor: Monitor = self.get_redis_connection(node).monitor()
         return monitor
-
-    def set_response_callback(self, command: str, callback: Callable[..., Any]) -> None:
-        """Parse ``command``'s replies with ``callback`` (as redis-py's clients do)."""
-        self._callbacks[command] = callback
-
-    def get_connection_kwargs(self) -> dict[str, Any]:
-        return dict(self._options.connection_kwargs)
-
-    def lock(
-        self,
-        name: Any,
-        timeout: float | None = None,
-        sleep: float = 0.1,
-        blocking: bool = True,
-        blocking_timeout: float | None = None,
-        lock_class: type[Lock] | None = None,
-        thread_local: bool = True,
-        raise_on_release_error: bool = True,
-    ) -> Lock:
-        """redis-py's :class:`~redis.lock.Lock` on key ``name`` (see ``RedisCluster.lock``)."""
-        cls = lock_class or Lock
-        return cls(
-            self,
-            name,
-            timeout=timeout,
-            sleep=sleep,
-            blocking=blocking,
-            blocking_timeout=blocking_timeout,
-            thread_local=thread_local,
-            raise_on_release_error=raise_on_release_error,
-        )
 
     # -- lifecycle --------------------------------------------------------------------
 
