@@ -18,6 +18,7 @@ import redis
 from redis.connection import AbstractConnection, Connection, SSLConnection
 from redis.utils import SENTINEL
 
+from balancer._redis_compat import quiet
 from balancer.core.errors import NotSentError
 
 __all__ = ["NodeTransport", "TransportOptions"]
@@ -107,11 +108,13 @@ class NodeTransport:
                 return self._new_connection()
             if not check and time.monotonic() - used < _FRESH_SECONDS:
                 return conn
-            try:
-                stale = conn.can_read()
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                stale = True
-            if not stale:
+            nothing_to_read = quiet(conn)  # one poll(2); None: ask redis-py (TLS)
+            if nothing_to_read is None:
+                try:
+                    nothing_to_read = not conn.can_read()
+                except (redis.ConnectionError, redis.TimeoutError, OSError):
+                    nothing_to_read = False
+            if nothing_to_read:
                 return conn
             self.discard(conn)
 
