@@ -36,7 +36,7 @@ from balancer.core.errors import ClusterError, CrossSlotError, NodeUnavailable
 from balancer.core.keys import KeyLocator, NeedsServer
 from balancer.core.nodes import ClusterNode, NodeAPI
 from balancer.core.routes import Route, RouteTable
-from balancer.core.settings import ReadFrom, reply_handling, startup, url_arguments
+from balancer.core.settings import ReadFrom, load_balancing, reply_handling, startup, url_arguments
 from balancer.core.strategies import StrategySpec
 from balancer.core.targets import (
     ALL_NODES,
@@ -85,6 +85,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         read_from: ReadFrom = "primary",
         read_from_replicas: bool = False,
         strategy: StrategySpec = "round_robin",
+        load_balancing_strategy: Any = None,
         breaker: BreakerPolicy | None = None,
         username: str | None = None,
         password: str | None = None,
@@ -102,6 +103,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         replica_check_interval: float = 1.0,
         **connection_kwargs: Any,
     ) -> None:
+        read_from, strategy = load_balancing(load_balancing_strategy, read_from, strategy)
         self._seeds, read_from = startup(
             "AsyncClusterClient", startup_nodes, host, port, read_from, read_from_replicas, strategy
         )

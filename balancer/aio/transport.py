@@ -99,7 +99,11 @@ class AsyncNodeTransport:
         hook = self.options.connect_hook()
         if hook is not None:
             kwargs["redis_connect_func"] = hook
-        conn = self.options.connection_class(host=self.host, port=self.port, **kwargs)
+        try:  # a connection that cannot even be made must not keep its slot
+            conn = self.options.connection_class(host=self.host, port=self.port, **kwargs)
+        except BaseException:
+            self._open -= 1
+            raise
         # The handshake (HELLO, AUTH, READONLY) waits one socket timeout per reply, as
         # the sync client's; afterwards our own deadlines apply.
         conn.socket_timeout = self.options.socket_timeout

@@ -96,6 +96,13 @@ class SharedCommands:
         """Parse ``command``'s replies with ``callback`` (as redis-py's clients do)."""
         self._callbacks[command] = callback
 
+    @property
+    def cluster_response_callbacks(self) -> dict[str, Callable[..., Any]]:
+        """``RedisCluster``'s table of reply parsers, editable as there. Here it is the
+        client's one table (every command's parser, keyed by upper-case name), so an
+        entry set in it applies as ``set_response_callback()``'s does."""
+        return self._callbacks
+
     def get_connection_kwargs(self) -> dict[str, Any]:
         return dict(self._options.connection_kwargs)
 

@@ -18,7 +18,15 @@ from balancer.core.nodes import ClusterNode, startup_seeds
 from balancer.core.strategies import StrategySpec, make_strategy
 from balancer.core.targets import cluster_callbacks
 
-__all__ = ["READ_FROM", "Encoding", "ReadFrom", "reply_handling", "startup", "url_arguments"]
+__all__ = [
+    "READ_FROM",
+    "Encoding",
+    "ReadFrom",
+    "load_balancing",
+    "reply_handling",
+    "startup",
+    "url_arguments",
+]
 
 ReadFrom = Literal["primary", "replicas", "any"]
 READ_FROM = ("primary", "replicas", "any")
@@ -52,6 +60,36 @@ def startup(
         read_from = "any"  # RedisCluster's round robin over a shard's primary and replicas
     make_strategy(strategy)
     return [parse_address(s) for s in seeds], read_from
+
+
+# redis-py's LoadBalancingStrategy values as (read_from, strategy): ROUND_ROBIN and RANDOM
+# take the shard's primary and replicas, the *_REPLICA(S) ones its replicas (the primary
+# when no replica can serve, as RedisCluster falls back).
+_LOAD_BALANCING: dict[str, tuple[ReadFrom, str]] = {
+    "round_robin": ("any", "round_robin"),
+    "round_robin_replicas": ("replicas", "round_robin"),
+    "random": ("any", "random"),
+    "random_replica": ("replicas", "random"),
+}
+
+
+def load_balancing(
+    load_balancing_strategy: Any, read_from: ReadFrom, strategy: StrategySpec
+) -> tuple[ReadFrom, StrategySpec]:
+    """``RedisCluster``'s ``load_balancing_strategy=`` (a ``LoadBalancingStrategy`` or its
+    value) as ``read_from`` and ``strategy``; None leaves both as given. Naming it with a
+    ``read_from`` other than ``"primary"`` is ambiguous: ValueError."""
+    if load_balancing_strategy is None:
+        return read_from, strategy
+    value = getattr(load_balancing_strategy, "value", load_balancing_strategy)
+    if value not in _LOAD_BALANCING:
+        raise ValueError(
+            f"load_balancing_strategy must be one of {', '.join(_LOAD_BALANCING)}, "
+            f"got {load_balancing_strategy!r}"
+        )
+    if read_from != "primary":
+        raise ValueError("pass read_from= or load_balancing_strategy=, not both")
+    return _LOAD_BALANCING[value]
 
 
 def reply_handling(

@@ -38,7 +38,7 @@ from balancer.core.freshness import ReplicaWatch
 from balancer.core.keys import KeyLocator
 from balancer.core.nodes import ClusterNode, NodeAPI
 from balancer.core.routes import Route, RouteTable
-from balancer.core.settings import ReadFrom, reply_handling, startup, url_arguments
+from balancer.core.settings import ReadFrom, load_balancing, reply_handling, startup, url_arguments
 from balancer.core.slots import SlotMap
 from balancer.core.strategies import StrategySpec
 from balancer.core.targets import (
@@ -84,6 +84,7 @@ class ClusterClient(SharedCommands, NodeAPI, RedisClusterCommands):
         read_from: ReadFrom = "primary",
         read_from_replicas: bool = False,
         strategy: StrategySpec = "round_robin",
+        load_balancing_strategy: Any = None,
         breaker: BreakerPolicy | None = None,
         username: str | None = None,
         password: str | None = None,
@@ -101,6 +102,7 @@ class ClusterClient(SharedCommands, NodeAPI, RedisClusterCommands):
         replica_check_interval: float = 1.0,
         **connection_kwargs: Any,
     ) -> None:
+        read_from, strategy = load_balancing(load_balancing_strategy, read_from, strategy)
         self._seeds, read_from = startup(
             "ClusterClient", startup_nodes, host, port, read_from, read_from_replicas, strategy
         )

@@ -86,7 +86,12 @@ class NodeTransport:
         hook = self.options.connect_hook()
         if hook is not None:
             kwargs["redis_connect_func"] = hook
-        conn = self.options.connection_class(host=self.host, port=self.port, **kwargs)
+        try:  # a connection that cannot even be made must not keep its slot
+            conn = self.options.connection_class(host=self.host, port=self.port, **kwargs)
+        except BaseException:
+            with self._lock:
+                self._open -= 1
+            raise
         try:
             conn.connect()
         except BaseException as exc:
