@@ -14,39 +14,28 @@ The command methods are redis-py's async mixins; they all end in
 from __future__ import annotations
 
 import asyncio
-import math
-import random
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import redis
 from redis.commands import READ_COMMANDS
-from redis.crc import key_slot
-from redis.exceptions import MovedError
 
 from balancer.aio.commands import AsyncClusterCommands
 from balancer.aio.pubsub import AsyncPubSubNodes
 from balancer.aio.topology import AsyncTopology
 from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
-from balancer.core.attempt import Attempt, AttemptRules
-from balancer.core.blocking import BLOCKING_COMMANDS, block_seconds
+from balancer.core.attempt import Attempt
 from balancer.core.breaker import BreakerPolicy
-from balancer.core.errors import ClusterError, CrossSlotError, NodeUnavailable
+from balancer.core.client import ClientCore
+from balancer.core.errors import ClusterError, NodeUnavailable
 from balancer.core.keys import KeyLocator, NeedsServer
-from balancer.core.nodes import ClusterNode, NodeAPI
-from balancer.core.routes import Route, RouteTable
-from balancer.core.settings import ReadFrom, load_balancing, reply_handling, startup, url_arguments
+from balancer.core.nodes import ClusterNode
+from balancer.core.routes import Route
+from balancer.core.settings import ReadFrom
 from balancer.core.strategies import StrategySpec
 from balancer.core.targets import (
-    ALL_NODES,
-    DEFAULT_NODE,
     NODE_COMMANDS,
-    PRIMARIES,
-    RANDOM,
-    REPLICAS,
-    combine,
-    command_name,
 )
 
 __all__ = ["AsyncClusterClient"]
@@ -57,24 +46,16 @@ _CONNECTION_STATE = frozenset({"MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "
                                "MONITOR", "RESET", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE",
                                "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE", "AUTH", "HELLO",
                                "READONLY", "READWRITE", "CLIENT REPLY"})  # fmt: skip
-# Scripts and functions without keys run on any one primary (the sync client's rule).
-_ANY_PRIMARY = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
 
 
-class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type: ignore[misc]
+class AsyncClusterClient(AsyncTopology, ClientCore[AsyncNodeTransport], AsyncClusterCommands):  # type: ignore[misc]
     """Slot-aware asyncio cluster client; see the module docstring and README.
 
     Connects lazily (the first command, :meth:`initialize` or ``async with``); close with
     :meth:`aclose`."""
 
-    _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
     _is_async_client: Literal[True] = True  # selects redis-py's async return types
-    # ``target_nodes=`` flags, spelled as in RedisCluster.
-    PRIMARIES = PRIMARIES
-    REPLICAS = REPLICAS
-    ALL_NODES = ALL_NODES
-    RANDOM = RANDOM
-    DEFAULT_NODE = DEFAULT_NODE
+    _SOCKET_TIMEOUT = False
 
     def __init__(
         self,
@@ -103,62 +84,36 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         replica_check_interval: float = 1.0,
         **connection_kwargs: Any,
     ) -> None:
-        read_from, strategy = load_balancing(load_balancing_strategy, read_from, strategy)
-        self._seeds, read_from = startup(
-            "AsyncClusterClient", startup_nodes, host, port, read_from, read_from_replicas, strategy
-        )
-        self.read_from: ReadFrom = read_from
-        self._strategy = strategy
-        self.breaker_policy = breaker or BreakerPolicy()
-        self.retry_deadline = retry_deadline
-        self.max_redirects = max_redirects
-        self.refresh_interval = refresh_interval
-        self._tls = ssl
-        self._socket_timeout = socket_timeout
         connection_kwargs.update(
             username=username, password=password, decode_responses=decode_responses
         )
+        self._configure(
+            "AsyncClusterClient", startup_nodes, host, port, read_from=read_from,
+            read_from_replicas=read_from_replicas, strategy=strategy,
+            load_balancing_strategy=load_balancing_strategy, breaker=breaker, ssl=ssl,
+            socket_timeout=socket_timeout, decode_responses=decode_responses,
+            retry_deadline=retry_deadline, max_redirects=max_redirects,
+            refresh_interval=refresh_interval, connection_kwargs=connection_kwargs,
+            connect=self._connect,
+        )  # fmt: skip
         self._options = AsyncTransportOptions(
             ssl=ssl,
-            readonly=read_from != "primary",
+            readonly=self.read_from != "primary",
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_connect_timeout,
             **connection_kwargs,
         )
         self._max_connections = max_connections_per_node
-        self._encoder: Any
-        self._encoder, self._callbacks = reply_handling(connection_kwargs, decode_responses)
-        self.encoder = self._encoder  # redis-py types it as its private Encoder
         self._pubsub_nodes: AsyncPubSubNodes | None = None  # made by the first pubsub()
-        self._scripts: dict[str, Any] = {}  # sha -> text of register_script()'s scripts
-        self._table: RouteTable[AsyncNodeTransport] = RouteTable(
-            self._connect,
-            self._seeds,
-            read_from=read_from,
-            strategy=strategy,
-            breaker_policy=self.breaker_policy,
-            refresh_interval=refresh_interval,
-            tls=ssl,
-        )
-        self._directory = self._table.directory
-        self.stats = self._table.stats
         self._refreshing = False
-        self._locator = KeyLocator()  # the table is installed by initialize()
-        self._rules = AttemptRules(retry_deadline, max_redirects, self._locator.readonly)
-        self._max_replica_lag = max_replica_lag if read_from != "primary" else None
+        self._use_locator(KeyLocator())  # the table is installed by initialize()
+        self._max_replica_lag = max_replica_lag if self.read_from != "primary" else None
         self._replica_check_interval = replica_check_interval
         self._routing_url = routing_url
         self._routing_interval = routing_interval
         self._ready = False
         self._init_lock: asyncio.Lock | None = None
         self._tasks: list[asyncio.Task[None]] = []
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> AsyncClusterClient:
-        """``redis://[user:password@]host:port`` or ``rediss://`` for TLS; keyword
-        arguments override what the URL says."""
-        seed, options = url_arguments(url, kwargs)
-        return cls(seed, **options)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -206,20 +161,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def node_states(self) -> dict[str, str]:
-        """Breaker state per node address seen so far."""
-        return self._table.node_states()
-
     # -- executing ----------------------------------------------------------------------
-
-    def _slot_of(self, name: str, keys: Sequence[Any]) -> int:
-        encode = self._encoder.encode
-        slot = key_slot(encode(keys[0]))
-        for key in keys[1:]:
-            if key_slot(encode(key)) != slot:
-                slots = tuple(sorted({key_slot(encode(k)) for k in keys}))
-                raise CrossSlotError(name, slots)
-        return slot
 
     async def _keys(self, args: Sequence[Any]) -> list[Any]:
         try:
@@ -251,16 +193,11 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         if not keys:
             return await self._execute_on_nodes(args, options)
         slot = self._slot_of(name, keys)
-        block = block_seconds(args) if name in BLOCKING_COMMANDS else None
+        block = self._block(name, args)
         raw = await self._execute_slot(
             slot, args, name in READ_COMMANDS, options.pop("NEVER_DECODE", False), block
         )
         return self._parse(name, raw, options)
-
-    def _parse(self, name: str, raw: Any, options: dict[str, Any]) -> Any:
-        options.pop("EMPTY_RESPONSE", None)
-        callback = self._callbacks.get(name)
-        return callback(raw, **options) if callback is not None else raw
 
     async def _execute_slot(
         self,
@@ -334,29 +271,18 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         address = route.primary.address
         raise NodeUnavailable(address, "circuit breaker open after repeated failures")
 
-    def _moved(self, slot: int, exc: MovedError) -> None:
-        self._table.moved(slot, exc.host, exc.port)
-
     async def _execute_on_nodes(self, args: Sequence[Any], options: dict[str, Any]) -> Any:
         """A command without keys (or with ``target_nodes=``): on the nodes its flag or
-        ``target_nodes`` names, replies combined as ``RedisCluster`` does (the sync
-        client's rules, :mod:`balancer.core.targets`)."""
+        ``target_nodes`` names, replies combined as ``RedisCluster`` does."""
         if self._table.next_refresh <= time.monotonic():
             await self._maybe_refresh()
-        target = options.pop("target_nodes", None)
-        options.pop("keys", None)
-        never_decode = options.pop("NEVER_DECODE", False)
-        command = command_name(args)
-        if target is None and command in _ANY_PRIMARY:
-            nodes = [random.choice(self.get_primaries())]
-        else:
-            nodes = self._directory.resolve(target, command, args)
-        block = block_seconds(args) if command in BLOCKING_COMMANDS else None
+        call = self._node_call(args, options)
         replies: dict[str, Any] = {}
-        for node in nodes:
-            raw = await self._on_node(self._transport(node.name), args, never_decode, block)
-            replies[node.name] = self._parse(args[0], raw, dict(options))
-        return combine(command, replies, **options)
+        for node in call.nodes:
+            transport = self._transport(node.name)
+            raw = await self._on_node(transport, args, call.never_decode, call.block)
+            replies[node.name] = self._parse(args[0], raw, dict(call.options))
+        return call.merge(replies)
 
     async def _on_node(
         self,
@@ -371,11 +297,3 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         :meth:`_execute_slot` (``WAIT``)."""
         attempt = Attempt(self._table, self._rules, -1, args[0], False, block, transport)
         return await self._drive(attempt, args, never_decode, block, False)
-
-    def _read_timeout(self, block: float | None) -> float | bool | None:
-        """The reply's time limit: the socket timeout (``False``), or for a blocking
-        command its block time plus the socket timeout (``None``: forever)."""
-        if block is None:
-            return False
-        limit = self._socket_timeout
-        return None if math.isinf(block) or limit is None else block + limit

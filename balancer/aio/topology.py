@@ -19,7 +19,6 @@ import redis
 
 from balancer.aio.pubsub import AsyncPubSubNodes
 from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
-from balancer.core.breaker import NodeBreaker
 from balancer.core.errors import ClusterError
 from balancer.core.freshness import info_fields, replica_is_fresh
 from balancer.core.routes import ClientStats, Route, RouteTable
@@ -48,51 +47,18 @@ class AsyncTopology:
     def _connect(self, host: str, port: int) -> AsyncNodeTransport:
         return AsyncNodeTransport(host, port, self._options, self._max_connections)
 
-    def _transport(self, address: str) -> AsyncNodeTransport:
-        return self._table.transport(address)
-
-    def _breaker(self, address: str) -> NodeBreaker:
-        return self._table.breaker(address)
-
-    @property
-    def _slot_route(self) -> list[Route[AsyncNodeTransport] | None]:
-        return self._table.slot_route
-
-    @property
-    def _routes(self) -> dict[str, Route[AsyncNodeTransport]]:
-        return self._table.routes
-
-    @property
-    def _routing(self) -> dict[str, tuple[str, float]]:
-        return self._table.routing
-
-    @property
-    def _slot_map(self) -> SlotMap:
-        return self._table.slot_map
-
-    def apply_routing(self, table: Mapping[str, Any]) -> None:
-        """Apply a routing table (``/v1/routing`` JSON): per node ``state`` and ``weight``.
-        Reads avoid weight-0 (draining/down) nodes; writes still go to slot owners."""
-        self._table.apply_routing(table)
-
     async def _routing_loop(self, url: str) -> None:
         """The sync client's follower, its blocking poll run in a worker thread; tables
         are applied on this loop."""
         loop = asyncio.get_running_loop()
 
         def apply(table: Mapping[str, Any]) -> None:
-            loop.call_soon_threadsafe(self.apply_routing, table)
+            loop.call_soon_threadsafe(self._table.apply_routing, table)
 
         follower = RoutingFollower(url, apply, self._routing_interval)
         while True:
             await asyncio.to_thread(follower.poll)
             await asyncio.sleep(self._routing_interval)
-
-    @property
-    def stale_replicas(self) -> frozenset[str]:
-        """Replicas getting no reads now: link to the primary down, or silent for longer
-        than ``max_replica_lag`` seconds."""
-        return self._table.stale
 
     async def check_replicas(self) -> frozenset[str]:
         """One round of ``INFO replication`` over every replica (see
@@ -101,7 +67,7 @@ class AsyncTopology:
         stale: set[str] = set()
         for address in self._table.replica_addresses():
             try:
-                raw = await self._transport(address).execute(("INFO", "replication"))
+                raw = await self._table.transport(address).execute(("INFO", "replication"))
                 fresh = replica_is_fresh(info_fields(raw), self._max_replica_lag)
             except (redis.RedisError, OSError, ValueError):
                 continue  # a dead or odd node: the breakers handle it
@@ -115,10 +81,6 @@ class AsyncTopology:
         while True:
             await asyncio.sleep(self._replica_check_interval)
             await self.check_replicas()
-
-    @property
-    def slot_map(self) -> SlotMap:
-        return self._table.slot_map
 
     async def refresh_topology(self) -> SlotMap:
         """Re-read ``CLUSTER SHARDS`` from a reachable node and swap in the new routes."""
@@ -152,7 +114,7 @@ class AsyncTopology:
         for address in self._table.ask_order():
             if deadline is not None and errors and time.monotonic() >= deadline:
                 return
-            transport = self._transport(address)
+            transport = self._table.transport(address)
             try:
                 reply = await transport.execute(args)
             except NETWORK_ERRORS as exc:

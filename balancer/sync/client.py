@@ -12,11 +12,9 @@ all end in :meth:`ClusterClient.execute_command`.
 
 from __future__ import annotations
 
-import math
-import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import redis
@@ -24,32 +22,23 @@ from redis.client import Monitor
 from redis.commands import READ_COMMANDS
 from redis.commands.cluster import RedisClusterCommands
 from redis.commands.core import Script
-from redis.crc import key_slot
-from redis.exceptions import MovedError, RedisClusterException, WatchError
+from redis.exceptions import RedisClusterException, WatchError
 from redis.lock import Lock
 from redis.utils import SENTINEL
 
-from balancer.core.attempt import Attempt, AttemptRules
-from balancer.core.blocking import BLOCKING_COMMANDS, block_seconds
-from balancer.core.breaker import BreakerPolicy, NodeBreaker
-from balancer.core.commands import SharedCommands, SlotSplit
-from balancer.core.errors import ClusterError, CrossSlotError
+from balancer.core.attempt import Attempt
+from balancer.core.breaker import BreakerPolicy
+from balancer.core.client import ClientCore
+from balancer.core.commands import SlotSplit
+from balancer.core.errors import ClusterError
 from balancer.core.freshness import ReplicaWatch
 from balancer.core.keys import KeyLocator
-from balancer.core.nodes import ClusterNode, NodeAPI
-from balancer.core.routes import Route, RouteTable
-from balancer.core.settings import ReadFrom, load_balancing, reply_handling, startup, url_arguments
+from balancer.core.nodes import ClusterNode
+from balancer.core.settings import ReadFrom
 from balancer.core.slots import SlotMap
 from balancer.core.strategies import StrategySpec
 from balancer.core.targets import (
-    ALL_NODES,
-    DEFAULT_NODE,
     NODE_COMMANDS,
-    PRIMARIES,
-    RANDOM,
-    REPLICAS,
-    combine,
-    command_name,
 )
 from balancer.follow import RoutingFollower
 from balancer.sync.pubsub import ClusterPubSub, PubSubNodes
@@ -58,22 +47,14 @@ from balancer.sync.transport import NodeTransport, TransportOptions
 __all__ = ["ClusterClient"]
 
 NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
-# Scripts and functions called with no keys may run on any primary (as in RedisCluster).
-_ANY_PRIMARY = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
 
 
-class ClusterClient(SharedCommands, NodeAPI, RedisClusterCommands):
+class ClusterClient(ClientCore[NodeTransport], RedisClusterCommands):
     """Slot-aware cluster client; see the module docstring and README for behaviour."""
 
-    _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
     _is_async_client: Literal[False] = False  # selects redis-py's sync return types
     _lock_class = Lock
-    # ``target_nodes=`` flags, spelled as in RedisCluster.
-    PRIMARIES = PRIMARIES
-    REPLICAS = REPLICAS
-    ALL_NODES = ALL_NODES
-    RANDOM = RANDOM
-    DEFAULT_NODE = DEFAULT_NODE
+    _SOCKET_TIMEOUT = SENTINEL
 
     def __init__(
         self,
@@ -102,18 +83,6 @@ class ClusterClient(SharedCommands, NodeAPI, RedisClusterCommands):
         replica_check_interval: float = 1.0,
         **connection_kwargs: Any,
     ) -> None:
-        read_from, strategy = load_balancing(load_balancing_strategy, read_from, strategy)
-        self._seeds, read_from = startup(
-            "ClusterClient", startup_nodes, host, port, read_from, read_from_replicas, strategy
-        )
-        self.read_from: ReadFrom = read_from
-        self._strategy = strategy
-        self.breaker_policy = breaker or BreakerPolicy()
-        self.retry_deadline = retry_deadline
-        self.max_redirects = max_redirects
-        self.refresh_interval = refresh_interval
-        self._tls = ssl
-        self._socket_timeout = socket_timeout
         connection_kwargs.update(
             username=username,
             password=password,
@@ -121,33 +90,26 @@ class ClusterClient(SharedCommands, NodeAPI, RedisClusterCommands):
             socket_connect_timeout=socket_connect_timeout,
             decode_responses=decode_responses,
         )
+        self._configure(
+            "ClusterClient", startup_nodes, host, port, read_from=read_from,
+            read_from_replicas=read_from_replicas, strategy=strategy,
+            load_balancing_strategy=load_balancing_strategy, breaker=breaker, ssl=ssl,
+            socket_timeout=socket_timeout, decode_responses=decode_responses,
+            retry_deadline=retry_deadline, max_redirects=max_redirects,
+            refresh_interval=refresh_interval, connection_kwargs=connection_kwargs,
+            connect=self._connect,
+        )  # fmt: skip
         self._options = TransportOptions(
-            ssl=ssl, readonly=read_from != "primary", **connection_kwargs
+            ssl=ssl, readonly=self.read_from != "primary", **connection_kwargs
         )
         self._max_connections = max_connections_per_node
-        self._encoder: Any
-        self._encoder, self._callbacks = reply_handling(connection_kwargs, decode_responses)
-        self.encoder = self._encoder  # redis-py types it as its private Encoder
         self._pubsub_nodes: PubSubNodes | None = None  # made by the first pubsub()
         self._direct: dict[str, redis.Redis] = {}  # get_redis_connection's, per node
         self._direct_lock = threading.Lock()
-        self._scripts: dict[str, Any] = {}  # sha -> text of register_script()'s scripts
-        self._table: RouteTable[NodeTransport] = RouteTable(
-            self._connect,
-            self._seeds,
-            read_from=read_from,
-            strategy=strategy,
-            breaker_policy=self.breaker_policy,
-            refresh_interval=refresh_interval,
-            tls=ssl,
-        )
-        self._directory = self._table.directory
-        self.stats = self._table.stats
-        self._locator = KeyLocator(lambda: self._ask_any(("COMMAND",))[0], self._getkeys)
-        self._rules = AttemptRules(retry_deadline, max_redirects, self._locator.readonly)
+        self._use_locator(KeyLocator(lambda: self._ask_any(("COMMAND",))[0], self._getkeys))
         self.refresh_topology()
         self._watch: ReplicaWatch | None = None
-        if read_from != "primary" and max_replica_lag is not None:
+        if self.read_from != "primary" and max_replica_lag is not None:
             self._watch = ReplicaWatch(
                 self._table.replica_addresses,
                 lambda address: self._transport(address).execute(("INFO", "replication")),
@@ -162,46 +124,10 @@ class ClusterClient(SharedCommands, NodeAPI, RedisClusterCommands):
             self._follower = RoutingFollower(routing_url, self.apply_routing, routing_interval)
             self._follower.start()
 
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> ClusterClient:
-        """``redis://[user:password@]host:port`` or ``rediss://`` for TLS; keyword
-        arguments override what the URL says."""
-        seed, options = url_arguments(url, kwargs)
-        return cls(seed, **options)
-
     # -- nodes, routes, topology ------------------------------------------------------
 
     def _connect(self, host: str, port: int) -> NodeTransport:
         return NodeTransport(host, port, self._options, self._max_connections)
-
-    def _transport(self, address: str) -> NodeTransport:
-        return self._table.transport(address)
-
-    def _breaker(self, address: str) -> NodeBreaker:
-        return self._table.breaker(address)
-
-    @property
-    def _slot_route(self) -> list[Route[NodeTransport] | None]:
-        return self._table.slot_route
-
-    @property
-    def _routes(self) -> dict[str, Route[NodeTransport]]:
-        return self._table.routes
-
-    @property
-    def _slot_map(self) -> SlotMap:
-        return self._table.slot_map
-
-    def apply_routing(self, table: Mapping[str, Any]) -> None:
-        """Apply a routing table (``/v1/routing`` JSON): per node ``state`` and ``weight``.
-        Reads avoid weight-0 (draining/down) nodes; writes still go to slot owners."""
-        self._table.apply_routing(table)
-
-    @property
-    def stale_replicas(self) -> frozenset[str]:
-        """Replicas getting no reads now: link to the primary down, or silent for longer
-        than ``max_replica_lag`` seconds."""
-        return self._table.stale
 
     def refresh_topology(self) -> SlotMap:
         """Re-read ``CLUSTER SHARDS`` from a reachable node and swap in the new routes."""
@@ -277,26 +203,7 @@ class ClusterClient(SharedCommands, NodeAPI, RedisClusterCommands):
         finally:
             table.lock.release()
 
-    @property
-    def slot_map(self) -> SlotMap:
-        return self._table.slot_map
-
     # -- executing ----------------------------------------------------------------------
-
-    def _slot_of(self, name: str, keys: Sequence[Any]) -> int:
-        encode = self._encoder.encode
-        try:
-            first = keys[0]
-        except TypeError:  # a view or iterator (``zunion({key: weight})`` passes dict_keys)
-            keys = list(keys)
-            first = keys[0]
-        slot = key_slot(encode(first))
-        for key in keys[1:]:
-            other = key_slot(encode(key))
-            if other != slot:
-                slots = tuple(sorted({key_slot(encode(k)) for k in keys}))
-                raise CrossSlotError(name, slots)
-        return slot
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         """Route one command by its keys and return the parsed reply."""
@@ -309,16 +216,11 @@ class ClusterClient(SharedCommands, NodeAPI, RedisClusterCommands):
         if not keys:
             return self._execute_on_nodes(args, options)
         slot = self._slot_of(name, keys)
-        block = block_seconds(args) if name in BLOCKING_COMMANDS else None
+        block = self._block(name, args)
         raw = self._execute_slot(
             slot, args, name in READ_COMMANDS, options.pop("NEVER_DECODE", False), block
         )
         return self._parse(name, raw, options)
-
-    def _parse(self, name: str, raw: Any, options: dict[str, Any]) -> Any:
-        options.pop("EMPTY_RESPONSE", None)
-        callback = self._callbacks.get(name)
-        return callback(raw, **options) if callback is not None else raw
 
     def _execute_slot(
         self,
@@ -366,14 +268,6 @@ class ClusterClient(SharedCommands, NodeAPI, RedisClusterCommands):
             attempt.on_reply(target)
             return raw
 
-    def _read_timeout(self, block: float | None) -> float | object | None:
-        """The reply timeout of a command that may block ``block`` seconds on the server
-        (``SENTINEL``: the socket timeout; ``None``: wait forever)."""
-        if block is None:
-            return SENTINEL
-        limit = self._socket_timeout
-        return None if math.isinf(block) or limit is None else block + limit
-
     def _wait_or_raise(self, deadline: float, exc: BaseException, attempt: int = 1) -> float:
         """Back off (exponential, jittered) and refresh the topology; raise ``exc`` once
         the deadline has passed (the transaction's retry loop)."""
@@ -389,28 +283,18 @@ class ClusterClient(SharedCommands, NodeAPI, RedisClusterCommands):
         time.sleep(min(self._rules.backoff.compute(attempt), remaining))
         return deadline
 
-    def _moved(self, slot: int, exc: MovedError) -> None:
-        self._table.moved(slot, exc.host, exc.port)
-
     def _execute_on_nodes(self, args: Sequence[Any], options: dict[str, Any]) -> Any:
         """A command without keys (or with ``target_nodes=``): on the nodes its flag or
         ``target_nodes`` names, replies combined as ``RedisCluster`` does."""
         if self._table.next_refresh <= time.monotonic():
             self._maybe_refresh()
-        target = options.pop("target_nodes", None)
-        options.pop("keys", None)
-        never_decode = options.pop("NEVER_DECODE", False)
-        command = command_name(args)
-        if target is None and command in _ANY_PRIMARY:
-            nodes = [random.choice(self.get_primaries())]
-        else:
-            nodes = self._directory.resolve(target, command, args)
-        block = block_seconds(args) if command in BLOCKING_COMMANDS else None
+        call = self._node_call(args, options)
         replies: dict[str, Any] = {}
-        for node in nodes:
-            raw = self._on_node(self._transport(node.name), args, never_decode, block)
-            replies[node.name] = self._parse(args[0], raw, dict(options))
-        return combine(command, replies, **options)
+        for node in call.nodes:
+            transport = self._transport(node.name)
+            raw = self._on_node(transport, args, call.never_decode, call.block)
+            replies[node.name] = self._parse(args[0], raw, dict(call.options))
+        return call.merge(replies)
 
     # -- multi-key commands split per slot ---------------------------------------------
 
@@ -575,10 +459,6 @@ class ClusterClient(SharedCommands, NodeAPI, RedisClusterCommands):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def node_states(self) -> dict[str, str]:
-        """Breaker state per node address seen so far."""
-        return self._table.node_states()
 
 
 from balancer.sync.pipeline import ClusterPipeline  # noqa: E402  (circular by design)
