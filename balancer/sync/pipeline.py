@@ -16,28 +16,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 import redis
-from redis.commands import READ_COMMANDS
 from redis.commands.core import DataAccessCommands, ScriptCommands
 from redis.exceptions import (
-    AskError,
-    ClusterDownError,
-    NoScriptError,
     RedisClusterException,
-    TryAgainError,
 )
 from redis.utils import safe_str, truncate_text
 
-from balancer.core.breaker import CLOSED
-from balancer.core.errors import NoHealthyEndpoint, OutcomeUnknown, never_sent
-from balancer.core.router import Member, Router
+from balancer.core.batch import BatchPlan
+from balancer.core.errors import OutcomeUnknown
 
 if TYPE_CHECKING:
     from balancer.sync.client import ClusterClient
-    from balancer.sync.transport import NodeTransport
 
 __all__ = ["ClusterPipeline", "annotate"]
-
-_RETRY_ON_OWN = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
 
 
 class ClusterPipeline(DataAccessCommands, ScriptCommands):
@@ -103,69 +94,26 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
         returned in place."""
         commands, self._commands = self._commands, []
         client = self._client
-        by_node: dict[str, tuple[NodeTransport, list[int]]] = {}
-        readers: dict[int, tuple[Router, Member, bool] | None] = {}
-        for index, (args, options) in enumerate(commands):
-            keys = options.pop("keys", None) or client._locator.keys(args)
-            if not keys:
-                continue  # keyless: run alone below
-            route = client._slot_route[client._slot_of(args[0], keys)]
-            if route is None:
-                continue
-            transport = route.primary
-            if args[0] in READ_COMMANDS and route.readers is not None:
-                if id(route) not in readers:
-                    readers[id(route)] = _checkout(route.readers)
-                lease = readers[id(route)]
-                if lease is not None:
-                    transport = client._transport(lease[1].endpoint.id)
-            if transport is route.primary and route.primary_breaker.state != CLOSED:
-                continue  # run alone below: a primary with an open breaker fails fast
-            by_node.setdefault(transport.address, (transport, []))[1].append(index)
-
-        results: list[Any] = [_PENDING] * len(commands)
-        failed: dict[str, BaseException] = {}
-        for transport, indexes in by_node.values():
+        keys = [
+            options.pop("keys", None) or client._locator.keys(args) for args, options in commands
+        ]
+        plan = BatchPlan(client._table, commands, keys, client._slot_of)
+        for address, (transport, indexes) in plan.batches.items():
             replies, failure = transport.execute_partial([commands[i][0] for i in indexes])
-            if failure is not None:
-                failed[transport.address] = failure
-                if not any(
-                    lease and lease[1].endpoint.id == transport.address
-                    for lease in readers.values()
-                ):
-                    client._breaker(transport.address).record(failure)
-                client.stats.node_errors += 1
-                # Unanswered commands: re-run on their own below if they never left or
-                # only read; a write whose reply was lost is reported, never re-sent.
-                sent = not never_sent(failure)
-                for i in indexes[len(replies) :]:
-                    name = commands[i][0][0]
-                    if sent and not client._locator.readonly(name):
-                        client.stats.unknown_outcomes += 1
-                        results[i] = _unknown(name, transport.address, failure)
-            for i, reply in zip(indexes, replies, strict=False):
-                if isinstance(reply, _RETRY_ON_OWN):
-                    continue
-                if isinstance(reply, NoScriptError) and client._load_script(commands[i][0]):
-                    continue  # it did not run: loaded now, and re-run on its own below
-                if isinstance(reply, Exception):
-                    results[i] = reply
-                else:
-                    name, options = commands[i][0][0], dict(commands[i][1])
-                    options.pop("NEVER_DECODE", None)
-                    results[i] = client._parse(name, reply, options)
-        for lease in readers.values():
-            if lease is not None:
-                router, member, trial = lease
-                router.checkin(member, trial, failed.get(member.endpoint.id), None)
-
-        for i, result in enumerate(results):
-            if result is _PENDING:
-                args, options = commands[i]
-                try:
-                    results[i] = client.execute_command(*args, **options)
-                except (redis.ResponseError, OutcomeUnknown) as exc:
-                    results[i] = exc
+            plan.answered(
+                address, indexes, replies, failure, client._locator.readonly, client._parse
+            )
+        for i, error in plan.noscript:
+            if not client._load_script(commands[i][0]):
+                plan.not_loaded(i, error)  # else: it did not run; loaded now, re-run below
+        plan.finish()
+        results: list[Any] = plan.results
+        for i in plan.pending():
+            args, options = commands[i]
+            try:
+                results[i] = client.execute_command(*args, **options)
+            except (redis.ResponseError, OutcomeUnknown) as exc:
+                results[i] = exc
         if raise_on_error:
             for i, result in enumerate(results):
                 if isinstance(result, Exception):
@@ -174,26 +122,9 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
         return results
 
 
-_PENDING: Any = object()
-
-
 def annotate(exception: BaseException, number: int, command: Any) -> None:
     """redis-py's prefix on an error raised from a pipeline: which command failed."""
     text = " ".join(map(safe_str, command))
     first = exception.args[0] if exception.args else ""
     message = f"Command # {number} ({truncate_text(text)}) of pipeline caused error: {first}"
     exception.args = (message, *exception.args[1:])
-
-
-def _unknown(name: Any, address: str, failure: BaseException) -> OutcomeUnknown:
-    error = OutcomeUnknown(str(name), address, failure)
-    error.__cause__ = failure
-    return error
-
-
-def _checkout(router: Router) -> tuple[Router, Member, bool] | None:
-    try:
-        member, trial = router.checkout()
-    except NoHealthyEndpoint:
-        return None
-    return router, member, trial
