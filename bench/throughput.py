@@ -1,4 +1,5 @@
-"""Single-thread GET/SET throughput on one local 3x1 cluster, in one run, alternating:
+"""Single-thread GET/SET throughput on one local 3x1 cluster, in one run, interleaved in
+50 ms slices (so a shared machine's background load hits every contender alike):
 ClusterClient vs redis-py RedisCluster vs plain redis-py Redis to one node vs a raw
 redis-py ``Connection`` per primary (``send_command`` + ``read_response``: the limit a
 Python client on redis-py's parser can reach).
@@ -25,17 +26,29 @@ from bench.common import emit, log, machine
 from controller.localcluster import LocalCluster, available_servers
 
 
-def ops_per_second(fn: Callable[[int], object], seconds: float) -> float:
-    done = 0
-    deadline = time.perf_counter() + seconds
-    started = time.perf_counter()
-    while True:
-        for i in range(200):
-            fn(i)
-        done += 200
-        if time.perf_counter() >= deadline:
-            break
-    return done / (time.perf_counter() - started)
+def interleaved(
+    fns: dict[str, Callable[[int], object]], seconds: float, slice_s: float = 0.05
+) -> dict[str, float]:
+    """Ops/s of each contender over ``seconds`` each, run in alternating slices of
+    ``slice_s``: load from other processes on a shared machine then falls on every
+    contender alike, so their ratio means something even when absolute rates swing."""
+    done = dict.fromkeys(fns, 0)
+    spent = dict.fromkeys(fns, 0.0)
+    i = 0
+    for _ in range(max(1, round(seconds / slice_s))):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            deadline = started + slice_s
+            while True:
+                for _ in range(20):
+                    fn(i)
+                    i += 1
+                done[name] += 20
+                now = time.perf_counter()
+                if now >= deadline:
+                    break
+            spent[name] += now - started
+    return {name: done[name] / spent[name] for name in fns}
 
 
 RAW = "redis.connection.Connection (raw, per primary)"
@@ -103,12 +116,13 @@ def main() -> None:
         results: dict[tuple[str, str], list[float]] = {}
         for round_no in range(args.rounds):
             for op in ("GET", "SET"):
+                fns: dict[str, Callable[[int], object]] = {}
                 for name, client in clients.items():
                     if op == "GET":
-                        fn = lambda i, c=client: c.get(keys[i % 100])  # noqa: E731
+                        fns[name] = lambda i, c=client: c.get(keys[i % 100])
                     else:
-                        fn = lambda i, c=client: c.set(keys[i % 100], "y" * 32)  # noqa: E731
-                    rate = ops_per_second(fn, args.seconds)
+                        fns[name] = lambda i, c=client: c.set(keys[i % 100], "y" * 32)
+                for name, rate in interleaved(fns, args.seconds).items():
                     results.setdefault((name, op), []).append(rate)
                     log(f"round {round_no} {op} {name}: {rate:,.0f}/s")
         info = machine()
