@@ -26,6 +26,7 @@ from balancer.aio.pubsub import AsyncPubSubNodes
 from balancer.aio.topology import AsyncTopology
 from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
 from balancer.core.attempt import Attempt
+from balancer.core.blocking import BLOCKING_COMMANDS, block_seconds
 from balancer.core.breaker import BreakerPolicy
 from balancer.core.client import ClientCore
 from balancer.core.errors import ClusterError, NodeUnavailable
@@ -193,10 +194,10 @@ class AsyncClusterClient(AsyncTopology, ClientCore[AsyncNodeTransport], AsyncClu
         if not keys:
             return await self._execute_on_nodes(args, options)
         slot = self._slot_of(name, keys)
-        block = self._block(name, args)
-        raw = await self._execute_slot(
-            slot, args, name in READ_COMMANDS, options.pop("NEVER_DECODE", False), block
-        )
+        block = block_seconds(args) if name in BLOCKING_COMMANDS else None
+        read = name in READ_COMMANDS
+        attempt = Attempt(self._table, self._rules, slot, name, read, block)
+        raw = await self._drive(attempt, args, options.pop("NEVER_DECODE", False), block, not read)
         return self._parse(name, raw, options)
 
     async def _execute_slot(

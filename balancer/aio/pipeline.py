@@ -27,7 +27,7 @@ from balancer.core.batch import BatchPlan
 from balancer.core.errors import OutcomeUnknown
 
 if TYPE_CHECKING:
-    from balancer.aio.client import AsyncClusterClient
+    from balancer.aio.port import AsyncClientPort
 
 __all__ = ["AsyncClusterPipeline"]
 
@@ -39,7 +39,7 @@ class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
     _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
     _is_async_client: Literal[True] = True
 
-    def __init__(self, client: AsyncClusterClient, transaction: bool = False) -> None:
+    def __init__(self, client: AsyncClientPort, transaction: bool = False) -> None:
         self._client = client
         self.transaction = transaction
         self._commands: list[tuple[tuple[Any, ...], dict[str, Any]]] = []

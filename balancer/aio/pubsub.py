@@ -25,7 +25,7 @@ from redis.cluster import ClusterNode
 from redis.event import AsyncAfterSlotsCacheRefreshEvent, EventDispatcher
 
 if TYPE_CHECKING:
-    from balancer.aio.client import AsyncClusterClient
+    from balancer.aio.port import AsyncClientPort
 
 __all__ = ["AsyncPubSubNodes", "ClusterPubSub"]
 
@@ -38,7 +38,7 @@ class AsyncPubSubNodes:
     load_balancing_strategy = None
     _initialize = False  # redis-py >= 8.2 asks: the client's own map is already loaded
 
-    def __init__(self, client: AsyncClusterClient) -> None:
+    def __init__(self, client: AsyncClientPort) -> None:
         self._client = client
         self.encoder = client.encoder
         self.nodes_manager = self

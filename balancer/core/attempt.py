@@ -104,7 +104,8 @@ class Target(Generic[T]):
         self.readers = readers
         self.trial = trial
         self.asking = asking
-        self.started = time.perf_counter()
+        # the latency a reader's strategy learns from (EWMA); primaries need none
+        self.started = time.perf_counter() if member is not None else 0.0
 
     @property
     def address(self) -> str:
@@ -157,7 +158,7 @@ class Attempt(Generic[T]):
         self.deadline = 0.0  # 0: not started (the budget starts at the first failure)
         self._tries = 0
         self._redirects = 0
-        self._tried: set[str] = set()
+        self._tried: frozenset[str] = frozenset()  # readers that failed this command
         self._asking: T | None = None
         self._last: BaseException | None = None
         self._pending: float | None = None  # a pause the driver owes before the next try
@@ -238,7 +239,7 @@ class Attempt(Generic[T]):
         member = target.member
         if member is not None and target.readers is not None:
             target.readers.checkin(member, target.trial, None, time.perf_counter() - target.started)
-        elif target.trial or not target.breaker.clean:
+        elif target.trial or not target.breaker._clean:
             target.breaker.record(None, target.trial)
 
     def abandon(self, target: Target[T]) -> None:
@@ -283,7 +284,7 @@ class Attempt(Generic[T]):
         self._last = exc
         if self.read and member is not None:
             stats.failovers += 1
-            self._tried.add(target.address)
+            self._tried = self._tried | {target.address}
             return  # fail over inside the shard at once
         self._wait(exc)
 

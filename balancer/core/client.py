@@ -45,6 +45,8 @@ from balancer.core.targets import (
 
 __all__ = ["ClientCore", "NodeCall"]
 
+# Keys whose slot a client remembers (see ClientCore._key_slot).
+_SLOT_CACHE_SIZE = 16384
 # Scripts and functions called with no keys may run on any primary (as in RedisCluster).
 _ANY_PRIMARY = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
 
@@ -93,6 +95,7 @@ class ClientCore(SharedCommands, NodeAPI, Generic[T]):
     _locator: KeyLocator
     _rules: AttemptRules
     _socket_timeout: float | None
+    _slot_cache: dict[Any, int]
 
     def _configure(
         self,
@@ -129,6 +132,7 @@ class ClientCore(SharedCommands, NodeAPI, Generic[T]):
         self._tls = ssl
         self._socket_timeout = socket_timeout
         self._encoder, self._callbacks = reply_handling(connection_kwargs, decode_responses)
+        self._slot_cache: dict[Any, int] = {}
         self.encoder = self._encoder  # redis-py types it as its private Encoder
         self._scripts: dict[str, Any] = {}  # sha -> text of register_script()'s scripts
         self._table = RouteTable(
@@ -202,17 +206,35 @@ class ClientCore(SharedCommands, NodeAPI, Generic[T]):
 
     # -- before sending -----------------------------------------------------------------
 
+    def _key_slot(self, key: Any) -> int:
+        """A key's slot, remembered for str and bytes keys (hot keys repeat; encoding
+        and CRC16 cost about a microsecond). The memory is bounded: it starts over
+        once it holds ``_SLOT_CACHE_SIZE`` keys."""
+        cache = self._slot_cache
+        try:
+            return cache[key]
+        except (KeyError, TypeError):  # TypeError: unhashable (a memoryview)
+            pass
+        slot = key_slot(self._encoder.encode(key))
+        if type(key) is str or type(key) is bytes:
+            if len(cache) >= _SLOT_CACHE_SIZE:
+                cache.clear()
+            cache[key] = slot
+        return slot
+
     def _slot_of(self, name: str, keys: Sequence[Any]) -> int:
-        encode = self._encoder.encode
         try:
             first = keys[0]
         except TypeError:  # a view or iterator (``zunion({key: weight})`` passes dict_keys)
             keys = list(keys)
             first = keys[0]
-        slot = key_slot(encode(first))
+        try:
+            slot = self._slot_cache[first]
+        except (KeyError, TypeError):
+            slot = self._key_slot(first)
         for key in keys[1:]:
-            if key_slot(encode(key)) != slot:
-                slots = tuple(sorted({key_slot(encode(k)) for k in keys}))
+            if self._key_slot(key) != slot:
+                slots = tuple(sorted({self._key_slot(k) for k in keys}))
                 raise CrossSlotError(name, slots)
         return slot
 

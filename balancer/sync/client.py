@@ -27,6 +27,7 @@ from redis.lock import Lock
 from redis.utils import SENTINEL
 
 from balancer.core.attempt import Attempt
+from balancer.core.blocking import BLOCKING_COMMANDS, block_seconds
 from balancer.core.breaker import BreakerPolicy
 from balancer.core.client import ClientCore
 from balancer.core.commands import SlotSplit
@@ -216,10 +217,10 @@ class ClusterClient(ClientCore[NodeTransport], RedisClusterCommands):
         if not keys:
             return self._execute_on_nodes(args, options)
         slot = self._slot_of(name, keys)
-        block = self._block(name, args)
-        raw = self._execute_slot(
-            slot, args, name in READ_COMMANDS, options.pop("NEVER_DECODE", False), block
-        )
+        block = block_seconds(args) if name in BLOCKING_COMMANDS else None
+        read = name in READ_COMMANDS
+        attempt = Attempt(self._table, self._rules, slot, name, read, block)
+        raw = self._drive(attempt, args, options.pop("NEVER_DECODE", False), block, not read)
         return self._parse(name, raw, options)
 
     def _execute_slot(

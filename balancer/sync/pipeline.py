@@ -26,7 +26,7 @@ from balancer.core.batch import BatchPlan
 from balancer.core.errors import OutcomeUnknown
 
 if TYPE_CHECKING:
-    from balancer.sync.client import ClusterClient
+    from balancer.sync.port import SyncClientPort
 
 __all__ = ["ClusterPipeline", "annotate"]
 
@@ -38,7 +38,7 @@ class ClusterPipeline(DataAccessCommands, ScriptCommands):
     _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
     _is_async_client: Literal[False] = False  # selects redis-py's sync return types
 
-    def __init__(self, client: ClusterClient) -> None:
+    def __init__(self, client: SyncClientPort) -> None:
         self._client = client
         self._commands: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 

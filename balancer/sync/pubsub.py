@@ -23,7 +23,7 @@ from redis.cluster import ClusterNode, ClusterPubSub
 from redis.event import AfterSlotsCacheRefreshEvent, EventDispatcher
 
 if TYPE_CHECKING:
-    from balancer.sync.client import ClusterClient
+    from balancer.sync.port import SyncClientPort
 
 __all__ = ["ClusterPubSub", "PubSubNodes"]
 
@@ -35,7 +35,7 @@ class PubSubNodes:
     read_from_replicas = False
     load_balancing_strategy = None
 
-    def __init__(self, client: ClusterClient) -> None:
+    def __init__(self, client: SyncClientPort) -> None:
         self._client = client
         self.encoder = client.encoder
         self.nodes_manager = self

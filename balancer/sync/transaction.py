@@ -41,7 +41,7 @@ from balancer.core.errors import (
 from balancer.sync.pipeline import annotate
 
 if TYPE_CHECKING:
-    from balancer.sync.client import ClusterClient
+    from balancer.sync.port import SyncClientPort
     from balancer.sync.transport import NodeTransport
 
 __all__ = ["ClusterTransaction"]
@@ -57,7 +57,7 @@ class ClusterTransaction(DataAccessCommands, ScriptCommands):
     _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
     _is_async_client: Literal[False] = False  # selects redis-py's sync return types
 
-    def __init__(self, client: ClusterClient) -> None:
+    def __init__(self, client: SyncClientPort) -> None:
         self._client = client
         self._commands: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         self._slot: int | None = None
