@@ -1,10 +1,9 @@
 """slotpilot's client SDK: strategies, per-node circuit breakers, a slot-aware cluster client."""
 
 from balancer.aio import AsyncClusterClient
-from balancer.breaker import BreakerPolicy
-from balancer.cluster import ClusterClient
-from balancer.endpoint import Endpoint
-from balancer.errors import (
+from balancer.core.breaker import BreakerPolicy
+from balancer.core.endpoint import Endpoint
+from balancer.core.errors import (
     ClusterError,
     CrossSlotError,
     NodeUnavailable,
@@ -13,8 +12,9 @@ from balancer.errors import (
     OutcomeUnknown,
     SlotNotCovered,
 )
-from balancer.router import EndpointStats, RetryPolicy, Router
-from balancer.strategies import STRATEGIES, Strategy
+from balancer.core.router import EndpointStats, RetryPolicy, Router
+from balancer.core.strategies import STRATEGIES, Strategy
+from balancer.sync.client import ClusterClient
 
 __all__ = [
     "STRATEGIES",

@@ -15,7 +15,7 @@ from importlinter.application import output
 from importlinter.domain import fields
 from importlinter.domain.contract import Contract, ContractCheck
 
-__all__ = ["PrivateModulesContract"]
+__all__ = ["ForbiddenSubmodulesContract", "PrivateModulesContract"]
 
 
 class PrivateModulesContract(Contract):
@@ -42,6 +42,40 @@ class PrivateModulesContract(Contract):
                 for detail in graph.get_import_details(importer=importer, imported=package):
                     line = str(detail["line_contents"])
                     if private.search(line):
+                        found.append(f"{importer}:{detail['line_number']}: {line}")
+        return ContractCheck(kept=not found, metadata={"found": found})
+
+    def render_broken_contract(self, check: ContractCheck) -> None:
+        for line in check.metadata["found"]:
+            output.print_error(line)
+            output.new_line()
+
+
+class ForbiddenSubmodulesContract(Contract):
+    """``source``: a package of ours; ``forbidden``: sub-modules of external packages
+    (``redis.connection``) that no module of it may import, by either import form."""
+
+    type_name = "forbidden_submodules"
+
+    source = fields.StringField()
+    forbidden = fields.SetField(subfield=fields.StringField())
+
+    def check(self, graph: ImportGraph, verbose: bool) -> ContractCheck:
+        source = str(self.source)
+        found: list[str] = []
+        for name in sorted(self.forbidden):  # type: ignore[arg-type]
+            package, _, rest = name.partition(".")
+            first = rest.split(".")[0]
+            pattern = re.compile(
+                rf"\bimport\s+{re.escape(name)}\b|\bfrom\s+{re.escape(name)}\b"
+                rf"|\bfrom\s+{re.escape(package)}\s+import\b.*\b{re.escape(first)}\b"
+            )
+            for importer in sorted(graph.modules):
+                if importer != source and not importer.startswith(source + "."):
+                    continue
+                for detail in graph.get_import_details(importer=importer, imported=package):
+                    line = str(detail["line_contents"])
+                    if pattern.search(line):
                         found.append(f"{importer}:{detail['line_number']}: {line}")
         return ContractCheck(kept=not found, metadata={"found": found})
 

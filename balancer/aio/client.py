@@ -3,7 +3,7 @@
 Same routing (``key → slot → shard route → node``), strategies, per-node breakers,
 redirections and the same safety rule: after a lost reply a command is sent again
 only if it never left this client or only reads; a write raises
-:class:`~balancer.errors.OutcomeUnknown`. The pure parts (slot map, strategies,
+:class:`~balancer.core.errors.OutcomeUnknown`. The pure parts (slot map, strategies,
 routers, breaker state machines, key locations, block times, replica freshness) are the
 sync client's own; only the I/O is awaited. One event loop owns a client.
 
@@ -14,51 +14,29 @@ The command methods are redis-py's async mixins; they all end in
 from __future__ import annotations
 
 import asyncio
-import math
-import random
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import redis
-from redis.backoff import EqualJitterBackoff
 from redis.commands import READ_COMMANDS
-from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
 from balancer.aio.commands import AsyncClusterCommands
-from balancer.aio.mux import echoed
 from balancer.aio.pubsub import AsyncPubSubNodes
-from balancer.aio.topology import AsyncTopology, Route
+from balancer.aio.topology import AsyncTopology
 from balancer.aio.transport import AsyncNodeTransport, AsyncTransportOptions
-from balancer.blocking import BLOCKING_COMMANDS, block_seconds
-from balancer.breaker import CLOSED, BreakerPolicy, NodeBreaker
-from balancer.cluster import ClientStats, ReadFrom
-from balancer.errors import (
-    ClusterError,
-    CrossSlotError,
-    NodeUnavailable,
-    NoHealthyEndpoint,
-    OutcomeUnknown,
-    SlotNotCovered,
-    never_sent,
-    refused,
-)
-from balancer.keys import KeyLocator, NeedsServer
-from balancer.nodes import ClusterNode, NodeAPI, NodeDirectory
-from balancer.router import Router
-from balancer.settings import reply_handling, startup, url_arguments
-from balancer.slots import TOTAL_SLOTS, SlotMap
-from balancer.strategies import StrategySpec
-from balancer.targets import (
-    ALL_NODES,
-    DEFAULT_NODE,
+from balancer.core.attempt import Attempt
+from balancer.core.blocking import BLOCKING_COMMANDS, block_seconds
+from balancer.core.breaker import BreakerPolicy
+from balancer.core.client import ClientCore
+from balancer.core.errors import ClusterError, NodeUnavailable
+from balancer.core.keys import KeyLocator, NeedsServer
+from balancer.core.nodes import ClusterNode
+from balancer.core.routes import Route
+from balancer.core.settings import ReadFrom
+from balancer.core.strategies import StrategySpec
+from balancer.core.targets import (
     NODE_COMMANDS,
-    PRIMARIES,
-    RANDOM,
-    REPLICAS,
-    combine,
-    command_name,
 )
 
 __all__ = ["AsyncClusterClient"]
@@ -69,27 +47,16 @@ _CONNECTION_STATE = frozenset({"MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "
                                "MONITOR", "RESET", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE",
                                "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE", "AUTH", "HELLO",
                                "READONLY", "READWRITE", "CLIENT REPLY"})  # fmt: skip
-# The sync client's retry backoff: ~base * 2**attempt, half of it jittered.
-_BACKOFF_BASE = 0.004
-_BACKOFF_CAP = 0.25
-# Scripts and functions without keys run on any one primary (the sync client's rule).
-_ANY_PRIMARY = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
 
 
-class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type: ignore[misc]
+class AsyncClusterClient(AsyncTopology, ClientCore[AsyncNodeTransport], AsyncClusterCommands):  # type: ignore[misc]
     """Slot-aware asyncio cluster client; see the module docstring and README.
 
     Connects lazily (the first command, :meth:`initialize` or ``async with``); close with
     :meth:`aclose`."""
 
-    _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
     _is_async_client: Literal[True] = True  # selects redis-py's async return types
-    # ``target_nodes=`` flags, spelled as in RedisCluster.
-    PRIMARIES = PRIMARIES
-    REPLICAS = REPLICAS
-    ALL_NODES = ALL_NODES
-    RANDOM = RANDOM
-    DEFAULT_NODE = DEFAULT_NODE
+    _SOCKET_TIMEOUT = False
 
     def __init__(
         self,
@@ -100,6 +67,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         read_from: ReadFrom = "primary",
         read_from_replicas: bool = False,
         strategy: StrategySpec = "round_robin",
+        load_balancing_strategy: Any = None,
         breaker: BreakerPolicy | None = None,
         username: str | None = None,
         password: str | None = None,
@@ -117,62 +85,36 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         replica_check_interval: float = 1.0,
         **connection_kwargs: Any,
     ) -> None:
-        self._seeds, read_from = startup(
-            "AsyncClusterClient", startup_nodes, host, port, read_from, read_from_replicas, strategy
-        )
-        self.read_from: ReadFrom = read_from
-        self._strategy = strategy
-        self.breaker_policy = breaker or BreakerPolicy()
-        self.retry_deadline = retry_deadline
-        self.max_redirects = max_redirects
-        self.refresh_interval = refresh_interval
-        self._tls = ssl
-        self._socket_timeout = socket_timeout
         connection_kwargs.update(
             username=username, password=password, decode_responses=decode_responses
         )
+        self._configure(
+            "AsyncClusterClient", startup_nodes, host, port, read_from=read_from,
+            read_from_replicas=read_from_replicas, strategy=strategy,
+            load_balancing_strategy=load_balancing_strategy, breaker=breaker, ssl=ssl,
+            socket_timeout=socket_timeout, decode_responses=decode_responses,
+            retry_deadline=retry_deadline, max_redirects=max_redirects,
+            refresh_interval=refresh_interval, connection_kwargs=connection_kwargs,
+            connect=self._connect,
+        )  # fmt: skip
         self._options = AsyncTransportOptions(
             ssl=ssl,
-            readonly=read_from != "primary",
+            readonly=self.read_from != "primary",
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_connect_timeout,
             **connection_kwargs,
         )
         self._max_connections = max_connections_per_node
-        self._encoder: Any
-        self._encoder, self._callbacks = reply_handling(connection_kwargs, decode_responses)
-        self.encoder = self._encoder  # redis-py types it as its private Encoder
         self._pubsub_nodes: AsyncPubSubNodes | None = None  # made by the first pubsub()
-        self._scripts: dict[str, Any] = {}  # sha -> text of register_script()'s scripts
-        self._directory = NodeDirectory([f"{h}:{p}" for h, p in self._seeds])
-        self._transports: dict[str, AsyncNodeTransport] = {}
-        self._breakers: dict[str, NodeBreaker] = {}
-        self._routes: dict[str, Route] = {}
-        self._slot_route: list[Route | None] = [None] * TOTAL_SLOTS
-        self._slot_map = SlotMap.from_shards(())
-        self.stats = ClientStats()
         self._refreshing = False
-        self._next_refresh = 0.0
-        self._refresh_attempted = -math.inf
-        self._refresh_failures = 0
-        self._backoff = EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE)
-        self._locator = KeyLocator()  # the table is installed by initialize()
-        self._routing: dict[str, tuple[str, float]] = {}
-        self._stale: frozenset[str] = frozenset()
-        self._max_replica_lag = max_replica_lag if read_from != "primary" else None
+        self._use_locator(KeyLocator())  # the table is installed by initialize()
+        self._max_replica_lag = max_replica_lag if self.read_from != "primary" else None
         self._replica_check_interval = replica_check_interval
         self._routing_url = routing_url
         self._routing_interval = routing_interval
         self._ready = False
         self._init_lock: asyncio.Lock | None = None
         self._tasks: list[asyncio.Task[None]] = []
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> AsyncClusterClient:
-        """``redis://[user:password@]host:port`` or ``rediss://`` for TLS; keyword
-        arguments override what the URL says."""
-        seed, options = url_arguments(url, kwargs)
-        return cls(seed, **options)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -206,7 +148,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for transport in list(self._transports.values()):
+        for transport in list(self._table.transports.values()):
             transport.close()
         if self._pubsub_nodes is not None:
             await self._pubsub_nodes.aclose()
@@ -220,20 +162,7 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def node_states(self) -> dict[str, str]:
-        """Breaker state per node address seen so far."""
-        return {address: b.state for address, b in self._breakers.items()}
-
     # -- executing ----------------------------------------------------------------------
-
-    def _slot_of(self, name: str, keys: Sequence[Any]) -> int:
-        encode = self._encoder.encode
-        slot = key_slot(encode(keys[0]))
-        for key in keys[1:]:
-            if key_slot(encode(key)) != slot:
-                slots = tuple(sorted({key_slot(encode(k)) for k in keys}))
-                raise CrossSlotError(name, slots)
-        return slot
 
     async def _keys(self, args: Sequence[Any]) -> list[Any]:
         try:
@@ -260,21 +189,16 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         if name in NODE_COMMANDS or "target_nodes" in options:
             return await self._execute_on_nodes(args, options)
         keys = list(options.pop("keys", None) or ()) or await self._keys(args)
-        if self._next_refresh <= time.monotonic():
+        if self._table.next_refresh <= time.monotonic():
             await self._maybe_refresh()
         if not keys:
             return await self._execute_on_nodes(args, options)
         slot = self._slot_of(name, keys)
         block = block_seconds(args) if name in BLOCKING_COMMANDS else None
-        raw = await self._execute_slot(
-            slot, args, name in READ_COMMANDS, options.pop("NEVER_DECODE", False), block
-        )
+        read = name in READ_COMMANDS
+        attempt = Attempt(self._table, self._rules, slot, name, read, block)
+        raw = await self._drive(attempt, args, options.pop("NEVER_DECODE", False), block, not read)
         return self._parse(name, raw, options)
-
-    def _parse(self, name: str, raw: Any, options: dict[str, Any]) -> Any:
-        options.pop("EMPTY_RESPONSE", None)
-        callback = self._callbacks.get(name)
-        return callback(raw, **options) if callback is not None else raw
 
     async def _execute_slot(
         self,
@@ -287,139 +211,44 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         """Run one command on the node serving ``slot``. ``block``: the seconds a
         blocking command may wait on the server (its reply may take that long plus the
         socket timeout, and its timeout is not held against the node)."""
+        attempt = Attempt(self._table, self._rules, slot, args[0], read, block)
+        return await self._drive(attempt, args, never_decode, block, not read)
+
+    async def _drive(
+        self,
+        attempt: Attempt[AsyncNodeTransport],
+        args: Sequence[Any],
+        never_decode: bool,
+        block: float | None,
+        check: bool,
+    ) -> Any:
+        """The driver loop over :class:`~balancer.core.attempt.Attempt`: send where it
+        says, tell it what came back, refresh and sleep when it asks."""
         read_timeout = self._read_timeout(block)
-        tried: set[str] = set()
-        asking: AsyncNodeTransport | None = None
-        redirects = attempt = 0
-        deadline = 0.0
-        last: BaseException | None = None
         while True:
-            if attempt:
-                deadline = self._check_deadline(deadline, last)
-            attempt += 1
-            route = self._slot_route[slot]
-            if route is None:
-                last = SlotNotCovered(slot)
-                deadline = await self._wait_or_raise(deadline, last, attempt)
+            target = attempt.next_target()
+            if target is None:
+                await self._maybe_refresh(force=True, deadline=attempt.refresh_deadline)
+                pause = attempt.pause()
+                if pause > 0:
+                    await asyncio.sleep(pause)
                 continue
-            member = None
-            readers: Router | None = None
-            trial = False
-            if asking is not None:
-                transport, breaker = asking, self._breaker(asking.address)
-            else:
-                readers = route.readers if read else None
-                if readers is not None:
-                    try:
-                        member, trial = readers.checkout(tried)
-                    except NoHealthyEndpoint:
-                        member = None
-                if member is not None:
-                    transport, breaker = self._transport(member.endpoint.id), member.breaker
-                else:
-                    transport, breaker = route.primary, route.primary_breaker
-                    if breaker.state != CLOSED:
-                        if not breaker.admit(time.monotonic()):
-                            deadline = await self._primary_unavailable(slot, route, deadline)
-                            continue
-                        trial = True
-            started = time.perf_counter()
             try:
-                raw = await transport.execute(
-                    args, never_decode, asking is not None, not read, read_timeout
+                raw = await target.transport.execute(
+                    args, never_decode, target.asking, check, read_timeout
                 )
-            except NETWORK_ERRORS as exc:
-                counted: BaseException | None = exc
-                if block is not None and isinstance(exc, redis.TimeoutError):
-                    counted = None  # a blocking command's timeout: not the node's failure
-                echo = echoed(exc) and not trial
-                if echo:
-                    counted = None  # the same broken connection, already reported
-                if member is not None and readers is not None:
-                    if echo:
-                        member.end(True)
-                    else:
-                        readers.checkin(member, trial, counted, None)
-                elif trial or (counted is not None and not refused(exc)):
-                    # A refused connection costs nothing (a dead primary is retried
-                    # until its replica takes over); timeouts and hangs count.
-                    breaker.record(counted, trial)
-                self.stats.node_errors += 1
-                asking = None
-                if not (never_sent(exc) or self._locator.readonly(args[0])):
-                    self.stats.unknown_outcomes += 1
-                    raise OutcomeUnknown(str(args[0]), transport.address, exc) from exc
-                last = exc
-                tried.add(transport.address)
-                if read and member is not None:
-                    self.stats.failovers += 1
-                    continue  # fail over inside the shard at once
-                deadline = await self._wait_or_raise(deadline, exc, attempt)
-                tried.discard(transport.address)
-                continue
-            except redis.ResponseError as exc:
-                if member is not None and readers is not None:
-                    readers.checkin(member, trial, None, None)
-                elif trial:
-                    breaker.record(None, trial)
-                asking = None
-                if isinstance(exc, MovedError):
-                    redirects += 1
-                    self.stats.moved += 1
-                    self._moved(slot, exc)
-                elif isinstance(exc, AskError):
-                    redirects += 1
-                    self.stats.ask += 1
-                    asking = self._transport(f"{exc.host}:{exc.port}")
-                elif isinstance(exc, TryAgainError | ClusterDownError):
-                    if isinstance(exc, TryAgainError):
-                        self.stats.tryagain += 1
-                    else:
-                        self.stats.clusterdown += 1
-                    last = exc
-                    deadline = await self._wait_or_raise(deadline, exc, attempt)
-                else:
-                    raise
-                if redirects > self.max_redirects:
-                    raise ClusterError(
-                        f"too many redirections ({redirects}) for slot {slot}"
-                    ) from exc
+            except (*NETWORK_ERRORS, redis.ResponseError) as exc:
+                attempt.on_error(target, exc)
                 continue
             except BaseException:
-                if member is not None and readers is not None:
-                    readers.checkin(member, trial, None, None)  # cancelled: not the node's
-                elif trial:
-                    breaker.record(None, trial)
+                attempt.abandon(target)  # cancelled: not the node's failure
                 raise
-            if member is not None and readers is not None:
-                readers.checkin(member, trial, None, time.perf_counter() - started)
-            elif trial or not breaker._clean:
-                breaker.record(None, trial)
+            attempt.on_reply(target)
             return raw
-
-    async def _primary_unavailable(self, slot: int, route: Route, deadline: float) -> float:
-        """The slot's primary has an open breaker: nothing is sent. Fail fast with
-        :class:`NodeUnavailable` unless a topology refresh names another primary."""
-        await self._maybe_refresh(force=True)
-        if self._slot_route[slot] is not route:
-            return deadline or time.monotonic() + self.retry_deadline
-        address = route.primary.address
-        raise NodeUnavailable(address, "circuit breaker open after repeated failures")
-
-    def _check_deadline(self, deadline: float, last: BaseException | None) -> float:
-        """Start the retry budget at the first failure; past it, stop trying."""
-        now = time.monotonic()
-        if not deadline:
-            return now + self.retry_deadline
-        if now >= deadline:
-            if last is not None:
-                raise last
-            raise ClusterError(f"no answer within retry_deadline={self.retry_deadline}s")
-        return deadline
 
     async def _wait_or_raise(self, deadline: float, exc: BaseException, attempt: int = 1) -> float:
         """Back off (exponential, jittered) and refresh the topology; raise ``exc`` once
-        the deadline has passed."""
+        the deadline has passed (the transaction's retry loop)."""
         now = time.monotonic()
         if not deadline:
             deadline = now + self.retry_deadline
@@ -429,34 +258,32 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise exc
-        await asyncio.sleep(min(self._backoff.compute(attempt), remaining))
+        await asyncio.sleep(min(self._rules.backoff.compute(attempt), remaining))
         return deadline
 
-    def _moved(self, slot: int, exc: MovedError) -> None:
-        address = f"{exc.host}:{exc.port}"
-        self._slot_route[slot] = self._routes.get(address) or self._route_for(address)
-        self._next_refresh = 0.0  # the next call re-reads the whole map
+    async def _primary_unavailable(
+        self, slot: int, route: Route[AsyncNodeTransport], deadline: float
+    ) -> float:
+        """The slot's primary has an open breaker (the transaction's check): fail fast
+        with :class:`NodeUnavailable` unless a topology refresh names another primary."""
+        await self._maybe_refresh(force=True)
+        if self._table.slot_route[slot] is not route:
+            return deadline or time.monotonic() + self.retry_deadline
+        address = route.primary.address
+        raise NodeUnavailable(address, "circuit breaker open after repeated failures")
 
     async def _execute_on_nodes(self, args: Sequence[Any], options: dict[str, Any]) -> Any:
         """A command without keys (or with ``target_nodes=``): on the nodes its flag or
-        ``target_nodes`` names, replies combined as ``RedisCluster`` does (the sync
-        client's rules, :mod:`balancer.targets`)."""
-        if self._next_refresh <= time.monotonic():
+        ``target_nodes`` names, replies combined as ``RedisCluster`` does."""
+        if self._table.next_refresh <= time.monotonic():
             await self._maybe_refresh()
-        target = options.pop("target_nodes", None)
-        options.pop("keys", None)
-        never_decode = options.pop("NEVER_DECODE", False)
-        command = command_name(args)
-        if target is None and command in _ANY_PRIMARY:
-            nodes = [random.choice(self.get_primaries())]
-        else:
-            nodes = self._directory.resolve(target, command, args)
-        block = block_seconds(args) if command in BLOCKING_COMMANDS else None
+        call = self._node_call(args, options)
         replies: dict[str, Any] = {}
-        for node in nodes:
-            raw = await self._on_node(self._transport(node.name), args, never_decode, block)
-            replies[node.name] = self._parse(args[0], raw, dict(options))
-        return combine(command, replies, **options)
+        for node in call.nodes:
+            transport = self._transport(node.name)
+            raw = await self._on_node(transport, args, call.never_decode, call.block)
+            replies[node.name] = self._parse(args[0], raw, dict(call.options))
+        return call.merge(replies)
 
     async def _on_node(
         self,
@@ -469,27 +296,5 @@ class AsyncClusterClient(AsyncTopology, NodeAPI, AsyncClusterCommands):  # type:
         node within ``retry_deadline`` when it never left or only reads; a write whose
         reply was lost raises :class:`OutcomeUnknown`. ``block``: as in
         :meth:`_execute_slot` (``WAIT``)."""
-        read_timeout = self._read_timeout(block)
-        deadline = 0.0
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await transport.execute(args, never_decode, False, False, read_timeout)
-            except NETWORK_ERRORS as exc:
-                blocked_out = block is not None and isinstance(exc, redis.TimeoutError)
-                if not (refused(exc) or echoed(exc) or blocked_out):
-                    self._breaker(transport.address).record(exc)
-                self.stats.node_errors += 1
-                if not (never_sent(exc) or self._locator.readonly(args[0])):
-                    self.stats.unknown_outcomes += 1
-                    raise OutcomeUnknown(str(args[0]), transport.address, exc) from exc
-                deadline = await self._wait_or_raise(deadline, exc, attempt)
-
-    def _read_timeout(self, block: float | None) -> float | bool | None:
-        """The reply's time limit: the socket timeout (``False``), or for a blocking
-        command its block time plus the socket timeout (``None``: forever)."""
-        if block is None:
-            return False
-        limit = self._socket_timeout
-        return None if math.isinf(block) or limit is None else block + limit
+        attempt = Attempt(self._table, self._rules, -1, args[0], False, block, transport)
+        return await self._drive(attempt, args, never_decode, block, False)

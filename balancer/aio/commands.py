@@ -2,7 +2,7 @@
 
 redis-py's async cluster mixins (``AsyncRedisClusterCommands``) give every command method,
 as on ``redis.asyncio.RedisCluster``; commands without keys reach the nodes RedisCluster
-would send them to (:mod:`balancer.targets`, ``target_nodes=``). Here are the ones
+would send them to (:mod:`balancer.core.targets`, ``target_nodes=``). Here are the ones
 slotpilot does differently: multi-key commands split per slot (one command per slot,
 batched per node, not atomic), pipelines, scripts, locks and pub/sub.
 """
@@ -11,29 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.lock import Lock
 from redis.cluster import ClusterNode
 from redis.commands.cluster import AsyncRedisClusterCommands
 from redis.commands.core import AsyncScript
-from redis.crc import key_slot
 from redis.exceptions import WatchError
 
 from balancer.aio.pipeline import AsyncClusterPipeline
 from balancer.aio.pubsub import AsyncPubSubNodes, ClusterPubSub
-from balancer.slots import as_text
+from balancer.core.commands import SharedCommands, SlotSplit
 
 if TYPE_CHECKING:
     from balancer.aio.transport import AsyncTransportOptions
-    from balancer.slots import SlotMap
 
 __all__ = ["AsyncClusterCommands"]
 
 
-class AsyncClusterCommands(AsyncRedisClusterCommands):
+class AsyncClusterCommands(SharedCommands, AsyncRedisClusterCommands):  # type: ignore[misc]
     """Mixed into :class:`~balancer.aio.client.AsyncClusterClient`."""
+
+    _lock_class = Lock
 
     _encoder: Any
 
@@ -45,59 +45,22 @@ class AsyncClusterCommands(AsyncRedisClusterCommands):
         _callbacks: dict[str, Callable[..., Any]]
         _scripts: dict[str, Any]
         _pubsub_nodes: AsyncPubSubNodes | None
-        _slot_map: SlotMap
-
-    def get_encoder(self) -> Any:
-        """The encoder redis-py's ``AsyncScript`` and ``Lock`` ask for."""
-        return self._encoder
 
     def register_script(self, script: Any) -> AsyncScript:  # type: ignore[override]
         """redis-py's :class:`~redis.commands.core.AsyncScript`; the client remembers
         it, so a pipeline that meets NOSCRIPT for it loads it and runs the call again
         (it did not run)."""
         registered = AsyncScript(self, script)  # type: ignore[arg-type]
-        self._scripts[registered.sha] = registered.script
+        self._remember_script(registered.sha, registered.script)
         return registered
 
     async def _load_script(self, args: Sequence[Any]) -> bool:
         """Load the script an ``EVALSHA`` names, if registered here: whether it was."""
-        if as_text(args[0]).upper() not in ("EVALSHA", "EVALSHA_RO") or len(args) < 2:
-            return False
-        text = self._scripts.get(as_text(args[1]))
+        text = self._script_text(args)
         if text is None:
             return False
         await self.execute_command("SCRIPT LOAD", text)
         return True
-
-    def set_response_callback(self, command: str, callback: Callable[..., Any]) -> None:
-        """Parse ``command``'s replies with ``callback`` (as redis-py's clients do)."""
-        self._callbacks[command] = callback
-
-    def get_connection_kwargs(self) -> dict[str, Any]:
-        return dict(self._options.connection_kwargs)
-
-    def lock(
-        self,
-        name: Any,
-        timeout: float | None = None,
-        sleep: float = 0.1,
-        blocking: bool = True,
-        blocking_timeout: float | None = None,
-        lock_class: type[Lock] | None = None,
-        thread_local: bool = True,
-        raise_on_release_error: bool = True,
-    ) -> Lock:
-        """redis-py's asyncio ``Lock`` (Lua scripts on the lock key's node)."""
-        return (lock_class or Lock)(
-            self,  # type: ignore[arg-type]
-            name,
-            timeout=timeout,
-            sleep=sleep,
-            blocking=blocking,
-            blocking_timeout=blocking_timeout,
-            thread_local=thread_local,
-            raise_on_release_error=raise_on_release_error,
-        )
 
     def pipeline(self, transaction: bool = False, shard_hint: Any = None) -> AsyncClusterPipeline:
         """A pipeline that groups commands per node, one round trip each (not atomic);
@@ -131,35 +94,22 @@ class AsyncClusterCommands(AsyncRedisClusterCommands):
 
     # -- multi-key commands split per slot ---------------------------------------------
 
-    def _group_by_slot(self, keys: Iterable[Any]) -> dict[int, list[int]]:
-        groups: dict[int, list[int]] = {}
-        for index, key in enumerate(keys):
-            groups.setdefault(key_slot(self._encoder.encode(key)), []).append(index)
-        return groups
+    async def _per_slot(self, split: SlotSplit) -> list[Any]:
+        pipe = self.pipeline()
+        for command in split.commands():
+            pipe.execute_command(*command)
+        return await pipe.execute()
 
     async def mget(self, keys: Any, *args: Any) -> list[Any]:  # type: ignore[override]
         """MGET across slots: one MGET per slot, pipelined per node (not atomic)."""
-        all_keys = list(keys) if isinstance(keys, list | tuple) else [keys]
-        all_keys.extend(args)
-        groups = self._group_by_slot(all_keys)
-        if len(groups) == 1:
-            return list(await self.execute_command("MGET", *all_keys))
-        pipe = self.pipeline()
-        for indexes in groups.values():
-            pipe.execute_command("MGET", *(all_keys[i] for i in indexes))
-        result: list[Any] = [None] * len(all_keys)
-        for indexes, values in zip(groups.values(), await pipe.execute(), strict=True):
-            for i, value in zip(indexes, values, strict=True):
-                result[i] = value
-        return result
+        split = SlotSplit.of_keys(self._encoder, "MGET", keys, args)
+        if split.single:
+            return list(await self.execute_command(*split.flat()))
+        return split.values(await self._per_slot(split))
 
     async def mset(self, mapping: Any) -> bool:  # type: ignore[override]
         """MSET across slots: one MSET per slot, pipelined per node (not atomic)."""
-        items = list(mapping.items())
-        pipe = self.pipeline()
-        for indexes in self._group_by_slot(k for k, _ in items).values():
-            pipe.execute_command("MSET", *(x for i in indexes for x in items[i]))
-        return all(await pipe.execute())
+        return all(await self._per_slot(SlotSplit(self._encoder, "MSET", list(mapping.items()))))
 
     async def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:  # type: ignore[override]
         """redis-py's name for :meth:`mget` across slots."""
@@ -167,17 +117,11 @@ class AsyncClusterCommands(AsyncRedisClusterCommands):
 
     async def mset_nonatomic(self, mapping: Any) -> list[bool]:  # type: ignore[override]
         """MSET per slot (not atomic): one result per slot, as redis-py returns."""
-        items = list(mapping.items())
-        pipe = self.pipeline()
-        for indexes in self._group_by_slot(k for k, _ in items).values():
-            pipe.execute_command("MSET", *(x for i in indexes for x in items[i]))
-        return [bool(r) for r in await pipe.execute()]
+        split = SlotSplit(self._encoder, "MSET", list(mapping.items()))
+        return [bool(r) for r in await self._per_slot(split)]
 
     async def _sum_per_slot(self, command: str, names: Sequence[Any]) -> int:
-        pipe = self.pipeline()
-        for indexes in self._group_by_slot(names).values():
-            pipe.execute_command(command, *(names[i] for i in indexes))
-        return sum(int(x) for x in await pipe.execute())
+        return SlotSplit.total(await self._per_slot(SlotSplit(self._encoder, command, names)))
 
     async def delete(self, *names: Any) -> int:  # type: ignore[override]
         """DEL across slots (not atomic): the number of keys removed."""

@@ -7,7 +7,7 @@ fast: a syscall per batch instead of one per command, on both sides of the socke
 What each command learns is exactly what it would learn on its own connection:
 
 - its reply (an error reply is raised to it alone; the connection carries on);
-- :class:`~balancer.errors.NotSentError` when the connection failed before the batch
+- :class:`~balancer.core.errors.NotSentError` when the connection failed before the batch
   holding its command was written (safe to retry anything);
 - redis-py's ``TimeoutError`` / ``ConnectionError`` when it was written and no reply
   came: the connection is closed and every command in flight on it fails the same way
@@ -30,7 +30,7 @@ import redis
 from redis.asyncio.connection import AbstractConnection
 
 from balancer._redis_compat import streams
-from balancer.errors import NotSentError
+from balancer.core.errors import NotSentError, echoed
 
 if TYPE_CHECKING:
     from balancer.aio.transport import AsyncNodeTransport
@@ -198,10 +198,3 @@ def _mark(own: BaseException, failure: BaseException) -> BaseException:
     else:
         failure._slotpilot_told = True  # type: ignore[attr-defined]
     return own
-
-
-def echoed(exc: BaseException) -> bool:
-    """Whether ``exc`` repeats a failure of a shared connection already reported to
-    another caller: one broken connection is one failure of its node, however many
-    commands were riding on it, so only the first copy counts against the breaker."""
-    return bool(getattr(exc, "_slotpilot_echo", False))

@@ -1,11 +1,11 @@
 """AsyncClusterPipeline: buffer commands, send them grouped per node, one round trip each.
 
-The asyncio twin of :class:`balancer.pipeline.ClusterPipeline`, with the same rules:
+The asyncio twin of :class:`balancer.sync.pipeline.ClusterPipeline`, with the same rules:
 commands go to their slot's primary, read-only ones to one reader per shard as
 ``read_from`` says; every node's batch is sent at once (concurrently). A command
 answered with a redirection, TRYAGAIN/CLUSTERDOWN, or whose node failed before it was
 sent, is re-run alone through :meth:`AsyncClusterClient.execute_command`; an unanswered
-read is re-run; an unanswered write becomes :class:`~balancer.errors.OutcomeUnknown` in
+read is re-run; an unanswered write becomes :class:`~balancer.core.errors.OutcomeUnknown` in
 its place (raised by ``execute()`` unless ``raise_on_error=False``), never re-sent.
 Not atomic, within a node or across nodes — unless ``transaction=True``: then one
 ``MULTI``/``EXEC`` on the slot's primary, with ``watch()`` if asked
@@ -19,24 +19,17 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Literal
 
 import redis
-from redis.commands import READ_COMMANDS
 from redis.commands.core import AsyncDataAccessCommands, AsyncScriptCommands
-from redis.exceptions import AskError, ClusterDownError, NoScriptError, TryAgainError
 from redis.utils import safe_str, truncate_text
 
 from balancer.aio.transaction import Watch, exec_watched, on_watched, run_transaction, start_watch
-from balancer.breaker import CLOSED
-from balancer.errors import NoHealthyEndpoint, OutcomeUnknown, never_sent, refused
-from balancer.router import Member, Router
+from balancer.core.batch import BatchPlan
+from balancer.core.errors import OutcomeUnknown
 
 if TYPE_CHECKING:
-    from balancer.aio.client import AsyncClusterClient
-    from balancer.aio.transport import AsyncNodeTransport
+    from balancer.aio.port import AsyncClientPort
 
 __all__ = ["AsyncClusterPipeline"]
-
-_RETRY_ON_OWN = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
-_Lease = tuple[Router, Member, bool]
 
 
 class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
@@ -46,7 +39,7 @@ class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
     _event_dispatcher: Any = None  # declared by redis-py's command protocol; unused here
     _is_async_client: Literal[True] = True
 
-    def __init__(self, client: AsyncClusterClient, transaction: bool = False) -> None:
+    def __init__(self, client: AsyncClientPort, transaction: bool = False) -> None:
         self._client = client
         self.transaction = transaction
         self._commands: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
@@ -169,78 +162,29 @@ class AsyncClusterPipeline(AsyncDataAccessCommands, AsyncScriptCommands):
 
     async def _execute(self, commands: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
         client = self._client
-        by_node: dict[str, tuple[AsyncNodeTransport, list[int]]] = {}
-        leases: dict[int, _Lease | None] = {}
-        for index, (args, options) in enumerate(commands):
-            keys = list(options.pop("keys", None) or ()) or await client._keys(args)
-            if not keys:
-                continue  # keyless: run alone below
-            route = client._slot_route[client._slot_of(args[0], keys)]
-            if route is None:
-                continue
-            transport = route.primary
-            if args[0] in READ_COMMANDS and route.readers is not None:
-                if id(route) not in leases:
-                    leases[id(route)] = _checkout(route.readers)
-                lease = leases[id(route)]
-                if lease is not None:
-                    transport = client._transport(lease[1].endpoint.id)
-            if transport is route.primary and route.primary_breaker.state != CLOSED:
-                continue  # run alone below: a primary with an open breaker fails fast
-            by_node.setdefault(transport.address, (transport, []))[1].append(index)
-
-        results: list[Any] = [_PENDING] * len(commands)
-        batches = list(by_node.values())
+        keys = [list(options.pop("keys", None) or ()) or await client._keys(args)
+                for args, options in commands]  # fmt: skip
+        plan = BatchPlan(client._table, commands, keys, client._slot_of)
+        batches = list(plan.batches.items())
         answers = await asyncio.gather(
-            *(t.execute_partial([commands[i][0] for i in indexes]) for t, indexes in batches)
+            *(t.execute_partial([commands[i][0] for i in indexes]) for _, (t, indexes) in batches)
         )
-        failed: dict[str, BaseException] = {}
-        for (transport, indexes), (replies, failure) in zip(batches, answers, strict=True):
-            if failure is not None:
-                failed[transport.address] = failure
-                self._node_failed(transport.address, failure, leases)
-                sent = not never_sent(failure)
-                for i in indexes[len(replies) :]:
-                    name = commands[i][0][0]
-                    if sent and not client._locator.readonly(name):
-                        client.stats.unknown_outcomes += 1
-                        results[i] = _unknown(name, transport.address, failure)
-            for i, reply in zip(indexes, replies, strict=False):
-                if isinstance(reply, _RETRY_ON_OWN):
-                    continue
-                if isinstance(reply, NoScriptError) and await client._load_script(commands[i][0]):
-                    continue  # it did not run: loaded now, and re-run on its own below
-                if isinstance(reply, Exception):
-                    results[i] = reply
-                else:
-                    name, options = commands[i][0][0], dict(commands[i][1])
-                    options.pop("NEVER_DECODE", None)
-                    results[i] = client._parse(name, reply, options)
-        for lease in leases.values():
-            if lease is not None:
-                router, member, trial = lease
-                router.checkin(member, trial, failed.get(member.endpoint.id), None)
-
-        for i, result in enumerate(results):
-            if result is _PENDING:  # one at a time, in order: a later read sees a write
-                args, options = commands[i]
-                try:
-                    results[i] = await client.execute_command(*args, **options)
-                except (redis.ResponseError, OutcomeUnknown) as exc:
-                    results[i] = exc
+        for (address, (_, indexes)), (replies, failure) in zip(batches, answers, strict=True):
+            plan.answered(
+                address, indexes, replies, failure, client._locator.readonly, client._parse
+            )
+        for i, error in plan.noscript:
+            if not await client._load_script(commands[i][0]):
+                plan.not_loaded(i, error)  # else: it did not run; loaded now, re-run below
+        plan.finish()
+        results: list[Any] = plan.results
+        for i in plan.pending():  # one at a time, in order: a later read sees a write
+            args, options = commands[i]
+            try:
+                results[i] = await client.execute_command(*args, **options)
+            except (redis.ResponseError, OutcomeUnknown) as exc:
+                results[i] = exc
         return results
-
-    def _node_failed(
-        self, address: str, failure: BaseException, leases: dict[int, _Lease | None]
-    ) -> None:
-        client = self._client
-        leased = any(lease and lease[1].endpoint.id == address for lease in leases.values())
-        if not leased and not refused(failure):  # a refused connect costs nothing
-            client._breaker(address).record(failure)
-        client.stats.node_errors += 1
-
-
-_PENDING: Any = object()
 
 
 def _annotate(error: redis.ResponseError, number: int, args: tuple[Any, ...]) -> None:
@@ -251,17 +195,3 @@ def _annotate(error: redis.ResponseError, number: int, args: tuple[Any, ...]) ->
         f"{error.args[0] if error.args else ''}",
         *error.args[1:],
     )
-
-
-def _unknown(name: Any, address: str, failure: BaseException) -> OutcomeUnknown:
-    error = OutcomeUnknown(str(name), address, failure)
-    error.__cause__ = failure
-    return error
-
-
-def _checkout(router: Router) -> _Lease | None:
-    try:
-        member, trial = router.checkout()
-    except NoHealthyEndpoint:
-        return None
-    return router, member, trial

@@ -1,5 +1,5 @@
 """Pub/sub for :class:`~balancer.aio.client.AsyncClusterClient`: redis-py's own asyncio
-``ClusterPubSub``, as the sync client's :mod:`balancer.pubsub` uses the sync one.
+``ClusterPubSub``, as the sync client's :mod:`balancer.sync.pubsub` uses the sync one.
 
 ``pubsub()`` returns :class:`redis.asyncio.cluster.ClusterPubSub`, so ``subscribe``,
 ``psubscribe``, ``get_message``, ``listen`` and sharded ``ssubscribe`` /
@@ -25,7 +25,7 @@ from redis.cluster import ClusterNode
 from redis.event import AsyncAfterSlotsCacheRefreshEvent, EventDispatcher
 
 if TYPE_CHECKING:
-    from balancer.aio.client import AsyncClusterClient
+    from balancer.aio.port import AsyncClientPort
 
 __all__ = ["AsyncPubSubNodes", "ClusterPubSub"]
 
@@ -38,7 +38,7 @@ class AsyncPubSubNodes:
     load_balancing_strategy = None
     _initialize = False  # redis-py >= 8.2 asks: the client's own map is already loaded
 
-    def __init__(self, client: AsyncClusterClient) -> None:
+    def __init__(self, client: AsyncClientPort) -> None:
         self._client = client
         self.encoder = client.encoder
         self.nodes_manager = self

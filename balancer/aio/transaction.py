@@ -6,7 +6,7 @@ one slot (hash tags: ``{user1}:a``, ``{user1}:b``); otherwise redis-py's
 server aborted before running it (``EXECABORT`` after a MOVED/ASK while the slot moves,
 TRYAGAIN, CLUSTERDOWN) ran nothing and is sent again, within ``retry_deadline``. One
 whose reply was lost may have run: unless every command in it only reads, it raises
-:class:`~balancer.errors.OutcomeUnknown`, as a single write would.
+:class:`~balancer.core.errors.OutcomeUnknown`, as a single write would.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from balancer.breaker import CLOSED
-from balancer.errors import (
+from balancer.core.breaker import CLOSED
+from balancer.core.errors import (
     ClusterError,
     OutcomeUnknown,
     SlotNotCovered,
@@ -36,7 +36,7 @@ from balancer.errors import (
 if TYPE_CHECKING:
     from redis.asyncio.connection import AbstractConnection
 
-    from balancer.aio.client import AsyncClusterClient
+    from balancer.aio.port import AsyncClientPort
     from balancer.aio.transport import AsyncNodeTransport
 
 __all__ = ["Watch", "exec_watched", "on_watched", "run_transaction", "start_watch"]
@@ -45,7 +45,7 @@ Command = tuple[tuple[Any, ...], dict[str, Any]]
 _RETRY = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
 
 
-async def _slots(client: AsyncClusterClient, commands: Sequence[Command]) -> set[int]:
+async def _slots(client: AsyncClientPort, commands: Sequence[Command]) -> set[int]:
     slots: set[int] = set()
     for args, options in commands:
         keys = list(options.get("keys") or ()) or await client._keys(args)
@@ -53,7 +53,7 @@ async def _slots(client: AsyncClusterClient, commands: Sequence[Command]) -> set
     return slots
 
 
-async def _slot(client: AsyncClusterClient, commands: Sequence[Command]) -> int:
+async def _slot(client: AsyncClientPort, commands: Sequence[Command]) -> int:
     slots = await _slots(client, commands)
     if len(slots) != 1:
         raise CrossSlotTransactionError(
@@ -63,7 +63,7 @@ async def _slot(client: AsyncClusterClient, commands: Sequence[Command]) -> int:
     return slots.pop()
 
 
-async def run_transaction(client: AsyncClusterClient, commands: Sequence[Command]) -> list[Any]:
+async def run_transaction(client: AsyncClientPort, commands: Sequence[Command]) -> list[Any]:
     """Replies of ``commands`` run as one ``MULTI``/``EXEC``; error replies in place."""
     slot = await _slot(client, commands)
     readonly = all(client._locator.readonly(args[0]) for args, _ in commands)
@@ -109,7 +109,7 @@ async def run_transaction(client: AsyncClusterClient, commands: Sequence[Command
         deadline = await client._wait_or_raise(deadline, retry, attempt)
 
 
-def _parse(client: AsyncClusterClient, command: Command, reply: Any) -> Any:
+def _parse(client: AsyncClientPort, command: Command, reply: Any) -> Any:
     if isinstance(reply, Exception):
         return reply
     args, options = command
@@ -135,7 +135,7 @@ class Watch:
             self.transport.discard(self.conn)
 
 
-async def start_watch(client: AsyncClusterClient, names: Sequence[Any]) -> Watch:
+async def start_watch(client: AsyncClientPort, names: Sequence[Any]) -> Watch:
     """``WATCH names`` on a connection of their slot's primary. A MOVED answer means
     nothing was watched yet: the watch follows the slot (as RedisCluster's does)."""
     slot = await _slot(client, [(("WATCH", *names), {})])
@@ -165,7 +165,7 @@ async def start_watch(client: AsyncClusterClient, names: Sequence[Any]) -> Watch
 
 
 async def on_watched(
-    client: AsyncClusterClient, watch: Watch, commands: Sequence[Command]
+    client: AsyncClientPort, watch: Watch, commands: Sequence[Command]
 ) -> list[Any]:
     """Commands sent on the watched connection (more ``WATCH``, reads between ``WATCH``
     and ``MULTI``); a redirection now means the slot moved under the watch:
@@ -186,7 +186,7 @@ async def on_watched(
 
 
 async def exec_watched(
-    client: AsyncClusterClient, watch: Watch, commands: Sequence[Command]
+    client: AsyncClientPort, watch: Watch, commands: Sequence[Command]
 ) -> list[Any]:
     """``MULTI`` … ``EXEC`` on the watched connection: ``WatchError`` when a watched key
     changed (or the slot moved) and nothing ran. Releases the connection."""
@@ -214,7 +214,7 @@ async def exec_watched(
 
 
 def _lost(
-    client: AsyncClusterClient, watch: Watch, commands: Sequence[Command], failure: BaseException
+    client: AsyncClientPort, watch: Watch, commands: Sequence[Command], failure: BaseException
 ) -> None:
     """The held connection failed (already discarded): the safety rule, as everywhere."""
     client.stats.node_errors += 1

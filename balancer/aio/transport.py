@@ -1,6 +1,6 @@
 """The asyncio client's one I/O seam: send a command to one node and read its reply.
 
-Same contract as :mod:`balancer.transport`, over ``redis.asyncio`` connections: a small
+Same contract as :mod:`balancer.sync.transport`, over ``redis.asyncio`` connections: a small
 LIFO of idle connections per node; redis-py does the protocol, AUTH, TLS and RESP
 parsing. Connections are made without a socket timeout of their own: one
 ``asyncio.timeout`` covers each whole exchange (write and read), which is cheaper than
@@ -21,7 +21,7 @@ from redis.asyncio.connection import AbstractConnection, Connection, SSLConnecti
 
 from balancer._redis_compat import close_now
 from balancer.aio.mux import Multiplexer
-from balancer.errors import NotSentError
+from balancer.core.errors import NotSentError
 
 __all__ = ["AsyncNodeTransport", "AsyncTransportOptions"]
 
@@ -71,7 +71,7 @@ class AsyncNodeTransport:
     """Connections to one node and the send/read primitive over them.
 
     A failure before anything was written (no connection could be made, every
-    connection is in use) raises :class:`~balancer.errors.NotSentError`; a failure
+    connection is in use) raises :class:`~balancer.core.errors.NotSentError`; a failure
     after the write raises redis-py's ``TimeoutError`` / ``ConnectionError``.
     """
 
@@ -99,7 +99,11 @@ class AsyncNodeTransport:
         hook = self.options.connect_hook()
         if hook is not None:
             kwargs["redis_connect_func"] = hook
-        conn = self.options.connection_class(host=self.host, port=self.port, **kwargs)
+        try:  # a connection that cannot even be made must not keep its slot
+            conn = self.options.connection_class(host=self.host, port=self.port, **kwargs)
+        except BaseException:
+            self._open -= 1
+            raise
         # The handshake (HELLO, AUTH, READONLY) waits one socket timeout per reply, as
         # the sync client's; afterwards our own deadlines apply.
         conn.socket_timeout = self.options.socket_timeout
