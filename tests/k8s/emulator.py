@@ -35,7 +35,9 @@ buses and discovery. Emulated, for the resources in :data:`KINDS` (more with
   types above, applied to the Scale) and PUT change ``spec.replicas`` of the workload.
 - **delete**: removes the object at once and answers 200 with its last state; the
   DeleteOptions ``preconditions`` (``uid``, ``resourceVersion``) answer 409 on a mismatch
-  (no graceful deletion, no finalizers, no garbage collection of dependents).
+  (no graceful deletion, no garbage collection of dependents). A PersistentVolumeClaim a
+  pod still mounts is kept Terminating (``deletionTimestamp``, the
+  ``kubernetes.io/pvc-protection`` finalizer) until no pod mounts it.
 - **watch** (``?watch=true``): ADDED for the current objects (only those newer than a
   given ``resourceVersion``; no history replay), then ADDED/MODIFIED/DELETED as they
   happen, filtered by namespace and selectors (an update moving an object into or out of
@@ -54,10 +56,10 @@ buses and discovery. Emulated, for the resources in :data:`KINDS` (more with
   (``limit`` is ignored: everything comes in one page), Event series and aggregation
   (the recorder's job), the server's own clock skew, controllers (a StatefulSet creates
   no Pods: see ``tests/k8s/kubelet.py``; no garbage collector, no PVC retention policy),
-  graceful deletion and finalizers (a delete removes the object at once: no
-  ``deletionTimestamp`` phase, so no ``kubernetes.io/pvc-protection`` keeping a mounted
-  claim — the operator refuses to delete a mounted claim itself, and
-  ``tests/k8s/test_statefulset_safety.py`` checks that refusal). The admission policy
+  graceful deletion and finalizers beyond ``kubernetes.io/pvc-protection`` (a delete
+  removes a pod or any other object at once; a claim a pod still mounts is the one
+  exception, kept Terminating — ``deletionTimestamp`` and the finalizer — until no pod
+  mounts it, as the protection controller does). The admission policy
   shipped in ``deploy/`` is evaluated with cel-python in ``tests/unit``, not here.
 
 Fault injection (:class:`KubeAPI`): :meth:`KubeAPI.fail_next` makes the next N requests
@@ -134,6 +136,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
 
 
 # --- the emulator (runs on its own loop) ------------------------------------------------
@@ -461,10 +464,53 @@ class EmulatedKubernetes(kmock.KubernetesEmulator):
         live = self._live(kind, ns, name)
         if live is None:
             raise ApiError(404, f'{kind.plural} "{name}" not found')
+        if kind.plural == "persistentvolumeclaims" and name in self._mounted(ns):
+            return self._protect(kind, ns, name, live.raw)
         last = self._bump(copy.deepcopy(live.raw))
         live.delete()
         self._publish(kind, "DELETED", last)
+        if kind.plural == "pods":
+            self._release_claims(ns)
         return last
+
+    # -- kubernetes.io/pvc-protection: a mounted claim is Terminating, not gone ---------
+
+    def _kind(self, plural: str) -> Kind:
+        return next(k for k in KINDS if k.group == "" and k.plural == plural)
+
+    def _mounted(self, ns: str | None) -> set[str]:
+        """Claims the namespace's live pods mount."""
+        names = set()
+        for pod in self._current(self._kind("pods"), ns):
+            for volume in (pod.get("spec") or {}).get("volumes") or []:
+                claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+                if claim:
+                    names.add(claim)
+        return names
+
+    def _protect(self, kind: Kind, ns: str | None, name: str, raw: Obj) -> Obj:
+        """A delete of a claim a pod still mounts: it gets a ``deletionTimestamp`` and the
+        ``kubernetes.io/pvc-protection`` finalizer keeps it until no pod mounts it."""
+        obj = copy.deepcopy(raw)
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("deletionTimestamp", now())
+        finalizers = meta.setdefault("finalizers", [])
+        if PVC_PROTECTION not in finalizers:
+            finalizers.append(PVC_PROTECTION)
+        return self.write_object(kind, ns, name, obj)
+
+    def _release_claims(self, ns: str | None) -> None:
+        """The protection controller: a Terminating claim no pod mounts any more goes."""
+        kind = self._kind("persistentvolumeclaims")
+        mounted = self._mounted(ns)
+        for claim in self._current(kind, ns):
+            meta = claim.get("metadata") or {}
+            if meta.get("deletionTimestamp") and meta.get("name") not in mounted:
+                live = self._live(kind, meta.get("namespace"), meta["name"])
+                if live is not None:
+                    last = self._bump(copy.deepcopy(live.raw))
+                    live.delete()
+                    self._publish(kind, "DELETED", last)
 
     @staticmethod
     def _version(obj: Obj) -> str | None:

@@ -445,3 +445,23 @@ def test_a_cluster_from_another_chart_names_its_client_port_in_the_config(
     addresses = [n.address for n in named.pods()]
     assert len(addresses) == 2 and all(a and a.startswith("127.0.0.1:") for a in addresses)
     assert [n.address for n in StatefulSetNodes(api, NS, "other").pods()] == [None, None]
+
+
+def test_a_mounted_claim_deleted_anyway_stays_terminating_until_its_pod_is_gone(
+    k8s_api: KubeAPI, api: KubeApi
+) -> None:
+    """The emulator's kubernetes.io/pvc-protection, over HTTP: what the operator's own
+    refusal to delete a mounted claim guards against."""
+    from kubernetes import client
+
+    k8s_api.create(PVCS, {"metadata": {"name": "data-x", "namespace": NS}})
+    volume = {"name": "d", "persistentVolumeClaim": {"claimName": "data-x"}}
+    k8s_api.create(PODS, {"metadata": {"name": "user", "namespace": NS}, "spec": {
+        "containers": [{"name": "c", "image": "busybox"}], "volumes": [volume]}})  # fmt: skip
+    api.call("delete pvc", api.core.delete_namespaced_persistent_volume_claim, "data-x", NS,
+             body=client.V1DeleteOptions())  # fmt: skip
+    claim = k8s_api.get(PVCS, NS, "data-x")
+    assert claim is not None and claim["metadata"]["deletionTimestamp"]
+    assert claim["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection"]
+    k8s_api.delete(PODS, NS, "user")
+    assert k8s_api.get(PVCS, NS, "data-x") is None
