@@ -37,7 +37,7 @@ lint: $(STAMP)
 
 # pytest exits 5 when it collected nothing; that is a failure of the suite, not a pass.
 test: lint
-	$(BIN)/python -m pytest -q -n $(WORKERS); rc=$$?; \
+	$(BIN)/python -m pytest -q -n $(WORKERS) --reruns 1 --reruns-delay 1; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # The edit loop: socket-free unit tests only.
@@ -49,7 +49,7 @@ test-newest:
 	rm -rf .venv-newest && $(PYTHON) -m venv .venv-newest
 	.venv-newest/bin/python -m pip install -q '.[local,test]'
 	.venv-newest/bin/python -m pip list --format=freeze | grep -iE '^(redis|pydantic|kubernetes|pybreaker)=='
-	.venv-newest/bin/python -m pytest -q -p no:cacheprovider -n 2 $(LANE_TESTS)
+	.venv-newest/bin/python -m pytest -q -p no:cacheprovider -n 2 --reruns 1 $(LANE_TESTS)
 
 # The oldest releases pyproject allows for every direct dependency (uv's lowest-direct).
 test-lowest: $(STAMP)
@@ -57,7 +57,7 @@ test-lowest: $(STAMP)
 	VIRTUAL_ENV=.venv-lowest $(BIN)/uv pip install -q --resolution lowest-direct '.[local,test]'
 	.venv-lowest/bin/python -m pip list --format=freeze 2>/dev/null | grep -iE '^(redis|pydantic|kubernetes|pybreaker)==' || \
 	VIRTUAL_ENV=.venv-lowest $(BIN)/uv pip list | grep -iE '^(redis|pydantic|kubernetes|pybreaker) '
-	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider -n 2 $(LANE_TESTS)
+	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider -n 2 --reruns 1 $(LANE_TESTS)
 
 test-lanes: test-newest test-lowest
 

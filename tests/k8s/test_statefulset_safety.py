@@ -343,14 +343,14 @@ def test_an_outside_scale_down_is_held_and_reported_even_with_the_cluster_down(
             controller.reconcile_once()
             return any(e[1] == "WorkloadRestored" for e in posted)
 
-        kubelet_wait(restored, timeout=30, step=0.3)
+        kubelet_wait(restored, timeout=90, step=0.3)
 
         def reported() -> bool:
             controller.probe_once()
             controller.reconcile_once()
             return any(e[1] == "NodeBackEmpty" for e in posted)
 
-        kubelet_wait(reported, timeout=30, step=0.3)
+        kubelet_wait(reported, timeout=90, step=0.3)
         empty = [e for e in posted if e[1] == "NodeBackEmpty"]
         assert len(empty) == 1 and empty[0][3] is True, posted
         assert "back under its old id" in empty[0][2] and "they are lost" in empty[0][2]
