@@ -64,13 +64,18 @@ def _listening(port: int) -> bool:
     return False
 
 
-def _start_on(make_cluster: Any, base: int) -> LocalCluster:
-    """A cluster on ``base``, ``base + 1``, …, or a skip when those ports (or their bus
-    ports) are taken by something else on this machine."""
-    ports = range(base, base + SHARDS * (REPLICAS + 1))
-    busy = [p for p in ports for q in (p, p + BUS_PORT_OFFSET) if _listening(q)]
-    if busy:
-        pytest.skip(f"ports {base}-{ports[-1]} (or their bus ports) are in use: {busy}")
+def _start_on(make_cluster: Any, first: int) -> LocalCluster:
+    """A cluster on consecutive ports of the first free block at or above ``first`` (in
+    steps of 200, at most 20 tries: ports above 30000 share the range the kernel hands
+    out to outgoing connections), or a skip when none is free."""
+    size = SHARDS * (REPLICAS + 1)
+    for base in range(first, first + 20 * 200, 200):
+        ports = range(base, base + size)
+        busy = [p for p in ports for q in (p, p + BUS_PORT_OFFSET) if _listening(q)]
+        if not busy:
+            break
+    else:
+        pytest.skip(f"no free block of {size} ports (and bus ports) from {first} on")
     try:
         cluster: LocalCluster = make_cluster(SHARDS, REPLICAS, base_port=base)
     except ClusterStartError as exc:
