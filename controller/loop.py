@@ -96,6 +96,12 @@ _NUMBER = re.compile(r"\d+(\.\d+)?")
 _BALANCE_TOLERANCE = 0.05
 
 
+def _keys_in(info: Any) -> int:
+    """Keys of every database, from a parsed ``INFO`` (its keyspace section)."""
+    return sum(int(db.get("keys", 0)) for name, db in info.items()
+               if name.startswith("db") and isinstance(db, dict))  # fmt: skip
+
+
 def slot_skew(view: ClusterView) -> float:
     """The largest distance of a slot-owning primary's slot count from the even share,
     as a fraction of that share (0: perfectly even; pure, from the probe's entries)."""
@@ -658,10 +664,7 @@ class Controller:
             sample = node.sample
             if node.node_id is None or sample is None or not sample.ok:
                 continue
-            self._keys_seen[node.node_id] = sum(
-                int(db.get("keys", 0)) for name, db in sample.info.items()
-                if name.startswith("db") and isinstance(db, dict)
-            )  # fmt: skip
+            self._keys_seen[node.node_id] = _keys_in(sample.info)
 
     def _report_back_empty(self, view: ClusterView) -> None:
         """After an outside scale-down ends: a node back under its old id (its nodes.conf
@@ -672,8 +675,7 @@ class Controller:
             if node.node_id not in self._away or sample is None or not sample.ok:
                 continue  # not back yet (or under a new id: a new node, met as one)
             had = self._away.pop(node.node_id)
-            now = sum(int(db.get("keys", 0)) for name, db in sample.info.items()
-                      if name.startswith("db") and isinstance(db, dict))  # fmt: skip
+            now = _keys_in(sample.info)
             if had and now == 0 and node.role == "primary":
                 message = (f"{node.address} is back under its old id {node.node_id} but "
                            f"empty: it held {had} keys before its pod was removed from "

@@ -18,7 +18,29 @@ from importlinter.domain.contract import Contract, ContractCheck
 __all__ = ["ForbiddenSubmodulesContract", "PrivateModulesContract"]
 
 
-class PrivateModulesContract(Contract):
+def _matching_lines(
+    graph: ImportGraph, importers: list[str], packages: list[str], pattern: re.Pattern[str]
+) -> list[str]:
+    """``module:line: text`` of every import of ``packages`` by ``importers`` whose line
+    matches ``pattern`` (grimp keeps an external package as one node, but keeps lines)."""
+    found: list[str] = []
+    for importer in importers:
+        for package in packages:
+            for detail in graph.get_import_details(importer=importer, imported=package):
+                line = str(detail["line_contents"])
+                if pattern.search(line):
+                    found.append(f"{importer}:{detail['line_number']}: {line}")
+    return found
+
+
+class _LineContract(Contract):
+    def render_broken_contract(self, check: ContractCheck) -> None:
+        for line in check.metadata["found"]:
+            output.print_error(line)
+            output.new_line()
+
+
+class PrivateModulesContract(_LineContract):
     """``packages``: external packages whose private modules are off limits;
     ``allowed``: the modules that may import them anyway."""
 
@@ -34,24 +56,13 @@ class PrivateModulesContract(Contract):
         private = re.compile(
             rf"\b(?:{names})(?:\.\w+)*\._\w+|\bfrom\s+(?:{names})(?:\.\w+)*\s+import\b.*\b_\w+"
         )
-        found: list[str] = []
-        for importer in sorted(graph.modules):
-            if importer in allowed or importer.split(".")[0] in packages:
-                continue
-            for package in packages:
-                for detail in graph.get_import_details(importer=importer, imported=package):
-                    line = str(detail["line_contents"])
-                    if private.search(line):
-                        found.append(f"{importer}:{detail['line_number']}: {line}")
+        importers = [m for m in sorted(graph.modules)
+                     if m not in allowed and m.split(".")[0] not in packages]  # fmt: skip
+        found = _matching_lines(graph, importers, packages, private)
         return ContractCheck(kept=not found, metadata={"found": found})
 
-    def render_broken_contract(self, check: ContractCheck) -> None:
-        for line in check.metadata["found"]:
-            output.print_error(line)
-            output.new_line()
 
-
-class ForbiddenSubmodulesContract(Contract):
+class ForbiddenSubmodulesContract(_LineContract):
     """``source``: a package of ours; ``forbidden``: sub-modules of external packages
     (``redis.connection``) that no module of it may import, by either import form."""
 
@@ -70,16 +81,7 @@ class ForbiddenSubmodulesContract(Contract):
                 rf"\bimport\s+{re.escape(name)}\b|\bfrom\s+{re.escape(name)}\b"
                 rf"|\bfrom\s+{re.escape(package)}\s+import\b.*\b{re.escape(first)}\b"
             )
-            for importer in sorted(graph.modules):
-                if importer != source and not importer.startswith(source + "."):
-                    continue
-                for detail in graph.get_import_details(importer=importer, imported=package):
-                    line = str(detail["line_contents"])
-                    if pattern.search(line):
-                        found.append(f"{importer}:{detail['line_number']}: {line}")
+            importers = [m for m in sorted(graph.modules)
+                         if m == source or m.startswith(source + ".")]  # fmt: skip
+            found += _matching_lines(graph, importers, [package], pattern)
         return ContractCheck(kept=not found, metadata={"found": found})
-
-    def render_broken_contract(self, check: ContractCheck) -> None:
-        for line in check.metadata["found"]:
-            output.print_error(line)
-            output.new_line()

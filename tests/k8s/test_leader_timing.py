@@ -8,36 +8,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pybreaker
 import pytest
 
-from controller.leadership import LeaderTiming
 from controller.platform.kubernetes import KubeApi, KubeApiError, KubernetesPlatform, LeaderElector
 from tests.k8s.emulator import KubeAPI
 from tests.k8s.test_kubelet import worker_deployment
+from tests.k8s.test_platform_kubernetes import FAST, Clock
 
 NS = "default"
-FAST = LeaderTiming(lease_seconds=3, renew_deadline_seconds=2, retry_seconds=0.2)
-
-
-class Clock:
-    """One true time for every candidate (monotonic and wall); skew is the emulator's."""
-
-    def __init__(self) -> None:
-        self.mono = 1000.0
-        self.wall_at = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def wall(self) -> datetime:
-        return self.wall_at
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall_at += timedelta(seconds=seconds)
 
 
 @pytest.fixture
